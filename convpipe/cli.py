@@ -1,0 +1,115 @@
+"""The ``convpipe`` command line: a thin Typer layer over the library.
+
+User mistakes (:class:`~convpipe.errors.ConvpipeError`) become one line on
+stderr and exit code 2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from convpipe import __version__
+from convpipe.errors import ConvpipeError
+
+app = typer.Typer(
+    name="convpipe",
+    help="Exact strided valid cross-correlation of kernel banks over image stacks, Zarr to Zarr.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+
+USER_ERROR = 2
+INTERRUPTED = 130
+
+
+@contextlib.contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn a ConvpipeError into one line on stderr and exit code 2."""
+    try:
+        yield
+    except ConvpipeError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(USER_ERROR) from None
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"convpipe {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        Optional[bool],
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    ] = None,
+) -> None:
+    """convpipe: kernel banks over image stacks larger than memory."""
+
+
+ConfigArg = Annotated[Path, typer.Argument(help="YAML config file.", show_default=False)]
+
+
+@app.command()
+def run(
+    config: ConfigArg,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False,
+    scheduler: Annotated[
+        Optional[str],
+        typer.Option(
+            "--scheduler",
+            help="Override compute.scheduler: threads, processes, synchronous, local or tcp://HOST:PORT.",
+        ),
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no summary.")] = False,
+) -> None:
+    """Run the config: read the input, correlate every block, write the output Zarr."""
+    from convpipe.config import SCHEDULERS, load_config
+    from convpipe.runner import execute, make_plan
+
+    with user_errors():
+        if scheduler is not None and scheduler not in SCHEDULERS and "://" not in scheduler:
+            raise ConvpipeError(
+                f"--scheduler: expected one of {', '.join(SCHEDULERS)} or tcp://HOST:PORT, got {scheduler!r}"
+            )
+        plan = make_plan(load_config(config))
+        summary = execute(plan, overwrite=overwrite or None, scheduler=scheduler, progress=not quiet)
+    if not quiet:
+        typer.echo(summary.line(), err=True)
+
+
+@app.command()
+def validate(config: ConfigArg) -> None:
+    """Check the config and the input without computing; print the resolved plan."""
+    from convpipe.config import load_config
+    from convpipe.runner import make_plan
+
+    with user_errors():
+        plan = make_plan(load_config(config))
+    typer.echo(plan.describe())
+    typer.echo("ok: the config is valid")
+
+
+@app.command()
+def kernels() -> None:
+    """List the built-in kernel banks with their weights and orientation."""
+    from convpipe.kernels import BANK_ORIENTATION, BUILTIN_BANKS
+
+    for name, bank in BUILTIN_BANKS.items():
+        kh, kw = bank.kernel_shape
+        typer.echo(f"{name}  ({len(bank.names)} x {kh}x{kw})  {BANK_ORIENTATION[name]}")
+        for kernel_name, weights in zip(bank.names, bank.weights[:, 0]):
+            rows = ["[" + ", ".join(f"{v:g}" for v in row) + "]" for row in weights]
+            typer.echo(f"  {kernel_name:<12} [{', '.join(rows)}]")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

@@ -1,0 +1,492 @@
+"""The compiled core: one fused, Numba-compiled pass per output row.
+
+:func:`correlate_block_compiled` has exactly the contract of
+:func:`convpipe.core.correlate_block_numpy` and returns the same bits. Every
+output pixel is still summed in the fixed order of the NumPy core::
+
+    acc = 0
+    for c, u, v (row-major), skipping zero weights:
+        acc += dtype(x[c, i*sy + u, j*sx + v]) * w[k, c, u, v]
+    magnitude = sqrt(acc_0 * acc_0 + acc_1 * acc_1 + ...)   # left to right
+
+with one rounding per multiply and per add: no ``fastmath``, so LLVM may
+neither reassociate nor contract a multiply and an add into an FMA.
+
+Generated kernels
+-----------------
+For each kernel bank (cast to the output dtype), stride and combine mode,
+:func:`generate_source` writes a small Python module specialised for that
+bank, which Numba compiles:
+
+* the weights are literal constants and zero weights produce no code, so a
+  Sobel pair costs 12 multiply-adds per pixel, not 18;
+* the kernel window is unrolled; each output row is one loop over the output
+  columns ``j`` that loads every tap it needs once, keeps up to
+  ``KERNELS_PER_PASS`` accumulators in registers, and stores the responses,
+  or directly their magnitude, so the intermediate responses never reach
+  memory;
+* every load in that loop is ``row[j + q]`` on a contiguous row, so LLVM
+  vectorises the loop over ``j``. With a column stride ``sx > 1`` each input
+  row the loop needs is first split into its ``sx`` phases
+  (``phase_p = row[p::sx]``, converted to the output dtype), after which
+  ``x[r, j*sx + v] == phase_(v % sx)[j + v // sx]`` is contiguous in ``j``;
+* with a row stride ``sy > 1`` only the kept output rows are computed.
+
+Banks with more than ``MAX_UNROLLED_TAPS`` non-zero weights would take long
+to compile unrolled; they run through one generic compiled kernel that takes
+the weights as an array and accumulates each output row in a row buffer, tap
+by tap, in the same order.
+
+Compile cache
+-------------
+Compiled kernels are cached in the process (keyed by the bank's bytes and
+shape, the stride, the combine mode and both dtypes; the lookup is
+thread-safe) and on disk: the generated module is written, under a name
+derived from the hash of its source, to :func:`cache_dir`, imported from
+there and compiled with ``cache=True``, so a second process (a Dask worker,
+the next run) loads machine code instead of compiling. Files are written
+atomically (temporary file, then ``os.replace``) with a fixed modification
+time, so processes that race to write the same module agree on Numba's cache
+index. The kernels release the GIL (``nogil=True``): Dask threads run them
+in parallel.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import sys
+import tempfile
+import threading
+import types
+from pathlib import Path
+
+import numba
+import numpy as np
+
+from convpipe.core import Combine, output_shape
+
+#: Environment variable naming the directory of the on-disk kernel cache.
+CACHE_DIR_ENV = "CONVPIPE_CACHE_DIR"
+
+#: Banks with more non-zero weights than this use the generic kernel.
+MAX_UNROLLED_TAPS = 512
+
+#: Accumulators kept in registers by one loop over an output row.
+KERNELS_PER_PASS = 8
+
+_OUTPUT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_SOURCE_MTIME = 946684800  # fixed mtime (2000-01-01) of generated modules: see _write_once
+_KERNELS: dict[tuple, numba.core.dispatcher.Dispatcher] = {}
+_KERNELS_LOCK = threading.Lock()
+
+
+def correlate_block_compiled(
+    block: np.ndarray,
+    weights: np.ndarray,
+    stride: tuple[int, int] = (1, 1),
+    combine: Combine = "none",
+    dtype: np.dtype | type = np.float32,
+) -> np.ndarray:
+    """Valid strided cross-correlation of one block with a bank, compiled.
+
+    Same parameters, result and bits as
+    :func:`convpipe.core.correlate_block_numpy`; see the module docstring
+    for how the kernel is built.
+
+    Examples
+    --------
+    >>> x = np.arange(16, dtype=np.uint8).reshape(1, 4, 4)
+    >>> w = np.ones((1, 1, 3, 3))
+    >>> correlate_block_compiled(x, w)
+    array([[[45., 54.],
+            [81., 90.]]], dtype=float32)
+    """
+    dtype = np.dtype(dtype)
+    stride = (int(stride[0]), int(stride[1]))
+    _check_arguments(block, weights, stride, combine, dtype)
+    block = _native_block(block, dtype)
+    bank = np.ascontiguousarray(weights, dtype=dtype)
+    n_kernels, n_channels, kh, kw = bank.shape
+    ho, wo = output_shape(block.shape, (kh, kw), stride)
+    batch_shape = block.shape[:-3]
+    x = block.reshape((int(np.prod(batch_shape)),) + block.shape[-3:])
+    kernel_axis = (n_kernels,) if combine == "none" else ()
+    out = np.empty(x.shape[:1] + kernel_axis + (ho, wo), dtype=dtype)
+    if np.count_nonzero(bank) <= MAX_UNROLLED_TAPS:
+        compiled_kernel(bank, stride, combine, x.dtype)(x, out)
+    else:
+        generic = _generic_kernel(x.dtype, dtype)
+        generic(x, bank, stride[0], stride[1], out.reshape(x.shape[:1] + (-1, ho, wo)))
+    return out.reshape(batch_shape + kernel_axis + (ho, wo))
+
+
+def _check_arguments(block, weights, stride, combine, dtype) -> None:
+    """Raise ``ValueError`` for arguments the NumPy core would reject or misread."""
+    if dtype not in _OUTPUT_DTYPES:
+        raise ValueError(f"dtype must be float32 or float64, got {dtype}")
+    if combine not in ("none", "magnitude"):
+        raise ValueError(f"combine must be 'none' or 'magnitude', got {combine!r}")
+    if min(stride) < 1:
+        raise ValueError(f"stride must be positive integers (sy, sx), got {stride}")
+    if weights.ndim != 4 or 0 in weights.shape[2:]:
+        raise ValueError(f"weights must have shape (K, C, kh, kw) with kh, kw >= 1, got {weights.shape}")
+    if combine == "magnitude" and weights.shape[0] == 0:
+        raise ValueError("combine='magnitude' needs at least one kernel, got an empty bank")
+    if block.ndim < 3:
+        raise ValueError(f"block must have shape (..., C, H, W), got {block.shape}")
+    n_channels, kh, kw = weights.shape[1:]
+    if block.shape[-3] != n_channels:
+        raise ValueError(f"block has {block.shape[-3]} channels, kernel bank has {n_channels}")
+    ho, wo = output_shape(block.shape, (kh, kw), stride)
+    if ho <= 0 or wo <= 0:
+        raise ValueError(f"block {block.shape[-2:]} is smaller than the kernel {(kh, kw)}")
+
+
+def _native_block(block: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """The block as an aligned, C-contiguous array of a dtype Numba reads.
+
+    Copies only when needed. Half floats are widened to ``dtype`` (exact, as
+    the NumPy core does tap by tap); non-native byte order is swapped.
+    """
+    if block.dtype.kind not in "biuf":
+        raise TypeError(f"block must hold real numbers, got dtype {block.dtype}")
+    native = dtype if block.dtype == np.float16 else block.dtype.newbyteorder("=")
+    return np.require(block, dtype=native, requirements=["C", "A"])
+
+
+def compiled_kernel(
+    bank: np.ndarray,
+    stride: tuple[int, int],
+    combine: Combine,
+    input_dtype: np.dtype,
+) -> numba.core.dispatcher.Dispatcher:
+    """The compiled kernel for a bank, from the process cache or built once.
+
+    ``bank`` is the ``(K, C, kh, kw)`` weights already cast to the output
+    dtype. The kernel is called as ``kernel(x, out)`` with ``x`` of shape
+    ``(N, C, H, W)`` and ``input_dtype``, ``out`` C-contiguous of shape
+    ``(N, K, Ho, Wo)``, or ``(N, Ho, Wo)`` for ``combine="magnitude"``.
+    """
+    key = (bank.shape, bank.tobytes(), bank.dtype.str, stride, combine, np.dtype(input_dtype).str)
+    kernel = _KERNELS.get(key)
+    if kernel is None:
+        with _KERNELS_LOCK:
+            kernel = _KERNELS.get(key)
+            if kernel is None:
+                module = _import_generated(generate_source(bank, stride, combine))
+                out_ndim = 4 if combine == "none" else 3
+                signature = (_readonly_array(input_dtype, 4), _array(bank.dtype, out_ndim))
+                kernel = _jit(module.correlate_bank, signature, module.__file__ is not None)
+                _KERNELS[key] = kernel
+    return kernel
+
+
+def _array(dtype: np.dtype, ndim: int) -> numba.types.Array:
+    return numba.types.Array(numba.from_dtype(np.dtype(dtype)), ndim, "C")
+
+
+def _readonly_array(dtype: np.dtype, ndim: int) -> numba.types.Array:
+    """Array type that also accepts writable arrays: one compilation for both."""
+    return numba.types.Array(numba.from_dtype(np.dtype(dtype)), ndim, "C", readonly=True)
+
+
+def _jit(function, signature: tuple, cache: bool) -> numba.core.dispatcher.Dispatcher:
+    """Compile ``function`` for exactly one signature (or load it from disk)."""
+    return numba.njit(signature, nogil=True, cache=cache)(function)
+
+
+# --------------------------------------------------------------------------
+# Source generation
+# --------------------------------------------------------------------------
+
+
+def generate_source(bank: np.ndarray, stride: tuple[int, int], combine: Combine) -> str:
+    """Python source of a module whose ``correlate_bank(x, out)`` applies ``bank``.
+
+    ``bank`` has shape ``(K, C, kh, kw)`` and the output dtype. The source
+    is plain Python (it runs, slowly, without Numba) and depends only on its
+    arguments, so its hash names the compiled kernel.
+    """
+    n_kernels, _, kh, kw = bank.shape
+    sy, sx = stride
+    taps = _nonzero_taps(bank)
+    groups = [list(range(k, min(k + KERNELS_PER_PASS, n_kernels))) for k in range(0, n_kernels, KERNELS_PER_PASS)]
+    fused_magnitude = combine == "magnitude" and len(groups) == 1
+    rows = sorted({(c, u) for kernel_taps in taps for c, u, _, _ in kernel_taps})
+    lines = [
+        f'"""Generated by convpipe.compiled: bank of shape {bank.shape}, stride {stride},',
+        f"combine {combine!r}, dtype {bank.dtype.name}. Do not edit: the file name is the hash",
+        'of this source."""',
+        "",
+        "import numpy as np",
+        "",
+        f"DTYPE = np.{bank.dtype.name}",
+        "",
+        "",
+        "def correlate_bank(x, out):",
+        "    n_batch = x.shape[0]",
+        f"    ho = (x.shape[2] - {kh}) // {sy} + 1",
+        f"    wo = (x.shape[3] - {kw}) // {sx} + 1",
+    ]
+    if sx > 1:
+        lines += _phase_buffers(taps, rows, sx)
+    if combine == "magnitude" and not fused_magnitude:
+        lines.append(f"    responses = np.empty(({n_kernels}, wo), DTYPE)")
+        lines += [f"    response{k} = responses[{k}]" for k in range(n_kernels)]
+    lines += [
+        "    for n in range(n_batch):",
+        "        for i in range(ho):",
+    ]
+    lines += [f"            row_c{c}_u{u} = x[n, {c}, {_affine('i', sy, u)}]" for c, u in rows]
+    if sx > 1:
+        lines += _deinterleave_rows(taps, rows, sx)
+    if combine == "none":
+        lines += [f"            out{k} = out[n, {k}, i]" for k in range(n_kernels)]
+    else:
+        lines.append("            out_row = out[n, i]")
+    for group in groups:
+        lines += _row_loop(taps, group, sx, combine, fused_magnitude)
+    if combine == "magnitude" and not fused_magnitude:
+        squares = " + ".join(f"response{k}[j] * response{k}[j]" for k in range(n_kernels))
+        lines += ["            for j in range(wo):", f"                out_row[j] = np.sqrt({squares})"]
+    return "\n".join(lines) + "\n"
+
+
+def _nonzero_taps(bank: np.ndarray) -> list[list[tuple[int, int, int, str]]]:
+    """Per kernel, its ``(c, u, v, literal)`` taps with non-zero weight, in summation order."""
+    return [
+        [(c, u, v, _literal(bank[k, c, u, v])) for c, u, v in zip(*np.nonzero(bank[k]))]
+        for k in range(bank.shape[0])
+    ]
+
+
+def _literal(weight: np.floating) -> str:
+    """Source text that evaluates to exactly ``weight``, in its dtype."""
+    value = float(weight)
+    text = repr(value) if np.isfinite(value) else f'float("{value}")'
+    return f"DTYPE({text})"
+
+
+def _affine(name: str, scale: int, offset: int) -> str:
+    """``name * scale + offset`` as short source text."""
+    term = name if scale == 1 else f"{name} * {scale}"
+    return term if offset == 0 else f"{term} + {offset}"
+
+
+def _phase_reach(taps, rows, sx: int) -> dict[tuple[int, int, int], int]:
+    """For each used phase row ``(c, u, p)``, the largest column offset ``v // sx`` read from it."""
+    reach: dict[tuple[int, int, int], int] = {}
+    for kernel_taps in taps:
+        for c, u, v, _ in kernel_taps:
+            key = (c, u, v % sx)
+            reach[key] = max(reach.get(key, 0), v // sx)
+    return dict(sorted(reach.items()))
+
+
+def _phase_buffers(taps, rows, sx: int) -> list[str]:
+    """Allocate the phase rows once per call and name one view per phase."""
+    reach = _phase_reach(taps, rows, sx)
+    longest = max(reach.values(), default=0)
+    lines = [f"    phases = np.empty(({len(reach)}, wo + {longest}), DTYPE)"]
+    lines += [f"    phase_c{c}_u{u}_p{p} = phases[{n}]" for n, (c, u, p) in enumerate(reach)]
+    return lines
+
+
+def _deinterleave_rows(taps, rows, sx: int) -> list[str]:
+    """Split each used input row into its column phases, converted to DTYPE.
+
+    Phase ``p`` of a row needs ``wo + reach`` elements; one loop fills the
+    common length of all phases of the row (LLVM turns its strided loads
+    into wide loads and shuffles), short loops finish the longer phases.
+    """
+    reach = _phase_reach(taps, rows, sx)
+    lines = []
+    for c, u in rows:
+        phases = {p: q for (rc, ru, p), q in reach.items() if (rc, ru) == (c, u)}
+        common = min(phases.values())
+        lines.append(f"            for m in range({_affine('wo', 1, common)}):")
+        lines += [
+            f"                phase_c{c}_u{u}_p{p}[m] = DTYPE(row_c{c}_u{u}[{_affine('m', sx, p)}])" for p in phases
+        ]
+        for p, q in phases.items():
+            if q > common:
+                lines += [
+                    f"            for m in range({_affine('wo', 1, common)}, {_affine('wo', 1, q)}):",
+                    f"                phase_c{c}_u{u}_p{p}[m] = DTYPE(row_c{c}_u{u}[{_affine('m', sx, p)}])",
+                ]
+    return lines
+
+
+def _row_loop(taps, group: list[int], sx: int, combine: Combine, fused_magnitude: bool) -> list[str]:
+    """One loop over the output columns computing the kernels of ``group``."""
+    used = sorted({(c, u, v) for k in group for c, u, v, _ in taps[k]})
+    lines = ["            for j in range(wo):"]
+    for c, u, v in used:
+        if sx == 1:
+            load = f"DTYPE(row_c{c}_u{u}[{_affine('j', 1, v)}])"
+        else:
+            load = f"phase_c{c}_u{u}_p{v % sx}[{_affine('j', 1, v // sx)}]"
+        lines.append(f"                x_c{c}_u{u}_v{v} = {load}")
+    for k in group:
+        lines.append(f"                acc{k} = DTYPE(0.0)")
+        lines += [f"                acc{k} += x_c{c}_u{u}_v{v} * {weight}" for c, u, v, weight in taps[k]]
+    if fused_magnitude:
+        squares = " + ".join(f"acc{k} * acc{k}" for k in group)
+        lines.append(f"                out_row[j] = np.sqrt({squares})")
+    elif combine == "none":
+        lines += [f"                out{k}[j] = acc{k}" for k in group]
+    else:
+        lines += [f"                response{k}[j] = acc{k}" for k in group]
+    return lines
+
+
+# --------------------------------------------------------------------------
+# Generated modules on disk
+# --------------------------------------------------------------------------
+
+
+def cache_dir() -> Path:
+    """Directory of the generated kernels and of their compiled machine code.
+
+    ``$CONVPIPE_CACHE_DIR`` if set, else ``$XDG_CACHE_HOME/convpipe/numba``,
+    else ``~/.cache/convpipe/numba``.
+    """
+    explicit = os.environ.get(CACHE_DIR_ENV)
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "convpipe" / "numba"
+
+
+def _import_generated(source: str) -> types.ModuleType:
+    """Import generated source as a module, from a file in :func:`cache_dir` if possible.
+
+    When the cache directory cannot be written the module lives in memory
+    only (``module.__file__`` is None) and its kernel is compiled without
+    disk cache.
+    """
+    name = "convpipe_kernel_" + hashlib.sha256(source.encode()).hexdigest()[:32]
+    if name in sys.modules:
+        return sys.modules[name]
+    path = cache_dir() / f"{name}.py"
+    try:
+        _write_once(path, source)
+    except OSError:
+        module = types.ModuleType(name)
+        module.__file__ = None
+        exec(compile(source, f"<{name}>", "exec"), module.__dict__)
+        return module
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    sys.modules[name] = module
+    return module
+
+
+def _write_once(path: Path, source: str) -> None:
+    """Write ``source`` to ``path`` atomically, unless it is already there.
+
+    The modification time is fixed: Numba invalidates its on-disk cache
+    when the source file's (mtime, size) changes, and two processes that
+    write the same module at the same time must not invalidate each other.
+    """
+    data = source.encode()
+    try:
+        if path.read_bytes() == data:
+            return
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
+        os.utime(temporary, (_SOURCE_MTIME, _SOURCE_MTIME))
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise
+
+
+# --------------------------------------------------------------------------
+# Generic kernel for large banks
+# --------------------------------------------------------------------------
+
+
+def _correlate_any_bank(x, bank, sy, sx, out):
+    """Kernel of any bank, weights as data; ``out`` is ``(N, K, Ho, Wo)`` or ``(N, 1, Ho, Wo)``.
+
+    Per output row: split each input row into its ``sx`` column phases
+    (converted to the output dtype), accumulate every response in a row
+    buffer tap by tap, then store the responses or their magnitude.
+    """
+    n_batch, n_channels, _, _ = x.shape
+    n_kernels, _, kh, kw = bank.shape
+    wo = out.shape[3]
+    phases = np.empty((n_channels, kh, sx, wo + (kw - 1) // sx), bank.dtype)
+    responses = np.empty((n_kernels, wo), bank.dtype)
+    for n in range(n_batch):
+        for i in range(out.shape[2]):
+            for c in range(n_channels):
+                for u in range(kh):
+                    row = x[n, c, i * sy + u]
+                    for p in range(min(sx, kw)):
+                        phase = phases[c, u, p]
+                        for m in range(wo + (kw - 1 - p) // sx):
+                            phase[m] = row[m * sx + p]  # converted by the store
+            for k in range(n_kernels):
+                _accumulate_response(phases, bank[k], sx, responses[k])
+            if out.shape[1] == n_kernels:
+                out[n, :, i, :] = responses
+            else:
+                _store_magnitude(responses, out[n, 0, i])
+
+
+@numba.njit(nogil=True, cache=True)
+def _accumulate_response(phases, kernel, sx, acc):
+    """``acc = sum over c, u, v of phase[j + v // sx] * w``, zero weights skipped."""
+    acc[:] = 0
+    _, kh, kw = kernel.shape
+    for c in range(kernel.shape[0]):
+        for u in range(kh):
+            for v in range(kw):
+                weight = kernel[c, u, v]
+                if weight != 0:
+                    phase = phases[c, u, v % sx]
+                    q = v // sx
+                    for j in range(acc.shape[0]):
+                        acc[j] += phase[j + q] * weight
+
+
+@numba.njit(nogil=True, cache=True)
+def _store_magnitude(responses, out_row):
+    """``out_row = sqrt(r0 * r0 + r1 * r1 + ...)``, summed left to right."""
+    for j in range(out_row.shape[0]):
+        out_row[j] = responses[0, j] * responses[0, j]
+    for k in range(1, responses.shape[0]):
+        for j in range(out_row.shape[0]):
+            out_row[j] += responses[k, j] * responses[k, j]
+    for j in range(out_row.shape[0]):
+        out_row[j] = np.sqrt(out_row[j])
+
+
+def _generic_kernel(input_dtype: np.dtype, dtype: np.dtype) -> numba.core.dispatcher.Dispatcher:
+    """The generic kernel compiled for one pair of dtypes (cached like the generated ones)."""
+    key = ("generic", np.dtype(input_dtype).str, dtype.str)
+    kernel = _KERNELS.get(key)
+    if kernel is None:
+        with _KERNELS_LOCK:
+            kernel = _KERNELS.get(key)
+            if kernel is None:
+                signature = (
+                    _readonly_array(input_dtype, 4),
+                    _readonly_array(dtype, 4),
+                    numba.types.intp,
+                    numba.types.intp,
+                    _array(dtype, 4),
+                )
+                kernel = _jit(_correlate_any_bank, signature, cache=True)
+                _KERNELS[key] = kernel
+    return kernel

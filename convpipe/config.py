@@ -1,0 +1,374 @@
+"""YAML config -> frozen, validated dataclasses.
+
+Everything a run needs is checked here, once; past :func:`load_config`
+nothing re-checks the config. Errors are :class:`~convpipe.errors.ConfigError`
+with one line that names the file, the YAML line, the key and what is
+expected, e.g. ``configs/x.yaml:7: stride: must be a positive integer or
+[sy, sx], got 0``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from convpipe.errors import ConfigError
+from convpipe.kernels import BUILTIN_BANKS, KernelBank
+
+SCHEDULERS = ("threads", "processes", "synchronous", "local")
+COMBINES = ("none", "magnitude")
+OUTPUT_DTYPES = ("float32", "float64")
+CODECS = ("blosc-lz4", "blosc-lz4hc", "blosc-zstd", "zstd", "gzip", "none")
+OUTPUT_FORMATS = ("zarr3", "zarr2")
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """Where the input stack lives and how its axes are read."""
+
+    path: str
+    array: str | None = None
+    channel_axis: int | None = None
+    axes: str | None = None
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """Where and how the result is written."""
+
+    path: str
+    overwrite: bool = False
+    dtype: str = "float32"
+    codec: str = "blosc-lz4"
+    format: str = "zarr3"
+
+
+@dataclass(frozen=True)
+class ComputeSpec:
+    """How the work is cut into tasks and where they run."""
+
+    chunks: tuple[int, int] | None = None
+    scheduler: str = "threads"
+    workers: int | None = None
+    threads_per_worker: int | None = None
+    retries: int = 2
+
+
+@dataclass(frozen=True)
+class Config:
+    """A fully validated run description."""
+
+    input: InputSpec
+    kernels: KernelBank
+    bank_name: str | None
+    stride: tuple[int, int]
+    combine: str
+    output: OutputSpec
+    compute: ComputeSpec = field(default_factory=ComputeSpec)
+    source: str = "<config>"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved config as plain JSON-able data (for output attributes)."""
+        return {
+            "input": asdict(self.input),
+            "kernels": self.bank_name if self.bank_name else self.kernels.describe(),
+            "stride": list(self.stride),
+            "combine": self.combine,
+            "output": asdict(self.output),
+            "compute": asdict(self.compute),
+        }
+
+
+# --------------------------------------------------------------------------- YAML with line numbers
+
+
+class _Doc:
+    """A parsed YAML document that remembers the line of every key."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.lines: dict[tuple, int] = {}
+
+    def error(self, key: tuple, message: str) -> ConfigError:
+        line = self._line_of(key)
+        where = f"{self.source}:{line}" if line else self.source
+        name = ".".join(str(part) if isinstance(part, str) else f"[{part}]" for part in key)
+        name = name.replace(".[", "[")
+        return ConfigError(f"{where}: {name}: {message}" if name else f"{where}: {message}")
+
+    def _line_of(self, key: tuple) -> int | None:
+        while key:
+            if key in self.lines:
+                return self.lines[key]
+            key = key[:-1]
+        return self.lines.get(())
+
+    def to_python(self, node: yaml.Node, key: tuple = ()) -> Any:
+        self.lines.setdefault(key, node.start_mark.line + 1)
+        if isinstance(node, yaml.MappingNode):
+            result: dict[str, Any] = {}
+            for key_node, value_node in node.value:
+                name = key_node.value
+                self.lines[key + (name,)] = key_node.start_mark.line + 1
+                if name in result:
+                    raise self.error(key + (name,), "duplicate key")
+                result[name] = self.to_python(value_node, key + (name,))
+            return result
+        if isinstance(node, yaml.SequenceNode):
+            return [self.to_python(item, key + (i,)) for i, item in enumerate(node.value)]
+        loader = yaml.SafeLoader("")
+        try:
+            return loader.construct_object(node)
+        finally:
+            loader.dispose()
+
+
+def _parse_yaml(text: str, source: str) -> tuple[Any, _Doc]:
+    doc = _Doc(source)
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{source}{line}: invalid YAML: {problem}") from None
+    if node is None:
+        raise ConfigError(f"{source}: the config is empty; expected a mapping with input, kernels, output")
+    return doc.to_python(node), doc
+
+
+# --------------------------------------------------------------------------- value checks
+
+
+def _mapping(doc: _Doc, value: Any, key: tuple, allowed: tuple[str, ...]) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise doc.error(key, f"must be a mapping with keys {', '.join(allowed)}, got {_show(value)}")
+    for name in value:
+        if name not in allowed:
+            raise doc.error(key + (name,), f"unknown key; expected one of {', '.join(allowed)}")
+    return value
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _positive_int(doc: _Doc, value: Any, key: tuple, what: str = "a positive integer") -> int:
+    if not _is_int(value) or value < 1:
+        raise doc.error(key, f"must be {what}, got {_show(value)}")
+    return value
+
+
+def _pair(doc: _Doc, value: Any, key: tuple, what: str) -> tuple[int, int]:
+    """An int or a [y, x] list of two positive ints."""
+    if _is_int(value) and value >= 1:
+        return value, value
+    if isinstance(value, list) and len(value) == 2 and all(_is_int(v) and v >= 1 for v in value):
+        return value[0], value[1]
+    raise doc.error(key, f"must be {what}, got {_show(value)}")
+
+
+def _choice(doc: _Doc, value: Any, key: tuple, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise doc.error(key, f"must be one of {', '.join(choices)}, got {_show(value)}")
+    return value
+
+
+def _bool(doc: _Doc, value: Any, key: tuple) -> bool:
+    if not isinstance(value, bool):
+        raise doc.error(key, f"must be true or false, got {_show(value)}")
+    return value
+
+
+def _path(doc: _Doc, value: Any, key: tuple, base: Path | None) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise doc.error(key, f"must be a path or URL string, got {_show(value)}")
+    return resolve_path(value, base)
+
+
+def resolve_path(value: str, base: Path | None) -> str:
+    """Resolve ``value`` against ``base`` unless it is absolute or a URL."""
+    if "://" in value:
+        return value
+    path = Path(value).expanduser()
+    if not path.is_absolute() and base is not None:
+        path = base / path
+    return str(Path(path).resolve())
+
+
+# --------------------------------------------------------------------------- kernels
+
+
+def parse_kernels(doc: _Doc, value: Any, key: tuple = ("kernels",)) -> tuple[KernelBank, str | None]:
+    """A built-in bank name, or a list of ``{name, weights}`` -> a :class:`KernelBank`."""
+    if isinstance(value, str):
+        if value not in BUILTIN_BANKS:
+            raise doc.error(key, f"unknown bank {value!r}; built-in banks: {', '.join(BUILTIN_BANKS)}")
+        return BUILTIN_BANKS[value], value
+    if not isinstance(value, list):
+        raise doc.error(
+            key, f"must be a built-in bank name or a list of {{name, weights}}, got {_show(value)}"
+        )
+    if not value:
+        raise doc.error(key, "the kernel bank is empty; give at least one {name, weights}")
+    names: list[str] = []
+    arrays: list[np.ndarray] = []
+    for i, item in enumerate(value):
+        item_key = key + (i,)
+        entry = _mapping(doc, item, item_key, ("name", "weights"))
+        if "weights" not in entry:
+            raise doc.error(item_key, "missing key 'weights' (a 2-D [kh][kw] or 3-D [C][kh][kw] list)")
+        name = entry.get("name", f"kernel{i}")
+        if not isinstance(name, str) or not name:
+            raise doc.error(item_key + ("name",), f"must be a non-empty string, got {_show(name)}")
+        if name in names:
+            raise doc.error(item_key + ("name",), f"duplicate kernel name {name!r}")
+        weights = _weights(doc, entry["weights"], item_key + ("weights",))
+        if arrays and weights.shape != arrays[0].shape:
+            raise doc.error(
+                item_key + ("weights",),
+                f"shape {_shape_text(weights)} differs from the first kernel's {_shape_text(arrays[0])}; "
+                "all kernels of a bank must have one shape",
+            )
+        names.append(name)
+        arrays.append(weights)
+    return KernelBank(tuple(names), np.stack(arrays)), None
+
+
+def _shape_text(weights: np.ndarray) -> str:
+    return "x".join(str(n) for n in weights.shape[1:]) if weights.shape[0] == 1 else "x".join(
+        str(n) for n in weights.shape
+    )
+
+
+def _weights(doc: _Doc, value: Any, key: tuple) -> np.ndarray:
+    """Nested lists of numbers -> float64 array of shape (C, kh, kw)."""
+    expected = "a non-empty 2-D [kh][kw] or 3-D [C][kh][kw] list of numbers"
+
+    def shape_of(v: Any, path: tuple) -> tuple[int, ...]:
+        if isinstance(v, list):
+            if not v:
+                raise doc.error(path, f"empty list; expected {expected}")
+            shapes = [shape_of(item, path + (j,)) for j, item in enumerate(v)]
+            for j, s in enumerate(shapes):
+                if s != shapes[0]:
+                    raise doc.error(path + (j,), f"ragged weights (row lengths differ); expected {expected}")
+            return (len(v),) + shapes[0]
+        if _is_int(v) or isinstance(v, float):
+            if not math.isfinite(v):
+                raise doc.error(path, f"weights must be finite numbers, got {v}")
+            return ()
+        raise doc.error(path, f"weights must be numbers, got {_show(v)}")
+
+    shape = shape_of(value, key)
+    if len(shape) not in (2, 3):
+        raise doc.error(key, f"has {len(shape)} dimensions; expected {expected}")
+    array = np.asarray(value, dtype=np.float64)
+    return array if array.ndim == 3 else array[None]
+
+
+# --------------------------------------------------------------------------- the config
+
+
+TOP_KEYS = ("input", "kernels", "stride", "combine", "output", "compute")
+INPUT_KEYS = ("path", "array", "channel_axis", "axes")
+OUTPUT_KEYS = ("path", "overwrite", "dtype", "codec", "format")
+COMPUTE_KEYS = ("chunks", "scheduler", "workers", "threads_per_worker", "retries")
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a YAML config file."""
+    path = Path(path)
+    source = str(path)
+    if not path.is_file():
+        what = "is a folder" if path.is_dir() else "does not exist"
+        raise ConfigError(f"{source}: config file {what}; expected a YAML file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{source}: cannot read the config: {exc}") from None
+    return parse_config(text, source=source, base=path.resolve().parent)
+
+
+def parse_config(text: str, source: str = "<config>", base: Path | None = None) -> Config:
+    """Validate config ``text``; relative paths resolve against ``base``."""
+    raw, doc = _parse_yaml(text, source)
+    top = _mapping(doc, raw, (), TOP_KEYS)
+    for required in ("input", "kernels", "output"):
+        if required not in top:
+            raise doc.error((), f"missing required key {required!r}")
+
+    raw_input = _mapping(doc, top["input"], ("input",), INPUT_KEYS)
+    if "path" not in raw_input:
+        raise doc.error(("input",), "missing required key 'path'")
+    array = raw_input.get("array")
+    if array is not None and (not isinstance(array, str) or not array):
+        raise doc.error(("input", "array"), f"must be an array path inside the group, got {_show(array)}")
+    channel_axis = raw_input.get("channel_axis")
+    if channel_axis is not None and not _is_int(channel_axis):
+        raise doc.error(("input", "channel_axis"), f"must be an integer axis or null, got {_show(channel_axis)}")
+    axes = raw_input.get("axes")
+    if axes is not None and (not isinstance(axes, str) or not axes.isalpha() or len(set(axes)) != len(axes)):
+        raise doc.error(("input", "axes"), f"must be distinct axis letters such as 'tyx' or 'zyx', got {_show(axes)}")
+    input_spec = InputSpec(
+        path=_path(doc, raw_input["path"], ("input", "path"), base),
+        array=array,
+        channel_axis=channel_axis,
+        axes=axes.lower() if axes else None,
+    )
+
+    bank, bank_name = parse_kernels(doc, top["kernels"])
+    stride = _pair(doc, top.get("stride", 1), ("stride",), "a positive integer or [sy, sx]")
+    combine = _choice(doc, top.get("combine", "none"), ("combine",), COMBINES)
+
+    raw_output = _mapping(doc, top["output"], ("output",), OUTPUT_KEYS)
+    if "path" not in raw_output:
+        raise doc.error(("output",), "missing required key 'path'")
+    output_spec = OutputSpec(
+        path=_path(doc, raw_output["path"], ("output", "path"), base),
+        overwrite=_bool(doc, raw_output.get("overwrite", False), ("output", "overwrite")),
+        dtype=_choice(doc, raw_output.get("dtype", "float32"), ("output", "dtype"), OUTPUT_DTYPES),
+        codec=_choice(doc, raw_output.get("codec", "blosc-lz4"), ("output", "codec"), CODECS),
+        format=_choice(doc, raw_output.get("format", "zarr3"), ("output", "format"), OUTPUT_FORMATS),
+    )
+
+    raw_compute = _mapping(doc, top.get("compute") or {}, ("compute",), COMPUTE_KEYS)
+    chunks = raw_compute.get("chunks")
+    if chunks is not None:
+        chunks = _pair(doc, chunks, ("compute", "chunks"), "null or [cy, cx] positive integers")
+    scheduler = raw_compute.get("scheduler", "threads")
+    if not isinstance(scheduler, str) or not (scheduler in SCHEDULERS or "://" in scheduler):
+        raise doc.error(
+            ("compute", "scheduler"),
+            f"must be one of {', '.join(SCHEDULERS)} or a scheduler address tcp://HOST:PORT, "
+            f"got {_show(scheduler)}",
+        )
+    optional_ints = {}
+    for name in ("workers", "threads_per_worker"):
+        if raw_compute.get(name) is not None:
+            optional_ints[name] = _positive_int(doc, raw_compute[name], ("compute", name))
+    retries = raw_compute.get("retries", 2)
+    if not _is_int(retries) or retries < 0:
+        raise doc.error(("compute", "retries"), f"must be a non-negative integer, got {_show(retries)}")
+    compute_spec = ComputeSpec(chunks=chunks, scheduler=scheduler, retries=retries, **optional_ints)
+
+    return Config(
+        input=input_spec,
+        kernels=bank,
+        bank_name=bank_name,
+        stride=stride,
+        combine=combine,
+        output=output_spec,
+        compute=compute_spec,
+        source=source,
+    )

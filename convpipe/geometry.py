@@ -1,0 +1,291 @@
+"""Pure integer geometry of a strided valid correlation over a chunked stack.
+
+Along one spatial axis of length ``n``, a kernel of size ``k`` moved by a
+stride ``s`` has ``(n - k) // s + 1`` valid positions. Output ``i`` reads
+input ``i*s .. i*s + k - 1``. If input chunks start on multiples of ``s`` and
+each chunk borrows a *trailing* halo of ``k - 1`` pixels from its neighbour,
+the chunk that starts at ``a`` produces exactly the outputs ``a/s ..`` up to
+the next chunk's first output, so output chunks are ``c / s`` long for an
+input chunk of ``c`` pixels and every output pixel is computed exactly once.
+
+The last chunk is merged into its neighbour when it is too short to produce an
+output on its own (shorter than the kernel); all chunks are then at least as
+long as the halo, which is what ``dask.array.map_overlap`` needs to take the
+halo from the next chunk only.
+
+Everything here is plain integer arithmetic, tested on its own.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+def output_length(n: int, k: int, s: int) -> int:
+    """Number of valid kernel positions along an axis (may be <= 0 if ``k > n``).
+
+    Examples
+    --------
+    >>> output_length(4, 3, 1)
+    2
+    >>> output_length(10, 3, 2)
+    4
+    """
+    return (n - k) // s + 1
+
+
+def round_chunk(c: int, k: int, s: int) -> int:
+    """Smallest valid processing chunk >= ``c``: a multiple of ``s``, at least ``k``.
+
+    Examples
+    --------
+    >>> round_chunk(100, 3, 3)
+    102
+    >>> round_chunk(1, 5, 2)
+    6
+    """
+    c = max(c, k, 1)
+    return -(-c // s) * s
+
+
+def stride_aligned_chunks(n: int, c: int, k: int, s: int) -> tuple[int, ...]:
+    """Input chunks along a spatial axis for processing chunk ``c``.
+
+    All chunks but the last have length ``c`` (which must be a multiple of
+    ``s`` and at least ``k``); a tail shorter than ``k`` is merged into the
+    previous chunk.
+
+    Examples
+    --------
+    >>> stride_aligned_chunks(10, 4, 3, 2)
+    (4, 6)
+    >>> stride_aligned_chunks(12, 4, 3, 1)
+    (4, 4, 4)
+    """
+    if c % s or c < k:
+        raise ValueError(f"chunk {c} must be a multiple of the stride {s} and at least the kernel size {k}")
+    if n < k:
+        raise ValueError(f"axis of length {n} is shorter than the kernel ({k})")
+    if c >= n:
+        return (n,)
+    chunks = [c] * (n // c)
+    tail = n - c * len(chunks)
+    if tail >= k:
+        chunks.append(tail)
+    elif tail:
+        chunks[-1] += tail
+    return tuple(chunks)
+
+
+def output_chunks(chunks: tuple[int, ...], k: int, s: int) -> tuple[int, ...]:
+    """Output chunks produced by input ``chunks`` with trailing halos of ``k - 1``.
+
+    Examples
+    --------
+    >>> output_chunks((4, 6), 3, 2)
+    (2, 2)
+    >>> sum(output_chunks((4, 4, 4), 3, 1)) == output_length(12, 3, 1)
+    True
+    """
+    n = sum(chunks)
+    total = output_length(n, k, s)
+    starts = [0]
+    for c in chunks[:-1]:
+        starts.append(starts[-1] + c)
+    first_outputs = [a // s for a in starts] + [total]
+    return tuple(first_outputs[i + 1] - first_outputs[i] for i in range(len(chunks)))
+
+
+def halo(k: int) -> tuple[int, int]:
+    """Depth of the overlap along an axis for kernel size ``k``: trailing only."""
+    return (0, k - 1)
+
+
+def regular_chunks(n: int, c: int) -> tuple[int, ...]:
+    """``n`` split into chunks of ``c`` (the last one shorter).
+
+    Examples
+    --------
+    >>> regular_chunks(10, 4)
+    (4, 4, 2)
+    """
+    c = max(1, min(c, n))
+    return (c,) * (n // c) + ((n % c,) if n % c else ())
+
+
+def aligned_spatial_chunk(stored: int, n: int, k: int, s: int) -> int:
+    """Processing chunk aligned with the stored chunk ``stored`` where the stride allows.
+
+    If ``stored`` is a multiple of ``s`` (and at least ``k``) the stored chunk
+    is used, so each task decodes whole stored chunks; otherwise the smallest
+    multiple of ``lcm(stored, s)`` that is at least ``k``, or, if that exceeds
+    the axis, a stride multiple close to ``stored``.
+
+    Examples
+    --------
+    >>> aligned_spatial_chunk(1024, 2048, 3, 2)
+    1024
+    >>> aligned_spatial_chunk(100, 1000, 3, 3)
+    300
+    """
+    stored = min(stored, n)
+    if stored % s == 0 and stored >= k:
+        return stored
+    common = math.lcm(stored, s)
+    c = common * max(1, -(-k // common))
+    if c <= n:
+        return c
+    return round_chunk(stored, k, s)
+
+
+# --------------------------------------------------------------------------- the whole stack
+
+DEFAULT_TASK_BYTES = 48 * 2**20
+"""Target bytes per task (input block + output block): tens of MiB, few tasks."""
+
+
+@dataclass(frozen=True)
+class StackGeometry:
+    """How an N-D stack is cut into tasks, and the shape of what comes out.
+
+    The input axes are split into *batch* axes (every axis but the channel
+    axis and the two spatial ones), an optional *channel* axis and the two
+    *spatial* axes (the last two axes that are not the channel axis). The
+    core sees each block in *work order* ``(batch..., C, H, W)``.
+    """
+
+    input_shape: tuple[int, ...]
+    channel_axis: int | None
+    kernel_shape: tuple[int, int]
+    n_kernels: int
+    stride: tuple[int, int]
+    combine: str
+    input_chunks: tuple[tuple[int, ...], ...]
+    """Processing chunks of the input, in the input's own axis order."""
+
+    @property
+    def spatial_axes(self) -> tuple[int, int]:
+        others = [a for a in range(len(self.input_shape)) if a != self.channel_axis]
+        return others[-2], others[-1]
+
+    @property
+    def batch_axes(self) -> tuple[int, ...]:
+        return tuple(
+            a for a in range(len(self.input_shape)) if a != self.channel_axis and a not in self.spatial_axes
+        )
+
+    @property
+    def work_order(self) -> tuple[int, ...]:
+        """Transpose that takes the input to ``(batch..., [C], H, W)``."""
+        channel = () if self.channel_axis is None else (self.channel_axis,)
+        return self.batch_axes + channel + self.spatial_axes
+
+    @property
+    def channels(self) -> int:
+        return 1 if self.channel_axis is None else self.input_shape[self.channel_axis]
+
+    @property
+    def frames(self) -> int:
+        """Number of 2-D frames (product of the batch axes)."""
+        return math.prod(self.input_shape[a] for a in self.batch_axes)
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        (ay, ax), (kh, kw), (sy, sx) = self.spatial_axes, self.kernel_shape, self.stride
+        spatial = (
+            output_length(self.input_shape[ay], kh, sy),
+            output_length(self.input_shape[ax], kw, sx),
+        )
+        return tuple(self.input_shape[a] for a in self.batch_axes) + self._kernel_axis(self.n_kernels) + spatial
+
+    @property
+    def output_chunks(self) -> tuple[tuple[int, ...], ...]:
+        """Chunks of the Dask output, one block per task, in output axis order."""
+        (ay, ax), (kh, kw), (sy, sx) = self.spatial_axes, self.kernel_shape, self.stride
+        spatial = (
+            output_chunks(self.input_chunks[ay], kh, sy),
+            output_chunks(self.input_chunks[ax], kw, sx),
+        )
+        batch = tuple(self.input_chunks[a] for a in self.batch_axes)
+        return batch + self._kernel_axis((self.n_kernels,)) + spatial
+
+    @property
+    def zarr_chunks(self) -> tuple[int, ...]:
+        """Zarr chunk shape of the output: one chunk per Dask output block."""
+        return tuple(chunks[0] for chunks in self.output_chunks)
+
+    @property
+    def n_tasks(self) -> int:
+        return math.prod(len(chunks) for chunks in self.input_chunks)
+
+    def _kernel_axis(self, value):
+        return (value,) if self.combine == "none" else ()
+
+
+def plan_geometry(
+    input_shape: tuple[int, ...],
+    stored_chunks: tuple[int, ...],
+    input_itemsize: int,
+    output_itemsize: int,
+    channel_axis: int | None,
+    kernel_shape: tuple[int, int],
+    n_kernels: int,
+    stride: tuple[int, int],
+    combine: str,
+    spatial_chunks: tuple[int, int] | None = None,
+    task_bytes: int = DEFAULT_TASK_BYTES,
+) -> StackGeometry:
+    """Choose processing chunks and derive the output layout.
+
+    Spatial chunks follow the stored chunks where the stride allows (see
+    :func:`aligned_spatial_chunk`) or ``spatial_chunks`` rounded to the stride;
+    blocks then grow (spatially, then along the innermost batch axis) in whole
+    stored chunks until a task handles about ``task_bytes``, or shrink when one
+    stored chunk is already far larger. Inputs are checked by the caller: the
+    kernel fits the image and ``channel_axis`` is a valid, normalised axis.
+    """
+    probe = StackGeometry(input_shape, channel_axis, kernel_shape, n_kernels, stride, combine, ())
+    (ay, ax), (kh, kw), (sy, sx) = probe.spatial_axes, kernel_shape, stride
+    h, w = input_shape[ay], input_shape[ax]
+    out_per_pixel = output_itemsize * (n_kernels if combine == "none" else 1) / (sy * sx)
+    per_pixel = input_itemsize * probe.channels + out_per_pixel
+
+    if spatial_chunks is not None:
+        cy, cx = round_chunk(spatial_chunks[0], kh, sy), round_chunk(spatial_chunks[1], kw, sx)
+    else:
+        cy = aligned_spatial_chunk(stored_chunks[ay], h, kh, sy)
+        cx = aligned_spatial_chunk(stored_chunks[ax], w, kw, sx)
+        step_y, step_x = cy, cx
+        while cy * cx * per_pixel * 2 <= task_bytes and (cy < h or cx < w):
+            if (cx < w and cx <= cy) or cy >= h:
+                cx += step_x
+            else:
+                cy += step_y
+        while cy * cx * per_pixel > 2 * task_bytes and (cy > max(kh, 2 * sy) or cx > max(kw, 2 * sx)):
+            if cy >= cx:
+                cy = round_chunk(cy // 2, kh, sy)
+            else:
+                cx = round_chunk(cx // 2, kw, sx)
+    cy, cx = min(cy, round_chunk(h, kh, sy)), min(cx, round_chunk(w, kw, sx))
+
+    chunks: list[tuple[int, ...]] = [()] * len(input_shape)
+    chunks[ay] = stride_aligned_chunks(h, cy, kh, sy)
+    chunks[ax] = stride_aligned_chunks(w, cx, kw, sx)
+    if channel_axis is not None:
+        chunks[channel_axis] = (input_shape[channel_axis],)
+    frame_bytes = min(cy, h) * min(cx, w) * per_pixel
+    for position, axis in enumerate(probe.batch_axes):
+        innermost = position == len(probe.batch_axes) - 1
+        n = input_shape[axis]
+        if innermost:
+            stored = max(1, min(stored_chunks[axis], n))
+            batch = stored
+            while batch + stored <= n and (batch + stored) * frame_bytes <= task_bytes:
+                batch += stored
+            if batch * frame_bytes > 2 * task_bytes:
+                batch = max(1, int(task_bytes // frame_bytes))
+        else:
+            batch = 1
+        chunks[axis] = regular_chunks(n, batch)
+    return StackGeometry(input_shape, channel_axis, kernel_shape, n_kernels, stride, combine, tuple(chunks))

@@ -1,0 +1,116 @@
+"""Kernel banks: the built-in gradient banks and user-supplied ones.
+
+Every bank is stored in *correlation* orientation (the kernel is slid over the
+image as it is, never flipped) and unnormalised, as a float64 array of shape
+``(K, C, kh, kw)``. Built-in banks have ``C == 1``; a one-channel bank is
+applied to every input channel and the products summed (see
+:meth:`KernelBank.for_channels`).
+
+Orientation of the built-in banks, for an image that is dark on the left and
+bright on the right (a dark-to-bright edge going left to right), or dark on
+top and bright below (going top to bottom):
+
+========== ============ ==========================================================
+bank       kernel       sign of the response
+========== ============ ==========================================================
+sobel      sobel-x      positive on a dark-to-bright edge going left to right
+           sobel-y      positive on a dark-to-bright edge going top to bottom
+scharr     scharr-x     as sobel-x (weights 3, 10, 3)
+           scharr-y     as sobel-y
+prewitt    prewitt-x    as sobel-x (weights 1, 1, 1)
+           prewitt-y    as sobel-y
+roberts    roberts-d1   positive when the bottom-right pixel is brighter than the
+                        top-left one (dark-to-bright going down-right)
+           roberts-d2   positive when the bottom-left pixel is brighter than the
+                        top-right one (dark-to-bright going down-left)
+laplacian  laplacian    5-point Laplacian: positive on the dark side of an edge,
+                        negative on the bright side, zero on flat areas
+========== ============ ==========================================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True, eq=False)
+class KernelBank:
+    """A named stack of kernels of one shape.
+
+    Attributes
+    ----------
+    names : tuple of str
+        One name per kernel, in output order.
+    weights : ndarray, shape (K, C, kh, kw), float64
+        The kernels in correlation orientation.
+    """
+
+    names: tuple[str, ...]
+    weights: np.ndarray
+
+    def __post_init__(self) -> None:
+        if self.weights.ndim != 4 or self.weights.shape[0] != len(self.names):
+            raise ValueError(f"weights of shape {self.weights.shape} do not match {len(self.names)} names")
+        self.weights.setflags(write=False)
+
+    @property
+    def kernel_shape(self) -> tuple[int, int]:
+        """``(kh, kw)``."""
+        return self.weights.shape[2], self.weights.shape[3]
+
+    @property
+    def channels(self) -> int:
+        """Number of input channels per kernel (1 for 2-D kernels)."""
+        return self.weights.shape[1]
+
+    def for_channels(self, channels: int) -> np.ndarray:
+        """The ``(K, channels, kh, kw)`` weights for an input with ``channels`` channels.
+
+        A one-channel bank is repeated over the channels (each channel is
+        correlated with the same kernel and the results are summed); a bank
+        with several channels must match exactly.
+        """
+        if self.channels == channels:
+            return self.weights
+        if self.channels == 1:
+            return np.repeat(self.weights, channels, axis=1)
+        raise ValueError(f"kernels have {self.channels} channels, the input has {channels}")
+
+    def describe(self) -> dict:
+        """Plain-JSON description (names and nested weight lists), for attributes."""
+        return {
+            "names": list(self.names),
+            "weights": self.weights.tolist(),
+        }
+
+
+def _xy_bank(prefix: str, x_kernel: list[list[float]]) -> KernelBank:
+    """An x/y gradient pair: ``x_kernel`` and its transpose."""
+    gx = np.asarray(x_kernel, dtype=np.float64)
+    return KernelBank((f"{prefix}-x", f"{prefix}-y"), np.stack([gx, gx.T])[:, None])
+
+
+BUILTIN_BANKS: dict[str, KernelBank] = {
+    "sobel": _xy_bank("sobel", [[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]]),
+    "scharr": _xy_bank("scharr", [[-3, 0, 3], [-10, 0, 10], [-3, 0, 3]]),
+    "prewitt": _xy_bank("prewitt", [[-1, 0, 1], [-1, 0, 1], [-1, 0, 1]]),
+    "roberts": KernelBank(
+        ("roberts-d1", "roberts-d2"),
+        np.array([[[-1, 0], [0, 1]], [[0, -1], [1, 0]]], dtype=np.float64)[:, None],
+    ),
+    "laplacian": KernelBank(
+        ("laplacian",),
+        np.array([[[0, 1, 0], [1, -4, 1], [0, 1, 0]]], dtype=np.float64)[:, None],
+    ),
+}
+
+BANK_ORIENTATION: dict[str, str] = {
+    "sobel": "x: + for dark-to-bright left-to-right; y: + for dark-to-bright top-to-bottom",
+    "scharr": "x: + for dark-to-bright left-to-right; y: + for dark-to-bright top-to-bottom",
+    "prewitt": "x: + for dark-to-bright left-to-right; y: + for dark-to-bright top-to-bottom",
+    "roberts": "d1: + when bottom-right is brighter than top-left; d2: + when bottom-left "
+    "is brighter than top-right",
+    "laplacian": "+ on the dark side of an edge, - on the bright side, 0 on flat areas",
+}

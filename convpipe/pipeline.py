@@ -1,0 +1,91 @@
+"""Dask wiring: input stack -> map_overlap(core) -> one write task per output block.
+
+This module only assembles the graph; the maths lives in :mod:`convpipe.core`
+and :mod:`convpipe.geometry`, the storage in :mod:`convpipe.store`.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import dask.array as da
+import numpy as np
+
+from convpipe.core import correlate_block
+from convpipe.geometry import StackGeometry, halo
+
+
+def result_array(
+    stack: da.Array,
+    geometry: StackGeometry,
+    weights: np.ndarray,
+    dtype: str,
+) -> da.Array:
+    """The lazy result of correlating ``stack`` (chunked as ``geometry.input_chunks``).
+
+    Blocks are transposed to work order ``(batch..., C, H, W)``, given a
+    trailing halo of ``kernel - 1`` pixels on both spatial axes by
+    ``map_overlap`` (``boundary="none"``, no rechunking allowed: the geometry
+    already guarantees chunks at least as large as the halo), and handed to
+    the core, which returns exactly the output block described by
+    ``geometry.output_chunks``.
+    """
+    if stack.chunks != geometry.input_chunks:
+        raise ValueError(f"stack chunks {stack.chunks} differ from the planned {geometry.input_chunks}")
+    work = stack.transpose(geometry.work_order)
+    if geometry.channel_axis is None:
+        work = work[..., None, :, :]
+    ndim = work.ndim
+    (kh, kw) = geometry.kernel_shape
+    depth = {axis: 0 for axis in range(ndim)}
+    depth[ndim - 2], depth[ndim - 1] = halo(kh), halo(kw)
+    core = functools.partial(
+        correlate_block, weights=weights, stride=geometry.stride, combine=geometry.combine, dtype=dtype
+    )
+    extra: dict[str, Any] = {"drop_axis": [ndim - 3]} if geometry.combine == "magnitude" else {}
+    out_ndim = ndim - len(extra.get("drop_axis", []))
+    return da.map_overlap(
+        core,
+        work,
+        depth=depth,
+        boundary="none",
+        trim=False,
+        allow_rechunk=False,
+        chunks=geometry.output_chunks,
+        dtype=np.dtype(dtype),
+        meta=np.empty((0,) * out_ndim, dtype=dtype),
+        name="convpipe-correlate",
+        **extra,
+    )
+
+
+def _write_block(block: np.ndarray, target, on_written=None, block_info=None) -> np.ndarray:
+    """Store one output block in its own Zarr chunk(s); return a 1-element token."""
+    location = block_info[0]["array-location"]
+    region = tuple(slice(start, stop) for start, stop in location)
+    target[region] = block
+    if on_written is not None:
+        on_written(block_info[0]["chunk-location"])
+    return np.ones((1,) * block.ndim, dtype=np.uint8)
+
+
+def write_tasks(result: da.Array, target, on_written=None) -> da.Array:
+    """One task per output block that writes it to ``target`` (a zarr.Array).
+
+    The target's chunks must equal the result's blocks (one task, one chunk),
+    so a repeated task rewrites identical bytes and never races another task.
+    The returned array of tokens is what gets computed.
+    """
+    expected = tuple(chunks[0] for chunks in result.chunks)
+    if tuple(target.chunks) != expected:
+        raise ValueError(f"Zarr chunks {target.chunks} are not aligned with the Dask blocks {expected}")
+    return result.map_blocks(
+        _write_block,
+        target=target,
+        on_written=on_written,
+        dtype=np.uint8,
+        chunks=tuple((1,) * len(chunks) for chunks in result.chunks),
+        meta=np.empty((0,) * result.ndim, dtype=np.uint8),
+        name="convpipe-write",
+    )

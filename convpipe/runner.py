@@ -1,0 +1,244 @@
+"""Plan a run (validate everything, write nothing) and execute it.
+
+:func:`make_plan` opens the input lazily and checks the config against it;
+:func:`execute` creates the output and runs the graph on the chosen scheduler
+with a progress bar, then marks the output complete.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from convpipe import __version__
+from convpipe.config import Config
+from convpipe.errors import ConfigError, InputError, OutputError
+from convpipe.geometry import StackGeometry, plan_geometry
+from convpipe.metadata import input_axis_names, ome_compatible, ome_multiscales, output_axis_names
+from convpipe.store import (
+    InputStack,
+    check_output_location,
+    create_output,
+    open_input,
+    output_exists,
+    remove_path,
+    staging_path,
+    swap_into_place,
+)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything a run will do, resolved and validated."""
+
+    config: Config
+    stack: InputStack
+    geometry: StackGeometry
+    weights: np.ndarray
+    dimension_names: tuple[str, ...]
+
+    @property
+    def output_dtype(self) -> str:
+        return self.config.output.dtype
+
+    def task_memory(self) -> int:
+        """Estimated peak bytes of one task: input block with halo, float copy, output."""
+        g = self.geometry
+        (ay, ax), (kh, kw) = g.spatial_axes, g.kernel_shape
+        block_pixels = max(g.input_chunks[ay]) + kh - 1
+        block_pixels *= max(g.input_chunks[ax]) + kw - 1
+        for axis in g.batch_axes:
+            block_pixels *= max(g.input_chunks[axis])
+        out_item = np.dtype(self.output_dtype).itemsize
+        out_block = int(np.prod([max(c) for c in g.output_chunks])) * out_item
+        responses = out_block * (g.n_kernels if g.combine == "magnitude" else 1)
+        return block_pixels * g.channels * self.stack.dtype.itemsize * 2 + responses + out_block
+
+    def describe(self) -> str:
+        """Human-readable plan, as printed by ``convpipe validate``."""
+        g, c = self.geometry, self.config
+        bank = c.bank_name or "custom"
+        kh, kw = g.kernel_shape
+        lines = [
+            f"config      {c.source}",
+            f"input       {self.stack.path}" + (f" [{self.stack.array_path}]" if self.stack.array_path else ""),
+            f"  shape     {self.stack.shape}  dtype {self.stack.dtype}  stored chunks {self.stack.stored_chunks}",
+            f"  axes      batch {g.batch_axes}  channel {g.channel_axis}  spatial {g.spatial_axes}"
+            f"  ({g.frames} frame(s), {g.channels} channel(s))",
+            f"kernels     {bank}: {', '.join(c.kernels.names)}  ({len(c.kernels.names)} x {kh}x{kw},"
+            f" {c.kernels.channels} channel(s))",
+            f"stride      {g.stride[0]} x {g.stride[1]}   combine {g.combine}",
+            f"processing  chunks {_chunk_text(g.input_chunks)}  halo (0, {kh - 1}) x (0, {kw - 1})",
+            f"output      {c.output.path}",
+            f"  shape     {g.output_shape}  dtype {c.output.dtype}  dims {list(self.dimension_names)}",
+            f"  chunks    {g.zarr_chunks}  codec {c.output.codec}  format {c.output.format}",
+            f"tasks       {g.n_tasks}",
+            f"memory      ~{_mib(self.task_memory())} per task, ~{_mib(self.task_memory() * _threads())}"
+            f" in flight with {_threads()} thread(s)",
+            f"scheduler   {c.compute.scheduler}",
+        ]
+        return "\n".join(lines)
+
+
+def _threads() -> int:
+    import os
+
+    return os.cpu_count() or 1
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB"
+
+
+def _chunk_text(chunks: tuple[tuple[int, ...], ...]) -> str:
+    return "(" + ", ".join(str(c[0]) if len(set(c[:-1])) <= 1 else str(c) for c in chunks) + ")"
+
+
+def make_plan(config: Config) -> Plan:
+    """Open the input and check the config against it; nothing is written."""
+    stack = open_input(config.input.path, config.input.array)
+    ndim = len(stack.shape)
+    channel_axis = _channel_axis(config, ndim)
+    names = input_axis_names(ndim, channel_axis, config.input.axes)
+    others = [a for a in range(ndim) if a != channel_axis]
+    if len(others) < 2:
+        raise InputError(
+            f"input.channel_axis: the input {stack.shape} has no two spatial axes besides the channel axis"
+        )
+    channels = 1 if channel_axis is None else stack.shape[channel_axis]
+    bank = config.kernels
+    if bank.channels not in (1, channels):
+        raise InputError(
+            f"kernels: the kernels have {bank.channels} channels but the input has {channels} "
+            f"(input.channel_axis = {channel_axis}); give [C][kh][kw] weights with C = {channels}"
+        )
+    kh, kw = bank.kernel_shape
+    h, w = stack.shape[others[-2]], stack.shape[others[-1]]
+    if kh > h or kw > w:
+        raise InputError(f"kernels: the kernels ({kh}x{kw}) are larger than the image frames ({h}x{w})")
+    geometry = plan_geometry(
+        stack.shape,
+        stack.stored_chunks,
+        stack.dtype.itemsize,
+        np.dtype(config.output.dtype).itemsize,
+        channel_axis,
+        (kh, kw),
+        len(bank.names),
+        config.stride,
+        config.combine,
+        spatial_chunks=config.compute.chunks,
+    )
+    check_output_location(config.output.path, config.input.path)
+    weights = bank.for_channels(channels)
+    return Plan(config, stack, geometry, weights, output_axis_names(geometry, names))
+
+
+def _channel_axis(config: Config, ndim: int) -> int | None:
+    axis = config.input.channel_axis
+    axes = config.input.axes
+    if axes is not None and len(axes) != ndim:
+        raise ConfigError(f"input.axes: {axes!r} names {len(axes)} axes but the input has {ndim}")
+    if axis is None:
+        return axes.index("c") if axes and "c" in axes else None
+    if not -ndim <= axis < ndim:
+        raise ConfigError(f"input.channel_axis: {axis} is out of range for a {ndim}-D input")
+    axis %= ndim
+    if axes is not None and axes[axis] != "c":
+        raise ConfigError(f"input.axes: {axes!r} must have 'c' at the channel axis {axis}")
+    return axis
+
+
+# --------------------------------------------------------------------------- execution
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What a finished run did."""
+
+    frames: int
+    megapixels: float
+    seconds: float
+    output: str
+
+    def line(self) -> str:
+        rate = self.megapixels / self.seconds if self.seconds > 0 else float("inf")
+        return (
+            f"done: {self.frames} frame(s), {self.megapixels:.1f} Mpx in {self.seconds:.2f} s "
+            f"({rate:.1f} Mpx/s) -> {self.output}"
+        )
+
+
+def provenance(plan: Plan) -> dict[str, Any]:
+    """The ``convpipe`` attribute of the output array."""
+    c = plan.config
+    return {
+        "version": __version__,
+        "config": c.to_dict(),
+        "kernels": c.kernels.describe(),
+        "stride": list(c.stride),
+        "combine": c.combine,
+        "input": plan.stack.identity(),
+        "blocks": plan.geometry.n_tasks,
+        "complete": False,
+    }
+
+
+def execute(
+    plan: Plan,
+    overwrite: bool | None = None,
+    scheduler: str | None = None,
+    progress: bool = True,
+) -> RunSummary:
+    """Run ``plan``: create the output, compute and write every block, finish."""
+    from convpipe.execution import compute_tokens
+    from convpipe.pipeline import result_array, write_tasks
+
+    config = plan.config
+    if scheduler is not None:
+        config = replace(config, compute=replace(config.compute, scheduler=scheduler))
+    overwrite = config.output.overwrite if overwrite is None else overwrite
+    final = config.output.path
+    exists = output_exists(final)
+    if exists and not overwrite:
+        raise OutputError(f"output.path: {final} already exists; pass --overwrite (or output.overwrite: true)")
+    target_path = staging_path(final) if exists else final
+    if output_exists(target_path):
+        remove_path(target_path)
+
+    started = time.perf_counter()
+    g = plan.geometry
+    zarr_format = 2 if config.output.format == "zarr2" else 3
+    group_attrs: dict[str, Any] = {}
+    if ome_compatible(plan.dimension_names):
+        version = "0.4" if zarr_format == 2 else "0.5"
+        group_attrs = ome_multiscales(plan.dimension_names, g, config.kernels.names, version)
+    target = create_output(
+        target_path,
+        g.output_shape,
+        g.zarr_chunks,
+        config.output.dtype,
+        plan.dimension_names,
+        {"convpipe": provenance(plan)},
+        group_attrs,
+        codec=config.output.codec,
+        zarr_format=zarr_format,
+    )
+    result = result_array(plan.stack.to_dask(g.input_chunks), g, plan.weights, config.output.dtype)
+    tokens = write_tasks(result, target)
+    try:
+        compute_tokens(tokens, config.compute, progress=progress)
+    except BaseException:
+        if target_path != final:
+            remove_path(target_path)  # the previous output stays as it was
+        raise
+    record = dict(target.attrs["convpipe"])
+    record["complete"] = True
+    target.attrs["convpipe"] = record
+    if target_path != final:
+        swap_into_place(target_path, final)
+    seconds = time.perf_counter() - started
+    h, w = (plan.stack.shape[a] for a in g.spatial_axes)
+    return RunSummary(g.frames, g.frames * h * w / 1e6, seconds, final)
