@@ -429,6 +429,8 @@ def _tiff_frames(file: str) -> list[Frame]:
         raise
     except Exception as exc:
         raise InputError(f"cannot read TIFF file {file}: {exc}") from exc
+    if not frames:
+        raise InputError(f"cannot read TIFF file {file}: no readable full-resolution page")
     return frames
 
 
