@@ -489,7 +489,7 @@ def _parse_chunks(chunks: Sequence[int] | None, shape: tuple[int, ...], dtype: n
             f"chunks must be {len(shape)} positive integers ({names}) for a stack of shape "
             f"{shape}, got {list(chunks)}"
         )
-    return tuple(min(int(v), size) for v, size in zip(values, shape))
+    return tuple(min(int(v), size) for v, size in zip(values, shape, strict=True))
 
 
 def _check_dest(dest: Path, frames: Sequence[Frame], overwrite: bool) -> None:

@@ -218,7 +218,7 @@ def test_truncated_later_frame_fails_only_when_computed(png_folder) -> None:
     broken.write_bytes(data[: len(data) // 2])  # header intact, pixel data cut off
     stack = open_image_stack(folder)  # headers only: no error yet
     np.testing.assert_array_equal(stack[:7].compute(), expected[:7])
-    with pytest.raises(InputError, match="frame7.png"):
+    with pytest.raises(InputError, match=r"frame7\.png"):
         stack[7].compute()
 
 
@@ -379,7 +379,7 @@ def test_failed_ingest_leaves_no_partial_output(png_folder, tmp_path: Path) -> N
     folder, _ = png_folder
     broken = folder / "frame9.png"
     broken.write_bytes(broken.read_bytes()[:60])
-    with pytest.raises(InputError, match="frame9.png"):
+    with pytest.raises(InputError, match=r"frame9\.png"):
         ingest(folder, tmp_path / "out.zarr", progress=False)
     assert not (tmp_path / "out.zarr").exists()
 
