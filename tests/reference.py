@@ -1,0 +1,44 @@
+"""Independent references for the correlation: a direct loop and SciPy."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.signal import correlate
+
+
+def correlate_loop(x: np.ndarray, w: np.ndarray, stride: tuple[int, int]) -> np.ndarray:
+    """The formula, written out: x (..., C, H, W), w (K, C, kh, kw) -> (..., K, Ho, Wo), float64."""
+    k_count, channels, kh, kw = w.shape
+    sy, sx = stride
+    h, wd = x.shape[-2:]
+    ho, wo = (h - kh) // sy + 1, (wd - kw) // sx + 1
+    batch = x.shape[:-3]
+    out = np.zeros(batch + (k_count, ho, wo))
+    xf = x.astype(np.float64)
+    for k in range(k_count):
+        for i in range(ho):
+            for j in range(wo):
+                patch = xf[..., :, i * sy : i * sy + kh, j * sx : j * sx + kw]
+                out[..., k, i, j] = (patch * w[k]).sum(axis=(-3, -2, -1))
+    return out
+
+
+def correlate_scipy(x: np.ndarray, w: np.ndarray, stride: tuple[int, int]) -> np.ndarray:
+    """``scipy.signal.correlate(mode="valid")[::sy, ::sx]`` summed over channels, float64."""
+    sy, sx = stride
+    batch = x.shape[:-3]
+    flat = x.reshape((-1,) + x.shape[-3:]).astype(np.float64)
+    frames = []
+    for frame in flat:
+        kernels = []
+        for kernel in w:
+            total = sum(correlate(frame[c], kernel[c], mode="valid") for c in range(w.shape[1]))
+            kernels.append(total[::sy, ::sx])
+        frames.append(np.stack(kernels))
+    out = np.stack(frames)
+    return out.reshape(batch + out.shape[1:])
+
+
+def magnitude(responses: np.ndarray) -> np.ndarray:
+    """sqrt of the sum of squares over the kernel axis (-3)."""
+    return np.sqrt((responses**2).sum(axis=-3))

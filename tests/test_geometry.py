@@ -1,0 +1,114 @@
+"""Geometry: the integer maths of chunks, halos and strides, on its own."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from convpipe.geometry import (
+    aligned_spatial_chunk,
+    output_chunks,
+    output_length,
+    plan_geometry,
+    round_chunk,
+    stride_aligned_chunks,
+)
+
+
+@st.composite
+def axis_cases(draw):
+    k = draw(st.integers(1, 9))
+    s = draw(st.integers(1, 5))
+    n = draw(st.integers(k, 120))
+    c = round_chunk(draw(st.integers(1, 60)), k, s)
+    return n, c, k, s
+
+
+@given(axis_cases())
+def test_chunks_cover_the_axis_and_start_on_stride_multiples(case):
+    n, c, k, s = case
+    chunks = stride_aligned_chunks(n, c, k, s)
+    assert sum(chunks) == n
+    starts = np.cumsum((0,) + chunks[:-1])
+    assert all(start % s == 0 for start in starts)
+    assert all(chunk >= k for chunk in chunks), "every chunk at least the kernel, so at least the halo"
+    assert all(chunk == c for chunk in chunks[:-1])
+
+
+@given(axis_cases())
+def test_output_chunks_partition_the_outputs_exactly_once(case):
+    n, c, k, s = case
+    chunks = stride_aligned_chunks(n, c, k, s)
+    out = output_chunks(chunks, k, s)
+    assert sum(out) == output_length(n, k, s)
+    assert all(o >= 1 for o in out)
+    # each block's outputs read only its own pixels plus a trailing halo of k - 1
+    start_in, start_out = 0, 0
+    for chunk, count in zip(chunks, out):
+        assert start_out * s >= start_in
+        last_needed = (start_out + count - 1) * s + k - 1
+        assert last_needed <= start_in + chunk + k - 2
+        start_in += chunk
+        start_out += count
+    # regular output chunks (last one no larger): Zarr chunks align one-to-one
+    assert all(o == out[0] for o in out[:-1]) and out[-1] <= out[0]
+
+
+def test_a_four_by_four_image_and_three_by_three_kernel_give_two_by_two():
+    assert output_length(4, 3, 1) == 2
+
+
+@pytest.mark.parametrize(
+    ("stored", "n", "k", "s", "expected"),
+    [(1024, 2048, 3, 1, 1024), (1024, 2048, 3, 2, 1024), (100, 1000, 3, 3, 300), (1, 50, 3, 1, 3)],
+    ids=["aligned", "aligned-stride2", "lcm", "tiny-stored-chunk"],
+)
+def test_aligned_spatial_chunk(stored, n, k, s, expected):
+    assert aligned_spatial_chunk(stored, n, k, s) == expected
+
+
+@given(
+    frames=st.integers(1, 40),
+    h=st.integers(8, 3000),
+    w=st.integers(8, 3000),
+    stored=st.sampled_from([1, 7, 64, 256, 1024]),
+    k=st.integers(1, 7),
+    s=st.integers(1, 4),
+    combine=st.sampled_from(["none", "magnitude"]),
+)
+@settings(max_examples=200)
+def test_plan_geometry_is_consistent(frames, h, w, stored, k, s, combine):
+    geometry = plan_geometry(
+        (frames, h, w), (1, stored, stored), 2, 4, None, (k, k), 2, (s, s), combine, task_bytes=2**20
+    )
+    chunks = geometry.input_chunks
+    assert tuple(sum(c) for c in chunks) == (frames, h, w)
+    assert tuple(sum(c) for c in geometry.output_chunks) == geometry.output_shape
+    assert geometry.output_shape[-2:] == (output_length(h, k, s), output_length(w, k, s))
+    for axis in (1, 2):
+        assert all(c >= k and c % s == 0 for c in chunks[axis][:-1])
+    assert geometry.zarr_chunks == tuple(c[0] for c in geometry.output_chunks)
+    assert len(chunks[1]) > 1 or len(chunks[0]) > 1 or frames * h * w * 6 <= 2 * 2**20 * 4
+
+
+def test_plan_geometry_with_channel_axis_last():
+    geometry = plan_geometry((3, 20, 30, 4), (1, 20, 30, 4), 1, 4, 3, (3, 3), 5, (1, 2), "none")
+    assert geometry.spatial_axes == (1, 2)
+    assert geometry.batch_axes == (0,)
+    assert geometry.work_order == (0, 3, 1, 2)
+    assert geometry.output_shape == (3, 5, 18, 14)
+    assert geometry.input_chunks[3] == (4,)
+
+
+def test_plan_geometry_uses_stored_chunks_for_large_frames():
+    geometry = plan_geometry((32, 2048, 2048), (1, 1024, 1024), 2, 4, None, (3, 3), 2, (1, 1), "magnitude")
+    assert all(c % 1024 == 0 for c in geometry.input_chunks[1][:-1] + geometry.input_chunks[2][:-1])
+    assert geometry.n_tasks > 1, "never the whole stack in one task"
+
+
+def test_user_chunks_are_rounded_to_the_stride():
+    geometry = plan_geometry((2, 100, 100), (1, 100, 100), 1, 4, None, (3, 3), 1, (3, 3), "none",
+                             spatial_chunks=(20, 31))
+    assert geometry.input_chunks[1][0] == 21 and geometry.input_chunks[2][0] == 33
