@@ -69,6 +69,9 @@ def run(
             help="Override compute.scheduler: threads, processes, synchronous, local or tcp://HOST:PORT.",
         ),
     ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Finish an interrupted run: compute only the missing blocks.")
+    ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no summary.")] = False,
 ) -> None:
     """Run the config: read the input, correlate every block, write the output Zarr."""
@@ -81,7 +84,14 @@ def run(
                 f"--scheduler: expected one of {', '.join(SCHEDULERS)} or tcp://HOST:PORT, got {scheduler!r}"
             )
         plan = make_plan(load_config(config))
-        summary = execute(plan, overwrite=overwrite or None, scheduler=scheduler, progress=not quiet)
+        try:
+            summary = execute(
+                plan, overwrite=overwrite or None, scheduler=scheduler, progress=not quiet, resume=resume
+            )
+        except KeyboardInterrupt:
+            command = f"convpipe run {config} --resume" + (f" --scheduler {scheduler}" if scheduler else "")
+            typer.echo(f"interrupted; finished blocks are kept. Resume with: {command}", err=True)
+            raise typer.Exit(INTERRUPTED) from None
     if not quiet:
         typer.echo(summary.line(), err=True)
 

@@ -17,8 +17,6 @@ from dask.callbacks import Callback
 
 from convpipe.config import ComputeSpec
 
-WRITE_LAYER = "convpipe-write"
-
 
 def _progress_bar(total: int, enabled: bool):
     from tqdm import tqdm
@@ -35,29 +33,35 @@ def _progress_bar(total: int, enabled: bool):
 
 
 class _WriteCounter(Callback):
-    """Advances a progress bar each time a write task finishes."""
+    """Advances a progress bar each time one of the ``keys`` (write tasks) finishes."""
 
-    def __init__(self, bar) -> None:
+    def __init__(self, bar, keys: set) -> None:
         super().__init__()
         self.bar = bar
+        self.keys = keys
 
     def _posttask(self, key, result, dsk, state, worker_id) -> None:
-        name = key[0] if isinstance(key, tuple) else key
-        if isinstance(name, str) and WRITE_LAYER in name:
+        if key in self.keys:
             self.bar.update(1)
 
 
-def compute_tokens(tokens: da.Array, compute: ComputeSpec, progress: bool = True) -> None:
-    """Compute every write task of ``tokens`` on the scheduler named in ``compute``."""
+def compute_tokens(
+    tokens: da.Array, blocks: list[tuple[int, ...]], compute: ComputeSpec, progress: bool = True
+) -> None:
+    """Compute the write tasks of ``tokens`` at the block indices ``blocks``.
+
+    Runs on the scheduler named in ``compute`` with a progress bar on stderr.
+    """
     scheduler = compute.scheduler
-    total = tokens.npartitions
-    with _progress_bar(total, progress) as bar:
+    per_block = tokens.to_delayed()
+    selected = [per_block[index] for index in blocks]
+    with _progress_bar(len(selected), progress) as bar:
         if scheduler in ("threads", "processes", "synchronous"):
-            with _WriteCounter(bar):
-                dask.compute(tokens, scheduler=scheduler)
+            with _WriteCounter(bar, {block.key for block in selected}):
+                dask.compute(*selected, scheduler=scheduler)
             return
         with distributed_client(compute) as client:
-            _compute_on_cluster(client, tokens, compute.retries, bar)
+            _compute_on_cluster(client, selected, compute.retries, bar)
 
 
 @contextlib.contextmanager
@@ -86,10 +90,9 @@ def distributed_client(compute: ComputeSpec) -> Iterator:
         yield client
 
 
-def _compute_on_cluster(client, tokens: da.Array, retries: int, bar) -> None:
+def _compute_on_cluster(client, blocks: list, retries: int, bar) -> None:
     from distributed import as_completed
 
-    blocks = tokens.to_delayed().ravel().tolist()
     futures = client.compute(blocks, retries=retries)
     try:
         for future in as_completed(futures):

@@ -15,7 +15,8 @@ import numpy as np
 
 from convpipe import __version__
 from convpipe.config import Config
-from convpipe.errors import ConfigError, InputError, OutputError
+from convpipe.completion import BlockRecorder, fingerprint
+from convpipe.errors import ConfigError, InputError, OutputError, ResumeError
 from convpipe.geometry import StackGeometry, plan_geometry
 from convpipe.metadata import input_axis_names, ome_compatible, ome_multiscales, output_axis_names
 from convpipe.store import (
@@ -23,6 +24,7 @@ from convpipe.store import (
     check_output_location,
     create_output,
     open_input,
+    open_output_array,
     output_exists,
     remove_path,
     staging_path,
@@ -162,18 +164,42 @@ class RunSummary:
     megapixels: float
     seconds: float
     output: str
+    blocks_computed: int
+    blocks_total: int
 
     def line(self) -> str:
         rate = self.megapixels / self.seconds if self.seconds > 0 else float("inf")
+        resumed = ""
+        if self.blocks_computed < self.blocks_total:
+            resumed = f", resumed: {self.blocks_computed} of {self.blocks_total} blocks computed"
         return (
             f"done: {self.frames} frame(s), {self.megapixels:.1f} Mpx in {self.seconds:.2f} s "
-            f"({rate:.1f} Mpx/s) -> {self.output}"
+            f"({rate:.1f} Mpx/s){resumed} -> {self.output}"
         )
+
+
+def fingerprint_fields(plan: Plan) -> dict[str, Any]:
+    """What determines the output's bytes: a resumed run must match all of it."""
+    c, g = plan.config, plan.geometry
+    return {
+        "kernels": {"names": list(c.kernels.names), "weights": plan.weights.tolist()},
+        "stride": list(g.stride),
+        "combine": g.combine,
+        "dtype": c.output.dtype,
+        "input": plan.stack.identity(),
+        "output": {
+            "shape": list(g.output_shape),
+            "chunks": list(g.zarr_chunks),
+            "format": c.output.format,
+            "codec": c.output.codec,
+        },
+    }
 
 
 def provenance(plan: Plan) -> dict[str, Any]:
     """The ``convpipe`` attribute of the output array."""
     c = plan.config
+    fields = fingerprint_fields(plan)
     return {
         "version": __version__,
         "config": c.to_dict(),
@@ -183,7 +209,17 @@ def provenance(plan: Plan) -> dict[str, Any]:
         "input": plan.stack.identity(),
         "blocks": plan.geometry.n_tasks,
         "complete": False,
+        "fingerprint": fingerprint(fields),
+        "determined_by": fields,
     }
+
+
+def read_record(path: str) -> dict[str, Any] | None:
+    """The ``convpipe`` attribute of an existing output, or None if it is not one."""
+    try:
+        return dict(open_output_array(path).attrs["convpipe"])
+    except Exception:  # not a Zarr group, no array 0, no attribute: not a convpipe output
+        return None
 
 
 def execute(
@@ -191,8 +227,15 @@ def execute(
     overwrite: bool | None = None,
     scheduler: str | None = None,
     progress: bool = True,
+    resume: bool = False,
 ) -> RunSummary:
-    """Run ``plan``: create the output, compute and write every block, finish."""
+    """Run ``plan``: create (or reopen) the output, write every missing block, finish.
+
+    An existing output is replaced only with ``overwrite``; the replacement is
+    built beside it and swapped in at the end, so a failed run leaves the
+    previous output as it was. With ``resume`` an unfinished output of the
+    same run (same fingerprint) is completed, computing only unrecorded blocks.
+    """
     from convpipe.execution import compute_tokens
     from convpipe.pipeline import result_array, write_tasks
 
@@ -200,23 +243,78 @@ def execute(
     if scheduler is not None:
         config = replace(config, compute=replace(config.compute, scheduler=scheduler))
     overwrite = config.output.overwrite if overwrite is None else overwrite
-    final = config.output.path
-    exists = output_exists(final)
-    if exists and not overwrite:
-        raise OutputError(f"output.path: {final} already exists; pass --overwrite (or output.overwrite: true)")
-    target_path = staging_path(final) if exists else final
-    if output_exists(target_path):
-        remove_path(target_path)
-
     started = time.perf_counter()
     g = plan.geometry
+    final = config.output.path
+    target_path, target, done = _open_target(plan, overwrite, resume)
+    recorder = BlockRecorder(target_path)
+    tokens = write_tasks(
+        result_array(plan.stack.to_dask(g.input_chunks), g, plan.weights, config.output.dtype),
+        target,
+        on_written=recorder,
+    )
+    todo = [index for index in np.ndindex(*tokens.numblocks) if index not in done]
+    if todo:
+        compute_tokens(tokens, todo, config.compute, progress=progress)
+    if len(recorder.done()) != g.n_tasks:
+        raise RuntimeError(f"{target_path}: {g.n_tasks - len(recorder.done())} blocks have no completion record")
+    record = dict(target.attrs["convpipe"])
+    record["complete"] = True
+    target.attrs["convpipe"] = record
+    if target_path != final:
+        swap_into_place(target_path, final)
+    seconds = time.perf_counter() - started
+    h, w = (plan.stack.shape[a] for a in g.spatial_axes)
+    return RunSummary(g.frames, g.frames * h * w / 1e6, seconds, final, len(todo), g.n_tasks)
+
+
+def _open_target(plan: Plan, overwrite: bool, resume: bool):
+    """The output array to write into, its path, and the blocks already done."""
+    final = plan.config.output.path
+    staged = staging_path(final)
+    if resume:
+        for candidate in (staged, final):  # an interrupted replacement first
+            if output_exists(candidate):
+                array = _reopen_for_resume(plan, candidate)
+                return candidate, array, BlockRecorder(candidate).done()
+    if output_exists(final) and not overwrite:
+        record = read_record(final)
+        if record is not None and not record.get("complete"):
+            raise OutputError(
+                f"output.path: {final} is an unfinished convpipe output; pass --resume to finish it "
+                "or --overwrite to start again"
+            )
+        raise OutputError(f"output.path: {final} already exists; pass --overwrite (or output.overwrite: true)")
+    target_path = staged if output_exists(final) else final
+    if output_exists(target_path):
+        remove_path(target_path)  # a stale, abandoned replacement
+    return target_path, _create_target(plan, target_path), set()
+
+
+def _reopen_for_resume(plan: Plan, path: str):
+    record = read_record(path)
+    if record is None:
+        raise ResumeError(f"output.path: {path} exists but is not a convpipe output; cannot resume it")
+    expected = fingerprint_fields(plan)
+    if record.get("fingerprint") != fingerprint(expected):
+        recorded = record.get("determined_by", {})
+        differing = sorted(k for k in expected if recorded.get(k) != expected[k]) or ["version"]
+        raise ResumeError(
+            f"output.path: {path} was written by a different run (differs in: {', '.join(differing)}); "
+            "cannot resume; pass --overwrite to start again"
+        )
+    return open_output_array(path, mode="r+")
+
+
+def _create_target(plan: Plan, path: str):
+    config, g = plan.config, plan.geometry
     zarr_format = 2 if config.output.format == "zarr2" else 3
     group_attrs: dict[str, Any] = {}
     if ome_compatible(plan.dimension_names):
         version = "0.4" if zarr_format == 2 else "0.5"
         group_attrs = ome_multiscales(plan.dimension_names, g, config.kernels.names, version)
-    target = create_output(
-        target_path,
+    return create_output(
+        path,
         g.output_shape,
         g.zarr_chunks,
         config.output.dtype,
@@ -226,19 +324,3 @@ def execute(
         codec=config.output.codec,
         zarr_format=zarr_format,
     )
-    result = result_array(plan.stack.to_dask(g.input_chunks), g, plan.weights, config.output.dtype)
-    tokens = write_tasks(result, target)
-    try:
-        compute_tokens(tokens, config.compute, progress=progress)
-    except BaseException:
-        if target_path != final:
-            remove_path(target_path)  # the previous output stays as it was
-        raise
-    record = dict(target.attrs["convpipe"])
-    record["complete"] = True
-    target.attrs["convpipe"] = record
-    if target_path != final:
-        swap_into_place(target_path, final)
-    seconds = time.perf_counter() - started
-    h, w = (plan.stack.shape[a] for a in g.spatial_axes)
-    return RunSummary(g.frames, g.frames * h * w / 1e6, seconds, final)

@@ -244,7 +244,7 @@ def create_output(
         chunks=chunks,
         dtype=dtype,
         compressors=compressors_for(codec, zarr_format),
-        fill_value=0,
+        fill_value=np.nan,  # unwritten chunks read as NaN, never as plausible zeros
         attributes=attributes,
         **kwargs,
     )

@@ -1,0 +1,80 @@
+"""Completion records: which output blocks are written, and of which run.
+
+Each write task stores its block and *then* an empty marker object named
+after the block index under ``<output>/0/.convpipe-done/``, inside the array's
+folder, where Zarr and xarray readers never look. A marker therefore means
+"this block is whole on disk". A resumed run computes only the blocks
+without a marker, after checking that the run's :func:`fingerprint` (what
+determines the result: kernels, stride, combine, dtype, input identity and
+the output layout) equals the one recorded in the output's attributes.
+
+Missing chunks of an unfinished output read as NaN (the array's fill value),
+never as plausible zeros, and the ``convpipe.complete`` attribute stays
+``false`` until every block has a marker.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+MARKER_FOLDER = "0/.convpipe-done"
+
+
+def fingerprint(fields: dict[str, Any]) -> str:
+    """A stable hash of JSON-able ``fields``."""
+    text = json.dumps(fields, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def block_name(index: tuple[int, ...]) -> str:
+    return ".".join(str(i) for i in index)
+
+
+class BlockRecorder:
+    """Writes and lists the completion markers of one output (picklable)."""
+
+    def __init__(self, output_path: str) -> None:
+        self.output_path = output_path.rstrip("/")
+
+    @property
+    def folder(self) -> str:
+        return f"{self.output_path}/{MARKER_FOLDER}"
+
+    def _local_folder(self) -> Path | None:
+        from convpipe.store import local_path
+
+        local = local_path(self.output_path)
+        return None if local is None else local / MARKER_FOLDER
+
+    def __call__(self, index: tuple[int, ...]) -> None:
+        """Record block ``index`` as written."""
+        folder = self._local_folder()
+        name = block_name(index)
+        if folder is not None:
+            folder.mkdir(parents=True, exist_ok=True)
+            marker = folder / name
+            temporary = folder / f".{name}.{os.getpid()}.tmp"
+            temporary.write_bytes(b"")
+            os.replace(temporary, marker)
+            return
+        import fsspec
+
+        fs, root = fsspec.core.url_to_fs(self.folder)
+        fs.makedirs(root, exist_ok=True)
+        fs.pipe_file(f"{root}/{name}", b"")
+
+    def done(self) -> set[tuple[int, ...]]:
+        """Indices of every recorded block."""
+        folder = self._local_folder()
+        if folder is not None:
+            names = [p.name for p in folder.iterdir()] if folder.is_dir() else []
+        else:
+            import fsspec
+
+            fs, root = fsspec.core.url_to_fs(self.folder)
+            names = [Path(p).name for p in fs.ls(root, detail=False)] if fs.exists(root) else []
+        return {tuple(int(i) for i in n.split(".")) for n in names if n and n[0].isdigit()}

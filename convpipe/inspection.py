@@ -1,0 +1,117 @@
+"""``convpipe inspect``: what a Zarr array or convpipe output holds, at a glance."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import zarr
+
+from convpipe.completion import BlockRecorder
+from convpipe.errors import InputError
+from convpipe.store import local_path
+
+
+def _open(path: str, array: str | None) -> tuple[zarr.Array, zarr.Group | None, str]:
+    local = local_path(path)
+    if local is not None and not local.exists():
+        raise InputError(f"{path} does not exist")
+    try:
+        node = zarr.open(store=str(local) if local is not None else path, mode="r")
+    except Exception as exc:  # zarr raises several types for "not a Zarr store"
+        raise InputError(f"{path} is not a readable Zarr array or group ({exc})") from None
+    if isinstance(node, zarr.Array):
+        return node, None, ""
+    names = sorted(node.array_keys())
+    name = array if array is not None else ("0" if "0" in names else (names[0] if len(names) == 1 else None))
+    if name is None or name not in names:
+        raise InputError(f"{path}: choose an array with --array; arrays there: {', '.join(names) or 'none'}")
+    return node[name], node, name
+
+
+def _size_on_disk(path: str) -> int | None:
+    local = local_path(path)
+    if local is None:
+        return None
+    return sum(f.stat().st_size for f in Path(local).rglob("*") if f.is_file())
+
+
+def _codecs(array: zarr.Array) -> str:
+    compressors = getattr(array, "compressors", ())
+    return ", ".join(type(c).__name__ + _codec_detail(c) for c in compressors) or "none"
+
+
+def _codec_detail(codec: Any) -> str:
+    cname = getattr(codec, "cname", None)
+    cname = getattr(cname, "value", cname)
+    return f"({cname})" if cname else ""
+
+
+def inspect_report(path: str, array: str | None = None) -> dict[str, Any]:
+    """Facts about the array at ``path`` (and its convpipe record, if any)."""
+    node, group, name = _open(path, array)
+    dims = getattr(node.metadata, "dimension_names", None) or node.attrs.get("_ARRAY_DIMENSIONS")
+    report: dict[str, Any] = {
+        "path": path,
+        "array": name or None,
+        "zarr_format": node.metadata.zarr_format,
+        "shape": list(node.shape),
+        "dims": list(dims) if dims else None,
+        "dtype": str(node.dtype),
+        "chunks": list(node.chunks),
+        "codec": _codecs(node),
+        "size_on_disk": _size_on_disk(path),
+        "size_in_memory": node.nbytes,
+    }
+    record = node.attrs.get("convpipe")
+    if isinstance(record, dict):
+        done = len(BlockRecorder(path).done()) if group is not None and name == "0" else None
+        total = record.get("blocks")
+        report["complete"] = bool(record.get("complete"))
+        report["blocks_done"] = done
+        report["blocks_total"] = total
+        report["provenance"] = {k: record[k] for k in ("version", "kernels", "stride", "combine", "input") if k in record}
+    return report
+
+
+def _bytes(n: int | None) -> str:
+    if n is None:
+        return "unknown"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{n} B"
+        n /= 1024
+    return str(n)
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """The report as aligned text lines."""
+    lines = [
+        f"path        {report['path']}" + (f" [{report['array']}]" if report["array"] else ""),
+        f"format      zarr v{report['zarr_format']}",
+        f"shape       {tuple(report['shape'])}",
+        f"dims        {report['dims'] or 'unnamed'}",
+        f"dtype       {report['dtype']}",
+        f"chunks      {tuple(report['chunks'])}",
+        f"codec       {report['codec']}",
+        f"size        {_bytes(report['size_on_disk'])} on disk, {_bytes(report['size_in_memory'])} in memory",
+    ]
+    if "complete" in report:
+        if report["complete"]:
+            state = "complete"
+        else:
+            state = f"INCOMPLETE: {report['blocks_done']} of {report['blocks_total']} blocks written"
+        lines.append(f"status      {state}")
+        provenance = report["provenance"]
+        kernels = provenance.get("kernels", {})
+        lines.append(f"kernels     {', '.join(kernels.get('names', []))}")
+        lines.append(f"stride      {provenance.get('stride')}   combine {provenance.get('combine')}")
+        source = provenance.get("input", {})
+        lines.append(f"input       {source.get('path')}  shape {source.get('shape')}  dtype {source.get('dtype')}")
+        lines.append(f"written by  convpipe {provenance.get('version')}")
+    return "\n".join(lines)
+
+
+def report_json(report: dict[str, Any]) -> str:
+    return json.dumps(report, indent=2)
