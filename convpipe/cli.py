@@ -121,5 +121,71 @@ def kernels() -> None:
             typer.echo(f"  {kernel_name:<12} [{', '.join(rows)}]")
 
 
+@app.command()
+def inspect(
+    path: Annotated[str, typer.Argument(help="Zarr array or group (a convpipe output or any Zarr).")],
+    array: Annotated[Optional[str], typer.Option("--array", help="Array inside a group.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Shape, dims, dtype, chunks, codec, size, completeness and provenance of a Zarr array."""
+    from convpipe.inspection import format_report, inspect_report, report_json
+
+    with user_errors():
+        report = inspect_report(path, array)
+    typer.echo(report_json(report) if as_json else format_report(report))
+
+
+def _parse_chunks(text: Optional[str]) -> Optional[tuple[int, ...]]:
+    if text is None:
+        return None
+    try:
+        chunks = tuple(int(part) for part in text.replace("x", ",").split(","))
+    except ValueError:
+        raise ConvpipeError(f"--chunks: expected comma-separated positive integers such as 1,1024,1024, got {text!r}")
+    if any(c < 1 for c in chunks):
+        raise ConvpipeError(f"--chunks: chunk sizes must be positive, got {text!r}")
+    return chunks
+
+
+@app.command()
+def ingest(
+    source: Annotated[str, typer.Argument(help="Image folder, glob ('frames/*.png') or multi-page TIFF.")],
+    dest: Annotated[str, typer.Argument(help="Zarr store to create (a group with the stack at '0').")],
+    chunks: Annotated[
+        Optional[str], typer.Option("--chunks", help="Chunk shape, e.g. 1,1024,1024 (default: one frame).")
+    ] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing DEST.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Convert image files into a chunked Zarr stack, so that runs read Zarr."""
+    from convpipe.imagefiles import ingest as ingest_images
+
+    with user_errors():
+        array = ingest_images(source, dest, chunks=_parse_chunks(chunks), overwrite=overwrite, progress=not quiet)
+    if not quiet:
+        typer.echo(f"wrote {array.shape} {array.dtype} chunks {array.chunks} -> {dest}", err=True)
+
+
+@app.command()
+def preview(
+    path: Annotated[str, typer.Argument(help="Zarr array/group or image source to render.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="PNG file to write.")],
+    index: Annotated[
+        Optional[int], typer.Option("--index", "-i", help="Frame along the first axis (default: middle).")
+    ] = None,
+    channel: Annotated[Optional[int], typer.Option("--channel", "-c", help="Channel / kernel to show.")] = None,
+    compare: Annotated[
+        Optional[str], typer.Option("--compare", help="Second source shown side by side (e.g. the input).")
+    ] = None,
+    array: Annotated[Optional[str], typer.Option("--array", help="Array inside a group (default '0').")] = None,
+) -> None:
+    """Render one frame to an 8-bit PNG with robust (percentile) contrast."""
+    from convpipe.preview import write_preview
+
+    with user_errors():
+        written = write_preview(path, output, index=index, channel=channel, compare_with=compare, array=array)
+    typer.echo(f"wrote {written}", err=True)
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(app())

@@ -323,4 +323,5 @@ def _create_target(plan: Plan, path: str):
         group_attrs,
         codec=config.output.codec,
         zarr_format=zarr_format,
+        labels={"c": list(config.kernels.names)} if g.combine == "none" else None,
     )

@@ -228,8 +228,14 @@ def create_output(
     group_attributes: dict[str, Any],
     codec: str = "blosc-lz4",
     zarr_format: int = 3,
+    labels: dict[str, list[str]] | None = None,
 ) -> zarr.Array:
-    """Create the output group at ``path`` with an empty result array at ``0``."""
+    """Create the output group at ``path`` with an empty result array at ``0``.
+
+    ``labels`` maps a dimension name to one label per index (the kernel names
+    of the channel axis); each becomes a 1-D string array named after the
+    dimension, which xarray reads as that dimension's coordinate.
+    """
     group = zarr.open_group(store=_store_arg(path), mode="w", zarr_format=zarr_format)
     group.attrs.update(group_attributes)
     attributes = dict(array_attributes)
@@ -238,6 +244,8 @@ def create_output(
         kwargs["dimension_names"] = list(dimension_names)
     else:
         attributes["_ARRAY_DIMENSIONS"] = list(dimension_names)
+    for dimension, values in (labels or {}).items():
+        _write_labels(group, dimension, values, zarr_format)
     return group.create_array(
         "0",
         shape=shape,
@@ -248,6 +256,17 @@ def create_output(
         attributes=attributes,
         **kwargs,
     )
+
+
+def _write_labels(group: zarr.Group, dimension: str, values: list[str], zarr_format: int) -> None:
+    text = np.array(values, dtype=np.dtypes.StringDType())
+    if zarr_format == 3:
+        coordinate = group.create_array(dimension, shape=text.shape, dtype=text.dtype, dimension_names=[dimension])
+    else:
+        coordinate = group.create_array(
+            dimension, shape=text.shape, dtype=str, attributes={"_ARRAY_DIMENSIONS": [dimension]}
+        )
+    coordinate[:] = text
 
 
 def open_output_array(path: str, mode: str = "r") -> zarr.Array:
