@@ -10,6 +10,8 @@ expected, e.g. ``configs/x.yaml:7: stride: must be a positive integer or
 from __future__ import annotations
 
 import math
+import re
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -113,6 +115,9 @@ class _Doc:
         if isinstance(node, yaml.MappingNode):
             result: dict[str, Any] = {}
             for key_node, value_node in node.value:
+                if not isinstance(key_node, yaml.ScalarNode):
+                    line = key_node.start_mark.line + 1
+                    raise ConfigError(f"{self.source}:{line}: keys must be plain names, got a {key_node.id}")
                 name = key_node.value
                 self.lines[key + (name,)] = key_node.start_mark.line + 1
                 if name in result:
@@ -128,14 +133,28 @@ class _Doc:
             loader.dispose()
 
 
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads YAML 1.2 / JSON floats without a dot (``1e-3``) as numbers."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
 def _parse_yaml(text: str, source: str) -> tuple[Any, _Doc]:
     doc = _Doc(source)
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = yaml.compose(text, Loader=_Loader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        context = getattr(exc, "context", None)
+        if context and problem.startswith("but "):  # "expected a single document ..., but found ..."
+            problem = f"{context}, {problem}"
         raise ConfigError(f"{source}{line}: invalid YAML: {problem}") from None
     if node is None:
         raise ConfigError(f"{source}: the config is empty; expected a mapping with input, kernels, output")
@@ -265,8 +284,8 @@ def _weights(doc: _Doc, value: Any, key: tuple) -> np.ndarray:
                     raise doc.error(path + (j,), f"ragged weights (row lengths differ); expected {expected}")
             return (len(v),) + shapes[0]
         if _is_int(v) or isinstance(v, float):
-            if not math.isfinite(v):
-                raise doc.error(path, f"weights must be finite numbers, got {v}")
+            if abs(v) > sys.float_info.max or not math.isfinite(v):
+                raise doc.error(path, f"weights must be finite numbers, got {_show(v)}")
             return ()
         raise doc.error(path, f"weights must be numbers, got {_show(v)}")
 
@@ -312,6 +331,8 @@ def parse_config(text: str, source: str = "<config>", base: Path | None = None) 
     if "path" not in raw_input:
         raise doc.error(("input",), "missing required key 'path'")
     array = raw_input.get("array")
+    if _is_int(array) and array >= 0:
+        array = str(array)  # `array: 0` names the OME-Zarr level "0"
     if array is not None and (not isinstance(array, str) or not array):
         raise doc.error(("input", "array"), f"must be an array path inside the group, got {_show(array)}")
     channel_axis = raw_input.get("channel_axis")
@@ -342,7 +363,8 @@ def parse_config(text: str, source: str = "<config>", base: Path | None = None) 
         format=_choice(doc, raw_output.get("format", "zarr3"), ("output", "format"), OUTPUT_FORMATS),
     )
 
-    raw_compute = _mapping(doc, top.get("compute") or {}, ("compute",), COMPUTE_KEYS)
+    raw_compute = top.get("compute")
+    raw_compute = _mapping(doc, {} if raw_compute is None else raw_compute, ("compute",), COMPUTE_KEYS)
     chunks = raw_compute.get("chunks")
     if chunks is not None:
         chunks = _pair(doc, chunks, ("compute", "chunks"), "null or [cy, cx] positive integers")

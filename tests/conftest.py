@@ -1,0 +1,35 @@
+"""Shared fixtures: a small sample Zarr stack and a config-file writer."""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from convpipe.sample import write_sample
+
+SAMPLE_SHAPE = (4, 32, 40)  # (frames, height, width), uint8
+
+
+@pytest.fixture
+def sample_zarr(tmp_path: Path) -> Path:
+    """A Zarr v3 group at ``tmp_path / "in.zarr"`` holding a uint8 (4, 32, 40) array ``0``."""
+    path = tmp_path / "in.zarr"
+    frames, height, width = SAMPLE_SHAPE
+    write_sample(str(path), frames=frames, height=height, width=width)
+    return path
+
+
+def _write_config(folder: Path, text: str, name: str = "config.yaml") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_text(textwrap.dedent(text), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def write_config() -> Callable[..., Path]:
+    """``write_config(folder, text, name="config.yaml")``: write dedented YAML, return its path."""
+    return _write_config
