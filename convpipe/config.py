@@ -73,6 +73,18 @@ class Config:
     output: OutputSpec
     compute: ComputeSpec = field(default_factory=ComputeSpec)
     source: str = "<config>"
+    key_lines: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
+    """YAML line of each dotted key (``"input.channel_axis"`` -> 4), for later error messages."""
+
+    def where(self, key: str) -> str:
+        """``file:line`` of ``key`` (or of its closest parent) in the config, for error messages."""
+        parts = key.split(".")
+        while parts:
+            line = self.key_lines.get(".".join(parts))
+            if line:
+                return f"{self.source}:{line}"
+            parts.pop()
+        return self.source
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved config as plain JSON-able data (for output attributes)."""
@@ -393,4 +405,9 @@ def parse_config(text: str, source: str = "<config>", base: Path | None = None) 
         output=output_spec,
         compute=compute_spec,
         source=source,
+        key_lines={
+            ".".join(str(part) for part in key): line
+            for key, line in doc.lines.items()
+            if key and all(isinstance(part, str) for part in key)
+        },
     )

@@ -16,7 +16,7 @@ import numpy as np
 from convpipe import __version__
 from convpipe.config import Config
 from convpipe.completion import BlockRecorder, fingerprint
-from convpipe.errors import ConfigError, InputError, OutputError, ResumeError
+from convpipe.errors import ConfigError, ConvpipeError, InputError, OutputError, ResumeError
 from convpipe.geometry import StackGeometry, plan_geometry
 from convpipe.metadata import input_axis_names, ome_compatible, ome_multiscales, output_axis_names
 from convpipe.store import (
@@ -100,27 +100,46 @@ def _chunk_text(chunks: tuple[tuple[int, ...], ...]) -> str:
 
 
 def make_plan(config: Config) -> Plan:
-    """Open the input and check the config against it; nothing is written."""
-    stack = open_input(config.input.path, config.input.array)
+    """Open the input and check the config against it; nothing is written.
+
+    Errors name the config file and the YAML line of the key concerned.
+    """
+    try:
+        stack = open_input(config.input.path, config.input.array)
+    except ConvpipeError as exc:
+        message = str(exc)
+        key = "input.array" if message.startswith("input.array") else "input.path"
+        if not message.startswith(key):
+            message = f"{key}: {message}"
+        raise type(exc)(f"{config.where(key)}: {message}") from None
     ndim = len(stack.shape)
     channel_axis = _channel_axis(config, ndim)
     names = input_axis_names(ndim, channel_axis, config.input.axes)
     others = [a for a in range(ndim) if a != channel_axis]
     if len(others) < 2:
         raise InputError(
-            f"input.channel_axis: the input {stack.shape} has no two spatial axes besides the channel axis"
+            f"{config.where('input.channel_axis')}: input.channel_axis: the input {stack.shape} has no two "
+            "spatial axes besides the channel axis"
         )
     channels = 1 if channel_axis is None else stack.shape[channel_axis]
     bank = config.kernels
     if bank.channels not in (1, channels):
+        hint = (
+            f"give [C][kh][kw] weights with C = {channels}"
+            if channel_axis is not None
+            else f"set input.channel_axis to the axis holding the {bank.channels} channels"
+        )
         raise InputError(
-            f"kernels: the kernels have {bank.channels} channels but the input has {channels} "
-            f"(input.channel_axis = {channel_axis}); give [C][kh][kw] weights with C = {channels}"
+            f"{config.where('kernels')}: kernels: the kernels have {bank.channels} channels but the input has "
+            f"{channels} (shape {stack.shape}, input.channel_axis = {channel_axis}); {hint}"
         )
     kh, kw = bank.kernel_shape
     h, w = stack.shape[others[-2]], stack.shape[others[-1]]
     if kh > h or kw > w:
-        raise InputError(f"kernels: the kernels ({kh}x{kw}) are larger than the image frames ({h}x{w})")
+        raise InputError(
+            f"{config.where('kernels')}: kernels: the kernels ({kh}x{kw}) are larger than the image "
+            f"frames ({h}x{w})"
+        )
     geometry = plan_geometry(
         stack.shape,
         stack.stored_chunks,
@@ -133,7 +152,10 @@ def make_plan(config: Config) -> Plan:
         config.combine,
         spatial_chunks=config.compute.chunks,
     )
-    check_output_location(config.output.path, config.input.path)
+    try:
+        check_output_location(config.output.path, config.input.path)
+    except ConvpipeError as exc:
+        raise type(exc)(f"{config.where('output.path')}: {exc}") from None
     weights = bank.for_channels(channels)
     return Plan(config, stack, geometry, weights, output_axis_names(geometry, names))
 
@@ -142,14 +164,21 @@ def _channel_axis(config: Config, ndim: int) -> int | None:
     axis = config.input.channel_axis
     axes = config.input.axes
     if axes is not None and len(axes) != ndim:
-        raise ConfigError(f"input.axes: {axes!r} names {len(axes)} axes but the input has {ndim}")
+        raise ConfigError(
+            f"{config.where('input.axes')}: input.axes: {axes!r} names {len(axes)} axes but the input has {ndim}"
+        )
     if axis is None:
         return axes.index("c") if axes and "c" in axes else None
     if not -ndim <= axis < ndim:
-        raise ConfigError(f"input.channel_axis: {axis} is out of range for a {ndim}-D input")
+        raise ConfigError(
+            f"{config.where('input.channel_axis')}: input.channel_axis: {axis} is out of range for a "
+            f"{ndim}-D input (valid: {-ndim}..{ndim - 1})"
+        )
     axis %= ndim
     if axes is not None and axes[axis] != "c":
-        raise ConfigError(f"input.axes: {axes!r} must have 'c' at the channel axis {axis}")
+        raise ConfigError(
+            f"{config.where('input.axes')}: input.axes: {axes!r} must have 'c' at the channel axis {axis}"
+        )
     return axis
 
 

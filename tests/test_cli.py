@@ -219,11 +219,6 @@ def test_bad_input(tmp_path: Path, sample_zarr: Path, write_config, command: str
     assert tree_digest(tmp_path) == before  # the input (and everything else) untouched
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="runner.py _channel_axis (lines ~143-150) raises ConfigError for input.axes / input.channel_axis "
-    "without the config file or YAML line: 'input.channel_axis: 5 is out of range for a 3-D input'",
-)
 def test_channel_axis_out_of_range_names_the_config(tmp_path: Path, sample_zarr: Path, write_config) -> None:
     config = write_config(
         tmp_path, "input:\n  path: in.zarr\n  channel_axis: 5\nkernels: sobel\noutput:\n  path: o\n"
@@ -231,11 +226,6 @@ def test_channel_axis_out_of_range_names_the_config(tmp_path: Path, sample_zarr:
     assert_user_error(invoke("validate", config), f"{config}:3: input.channel_axis", "out of range")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="imagefiles.py (~line 393, also 159/405/407) raises InputError('no image files ... in folder X') "
-    "without the 'input.path:' key prefix that every other input error carries",
-)
 def test_empty_input_folder_names_the_key(tmp_path: Path, write_config) -> None:
     (tmp_path / "frames").mkdir()
     config = write_config(tmp_path, "input:\n  path: frames\nkernels: sobel\noutput:\n  path: out.zarr\n")
