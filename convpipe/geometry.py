@@ -144,6 +144,9 @@ def aligned_spatial_chunk(stored: int, n: int, k: int, s: int) -> int:
 DEFAULT_TASK_BYTES = 48 * 2**20
 """Target bytes per task (input block + output block): tens of MiB, few tasks."""
 
+MIN_TILE_FRACTION = 8
+"""A spatial tile grows until one frame of it is at least ``task_bytes / 8``."""
+
 
 @dataclass(frozen=True)
 class StackGeometry:
@@ -163,6 +166,8 @@ class StackGeometry:
     combine: str
     input_chunks: tuple[tuple[int, ...], ...]
     """Processing chunks of the input, in the input's own axis order."""
+    batch_zarr_chunks: tuple[int, ...] = ()
+    """Zarr chunk of each batch axis of the output (divides the processing chunk)."""
 
     @property
     def spatial_axes(self) -> tuple[int, int]:
@@ -212,8 +217,17 @@ class StackGeometry:
 
     @property
     def zarr_chunks(self) -> tuple[int, ...]:
-        """Zarr chunk shape of the output: one chunk per Dask output block."""
-        return tuple(chunks[0] for chunks in self.output_chunks)
+        """Zarr chunk shape of the output.
+
+        Spatially (and along the kernel axis) one chunk per Dask block; along
+        batch axes a divisor of the block (one frame when the input stores
+        one frame per chunk), so every block covers whole Zarr chunks and no
+        two tasks ever write the same chunk.
+        """
+        blocks = tuple(chunks[0] for chunks in self.output_chunks)
+        n_batch = len(self.batch_axes)
+        batch = self.batch_zarr_chunks or blocks[:n_batch]
+        return tuple(batch) + blocks[n_batch:]
 
     @property
     def n_tasks(self) -> int:
@@ -238,12 +252,14 @@ def plan_geometry(
 ) -> StackGeometry:
     """Choose processing chunks and derive the output layout.
 
-    Spatial chunks follow the stored chunks where the stride allows (see
-    :func:`aligned_spatial_chunk`) or ``spatial_chunks`` rounded to the stride;
-    blocks then grow (spatially, then along the innermost batch axis) in whole
-    stored chunks until a task handles about ``task_bytes``, or shrink when one
-    stored chunk is already far larger. Inputs are checked by the caller: the
-    kernel fits the image and ``channel_axis`` is a valid, normalised axis.
+    Spatial tiles follow the stored chunks where the stride allows (see
+    :func:`aligned_spatial_chunk`) or ``spatial_chunks`` rounded to the
+    stride. A tile grows in whole stored chunks while one frame of it is
+    smaller than ``task_bytes / MIN_TILE_FRACTION`` and shrinks while it is
+    larger than ``2 * task_bytes``; then a task takes as many frames (whole
+    stored chunks of the innermost batch axis) as fit in ``task_bytes``.
+    Inputs are checked by the caller: the kernel fits the image and
+    ``channel_axis`` is a valid, normalised axis.
     """
     probe = StackGeometry(input_shape, channel_axis, kernel_shape, n_kernels, stride, combine, ())
     (ay, ax), (kh, kw), (sy, sx) = probe.spatial_axes, kernel_shape, stride
@@ -257,7 +273,7 @@ def plan_geometry(
         cy = aligned_spatial_chunk(stored_chunks[ay], h, kh, sy)
         cx = aligned_spatial_chunk(stored_chunks[ax], w, kw, sx)
         step_y, step_x = cy, cx
-        while cy * cx * per_pixel * 2 <= task_bytes and (cy < h or cx < w):
+        while cy * cx * per_pixel * MIN_TILE_FRACTION < task_bytes and (cy < h or cx < w):
             if (cx < w and cx <= cy) or cy >= h:
                 cx += step_x
             else:
@@ -275,17 +291,19 @@ def plan_geometry(
     if channel_axis is not None:
         chunks[channel_axis] = (input_shape[channel_axis],)
     frame_bytes = min(cy, h) * min(cx, w) * per_pixel
+    batch_zarr_chunks = []
     for position, axis in enumerate(probe.batch_axes):
-        innermost = position == len(probe.batch_axes) - 1
         n = input_shape[axis]
-        if innermost:
-            stored = max(1, min(stored_chunks[axis], n))
+        stored = max(1, min(stored_chunks[axis], n))
+        batch = 1
+        if position == len(probe.batch_axes) - 1:  # the innermost batch axis takes the frames
             batch = stored
             while batch + stored <= n and (batch + stored) * frame_bytes <= task_bytes:
                 batch += stored
             if batch * frame_bytes > 2 * task_bytes:
                 batch = max(1, int(task_bytes // frame_bytes))
-        else:
-            batch = 1
         chunks[axis] = regular_chunks(n, batch)
-    return StackGeometry(input_shape, channel_axis, kernel_shape, n_kernels, stride, combine, tuple(chunks))
+        batch_zarr_chunks.append(math.gcd(chunks[axis][0], stored))
+    return StackGeometry(
+        input_shape, channel_axis, kernel_shape, n_kernels, stride, combine, tuple(chunks), tuple(batch_zarr_chunks)
+    )

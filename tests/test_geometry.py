@@ -89,7 +89,9 @@ def test_plan_geometry_is_consistent(frames, h, w, stored, k, s, combine):
     assert geometry.output_shape[-2:] == (output_length(h, k, s), output_length(w, k, s))
     for axis in (1, 2):
         assert all(c >= k and c % s == 0 for c in chunks[axis][:-1])
-    assert geometry.zarr_chunks == tuple(c[0] for c in geometry.output_chunks)
+    blocks = tuple(c[0] for c in geometry.output_chunks)
+    assert geometry.zarr_chunks[1:] == blocks[1:]
+    assert blocks[0] % geometry.zarr_chunks[0] == 0, "a block covers whole Zarr chunks"
     assert len(chunks[1]) > 1 or len(chunks[0]) > 1 or frames * h * w * 6 <= 2 * 2**20 * 4
 
 
@@ -106,6 +108,9 @@ def test_plan_geometry_uses_stored_chunks_for_large_frames():
     geometry = plan_geometry((32, 2048, 2048), (1, 1024, 1024), 2, 4, None, (3, 3), 2, (1, 1), "magnitude")
     assert all(c % 1024 == 0 for c in geometry.input_chunks[1][:-1] + geometry.input_chunks[2][:-1])
     assert geometry.n_tasks > 1, "never the whole stack in one task"
+    assert geometry.zarr_chunks[0] == 1, "one frame per Zarr chunk, as stored"
+    block_bytes = geometry.input_chunks[0][0] * 1024 * 1024 * (2 + 4)
+    assert 8 * 2**20 <= block_bytes <= 96 * 2**20, "tens of MiB per task"
 
 
 def test_user_chunks_are_rounded_to_the_stride():
