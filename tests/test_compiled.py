@@ -1,0 +1,276 @@
+"""Tests of the compiled core: the same bits as the NumPy core, exact against SciPy.
+
+Every distinct bank, stride, combine mode and pair of dtypes is one Numba
+compilation (a fraction of a second for the small banks used here), so the
+property tests draw most banks from a small pool and keep the example counts
+moderate. The on-disk kernel cache goes to a temporary directory.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import scipy.signal
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from convpipe import compiled
+from convpipe.compiled import correlate_block_compiled
+from convpipe.core import correlate_block_numpy
+
+INPUT_DTYPES = [np.uint8, np.uint16, np.int16, np.int32, np.float32, np.float64]
+SOBEL_X = np.array([[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]], dtype=np.float64)
+SOBEL = np.stack([SOBEL_X, SOBEL_X.T])[:, None]
+
+
+def _bank(shape, seed, integer=True):
+    """A reproducible bank with about a third of its weights zero."""
+    rng = np.random.default_rng(seed)
+    weights = rng.integers(-3, 4, shape).astype(np.float64) if integer else rng.standard_normal(shape)
+    return weights * (rng.random(shape) > 1 / 3)
+
+
+# Small pool of banks: even, non-square, 1xN, Nx1 and 1x1 kernels, K 1..4, C 1..3.
+BANK_POOL = [
+    SOBEL,
+    _bank((1, 1, 1, 1), 1),
+    _bank((3, 2, 2, 4), 2),
+    _bank((1, 3, 1, 5), 3, integer=False),
+    _bank((4, 1, 5, 1), 4, integer=False),
+    _bank((2, 3, 3, 2), 5, integer=False),
+    _bank((4, 2, 2, 2), 6),
+    _bank((1, 1, 4, 3), 7, integer=False),
+]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def kernel_cache_dir(tmp_path_factory):
+    """Write generated kernels to a temporary directory, not the user's cache."""
+    with pytest.MonkeyPatch.context() as patch:
+        directory = tmp_path_factory.mktemp("kernels")
+        patch.setenv(compiled.CACHE_DIR_ENV, str(directory))
+        yield directory
+
+
+def assert_same_bits(actual: np.ndarray, expected: np.ndarray) -> None:
+    """Equal shape, dtype and bytes (so -0.0 differs from 0.0)."""
+    assert actual.shape == expected.shape
+    assert actual.dtype == expected.dtype
+    np.testing.assert_array_equal(actual, expected)
+    unsigned = np.uint32 if actual.dtype == np.float32 else np.uint64
+    np.testing.assert_array_equal(actual.view(unsigned), expected.view(unsigned))
+
+
+def random_block(rng, shape, dtype):
+    """Random pixels over the whole range of an integer dtype, or random floats.
+
+    Floats span several orders of magnitude and include +0.0 and -0.0, so
+    rounding, FMA contraction and the sign of zero sums would all show.
+    """
+    dtype = np.dtype(dtype)
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        return rng.integers(info.min, info.max, shape, dtype=dtype, endpoint=True)
+    values = rng.standard_normal(shape) * 10.0 ** rng.uniform(-3, 3, shape)
+    values[rng.random(shape) < 0.1] = 0.0
+    values[rng.random(shape) < 0.1] = -0.0
+    return values.astype(dtype)
+
+
+@st.composite
+def configurations(draw, banks=st.sampled_from(BANK_POOL)):
+    """A bank and the options of one call: each draw is one compilation."""
+    weights = draw(banks)
+    options = {
+        "stride": (draw(st.integers(1, 4)), draw(st.integers(1, 4))),
+        "combine": draw(st.sampled_from(["none", "magnitude"])),
+        "dtype": draw(st.sampled_from([np.float32, np.float64])),
+    }
+    return weights, draw(st.sampled_from(INPUT_DTYPES)), options
+
+
+@st.composite
+def blocks(draw, weights, dtype):
+    """A random block for ``weights``: batch shape none, (2,) or (2, 3); H, W from the kernel to 30."""
+    _, n_channels, kh, kw = weights.shape
+    batch = draw(st.sampled_from([(), (2,), (2, 3)]))
+    shape = batch + (n_channels, draw(st.integers(kh, 30)), draw(st.integers(kw, 30)))
+    return random_block(np.random.default_rng(draw(st.integers(0, 2**32 - 1))), shape, dtype)
+
+
+@st.composite
+def random_banks(draw):
+    """Any small bank: shape, integer or float weights, zeros anywhere."""
+    shape = (draw(st.integers(1, 4)), draw(st.integers(1, 3)), draw(st.integers(1, 4)), draw(st.integers(1, 4)))
+    return _bank(shape, draw(st.integers(0, 2**32 - 1)), integer=draw(st.booleans()))
+
+
+def check_blocks(data, weights, dtype, options, count=4):
+    """Compare both cores on several blocks: one compilation, many inputs."""
+    for _ in range(count):
+        block = data.draw(blocks(weights, dtype))
+        expected = correlate_block_numpy(block, weights, **options)
+        assert_same_bits(correlate_block_compiled(block, weights, **options), expected)
+
+
+@settings(max_examples=35, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(configurations(), st.data())
+def test_same_bits_as_numpy_core(configuration, data):
+    check_blocks(data, *configuration)
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(configurations(banks=random_banks()), st.data())
+def test_same_bits_as_numpy_core_for_any_bank(configuration, data):
+    check_blocks(data, *configuration)
+
+
+@pytest.mark.parametrize("stride", [(1, 1), (2, 2), (1, 3), (4, 2)], ids=str)
+@pytest.mark.parametrize("combine", ["none", "magnitude"])
+def test_generic_kernel_for_large_banks(monkeypatch, stride, combine):
+    """Banks over MAX_UNROLLED_TAPS run through the generic kernel, same bits."""
+    monkeypatch.setattr(compiled, "MAX_UNROLLED_TAPS", 0)
+    rng = np.random.default_rng(8)
+    weights = _bank((3, 2, 4, 3), 8, integer=False)
+    block = random_block(rng, (2, 2, 17, 23), np.float64)
+    for dtype in (np.float32, np.float64):
+        expected = correlate_block_numpy(block, weights, stride, combine, dtype)
+        assert_same_bits(correlate_block_compiled(block, weights, stride, combine, dtype), expected)
+
+
+@pytest.mark.parametrize("combine", ["none", "magnitude"])
+def test_banks_longer_than_one_pass(combine):
+    """More kernels than KERNELS_PER_PASS: several loops per row, then the magnitude."""
+    weights = _bank((compiled.KERNELS_PER_PASS + 3, 1, 1, 2), 9, integer=False)
+    block = random_block(np.random.default_rng(9), (1, 12, 15), np.float32)
+    for stride in [(1, 1), (2, 3)]:
+        expected = correlate_block_numpy(block, weights, stride, combine)
+        assert_same_bits(correlate_block_compiled(block, weights, stride, combine), expected)
+
+
+@pytest.mark.parametrize(
+    "weights, stride",
+    [(SOBEL, (1, 1)), (SOBEL, (2, 2)), (BANK_POOL[2], (3, 1)), (BANK_POOL[6], (1, 4)), (BANK_POOL[1], (2, 3))],
+    ids=["sobel", "sobel-stride2", "2x4-stride3x1", "2x2-stride1x4", "1x1-stride2x3"],
+)
+def test_exact_against_scipy_for_integer_data(weights, stride):
+    """Integer data and weights: the exact sum, as SciPy's direct correlation gives it."""
+    sy, sx = stride
+    block = np.random.default_rng(10).integers(-500, 500, (2, weights.shape[1], 19, 26)).astype(np.int32)
+    expected = np.stack(
+        [
+            [
+                sum(
+                    scipy.signal.correlate(image[c], weights[k, c], mode="valid", method="direct")
+                    for c in range(weights.shape[1])
+                )[::sy, ::sx]
+                for k in range(weights.shape[0])
+            ]
+            for image in block
+        ]
+    ).astype(np.float64)
+    actual = correlate_block_compiled(block, weights, stride, "none", np.float64)
+    np.testing.assert_array_equal(actual, expected)
+    magnitude = correlate_block_compiled(block, weights, stride, "magnitude", np.float64)
+    np.testing.assert_array_equal(magnitude, np.sqrt(np.sum(expected * expected, axis=1)))
+
+
+@pytest.mark.parametrize(
+    "view",
+    [
+        lambda a: a[..., ::2, 1:],
+        lambda a: a[..., ::-1, ::3],
+        lambda a: np.asfortranarray(a),
+        lambda a: a.swapaxes(-1, -2),
+        lambda a: a.astype(a.dtype.newbyteorder(">")),
+    ],
+    ids=["strided", "reversed", "fortran", "transposed", "big-endian"],
+)
+def test_non_contiguous_input(view):
+    block = view(random_block(np.random.default_rng(11), (2, 1, 24, 24), np.float32))
+    assert not (block.flags.c_contiguous and block.dtype.isnative)
+    for stride in [(1, 1), (2, 2)]:
+        expected = correlate_block_numpy(block, SOBEL, stride, "magnitude")
+        assert_same_bits(correlate_block_compiled(block, SOBEL, stride, "magnitude"), expected)
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.uint32, np.int64, np.float16, np.bool_])
+def test_other_input_dtypes(dtype):
+    block = random_block(np.random.default_rng(12), (1, 11, 13), np.float64 if dtype == np.float16 else dtype)
+    block = block.astype(dtype)
+    expected = correlate_block_numpy(block, SOBEL, (1, 2), "none")
+    assert_same_bits(correlate_block_compiled(block, SOBEL, (1, 2), "none"), expected)
+
+
+def test_same_bank_is_compiled_once():
+    weights = BANK_POOL[3] * 0.5  # a bank no other test uses
+    block = random_block(np.random.default_rng(13), (3, 9, 9), np.float32)
+    first = correlate_block_compiled(block, weights)
+    bank = weights.astype(np.float32)
+    kernel = compiled.compiled_kernel(bank, (1, 1), "none", np.dtype(np.float32))
+    assert compiled.compiled_kernel(bank.copy(), (1, 1), "none", np.dtype(np.float32)) is kernel
+    block.flags.writeable = False  # a read-only block needs no second compilation either
+    assert_same_bits(correlate_block_compiled(block, weights), first)
+    assert len(kernel.signatures) == 1
+
+
+def test_concurrent_calls_from_threads():
+    weights = BANK_POOL[5] * 0.25  # compiled here, by whichever thread comes first
+    blocks = [random_block(np.random.default_rng(seed), (3, 20, 20), np.uint16) for seed in range(8)]
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda b: correlate_block_compiled(b, weights, (2, 1), "magnitude"), blocks))
+    for block, result in zip(blocks, results):
+        assert_same_bits(result, correlate_block_numpy(block, weights, (2, 1), "magnitude"))
+
+
+def test_second_process_loads_machine_code_from_disk(tmp_path):
+    script = textwrap.dedent(
+        """
+        import numpy as np
+        from convpipe import compiled
+        bank = np.full((2, 1, 2, 3), 0.75, dtype=np.float32)
+        kernel = compiled.compiled_kernel(bank, (2, 1), "magnitude", np.dtype(np.uint8))
+        print(sum(kernel.stats.cache_hits.values()))
+        """
+    )
+    env = {**os.environ, compiled.CACHE_DIR_ENV: str(tmp_path)}
+    hits = [
+        subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True).stdout
+        for _ in range(2)
+    ]
+    assert [int(h) for h in hits] == [0, 1]
+    assert len(list(tmp_path.glob("convpipe_kernel_*.py"))) == 1
+
+
+def test_generated_module_is_written_once(tmp_path):
+    source = compiled.generate_source(SOBEL.astype(np.float32), (1, 1), "none")
+    path = tmp_path / "kernel.py"
+    compiled._write_once(path, source)
+    stamp = path.stat()
+    compiled._write_once(path, source)
+    assert path.read_text() == source
+    assert (path.stat().st_mtime, path.stat().st_ino) == (stamp.st_mtime, stamp.st_ino)
+    assert list(tmp_path.iterdir()) == [path]  # no temporary file left behind
+
+
+@pytest.mark.parametrize(
+    "block_shape, weights_shape, options, message",
+    [
+        ((2, 8, 8), (1, 3, 3, 3), {}, "channels"),
+        ((1, 2, 8), (1, 1, 3, 3), {}, "smaller than the kernel"),
+        ((8, 8), (1, 1, 3, 3), {}, "shape"),
+        ((1, 8, 8), (1, 1, 3, 3), {"stride": (0, 1)}, "stride"),
+        ((1, 8, 8), (1, 1, 3, 3), {"combine": "sum"}, "combine"),
+        ((1, 8, 8), (1, 1, 3, 3), {"dtype": np.float16}, "dtype"),
+    ],
+    ids=["channels", "too-small", "no-channel-axis", "stride", "combine", "dtype"],
+)
+def test_invalid_arguments(block_shape, weights_shape, options, message):
+    with pytest.raises(ValueError, match=message):
+        correlate_block_compiled(np.zeros(block_shape, np.uint8), np.ones(weights_shape), **options)
