@@ -502,7 +502,7 @@ def _check_dest(dest: Path, frames: Sequence[Frame], overwrite: bool) -> None:
     if not (dest.exists() or dest.is_symlink()):
         return
     if not overwrite:
-        raise OutputError(f"output {dest} already exists; pass overwrite to replace it")
+        raise OutputError(f"output {dest} already exists; pass --overwrite (overwrite=True) to replace it")
     is_store = (
         dest.is_dir()
         and not dest.is_symlink()

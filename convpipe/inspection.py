@@ -19,7 +19,7 @@ def _open(path: str, array: str | None) -> tuple[zarr.Array, zarr.Group | None, 
         raise InputError(f"{path} does not exist")
     try:
         node = zarr.open(store=str(local) if local is not None else path, mode="r")
-    except Exception as exc:  # zarr raises several types for "not a Zarr store"
+    except (OSError, ValueError, KeyError) as exc:  # zarr's errors for "not a Zarr store" are ValueErrors
         raise InputError(f"{path} is not a readable Zarr array or group ({exc})") from None
     if isinstance(node, zarr.Array):
         return node, None, ""
@@ -66,13 +66,25 @@ def inspect_report(path: str, array: str | None = None) -> dict[str, Any]:
     }
     record = node.attrs.get("convpipe")
     if isinstance(record, dict):
-        done = len(BlockRecorder(path).done()) if group is not None and name == "0" else None
+        root = _output_root(path, group is not None, name)
+        done = len(BlockRecorder(root).done()) if root is not None else None
         total = record.get("blocks")
         report["complete"] = bool(record.get("complete"))
         report["blocks_done"] = done
         report["blocks_total"] = total
         report["provenance"] = {k: record[k] for k in ("version", "kernels", "stride", "combine", "input") if k in record}
     return report
+
+
+def _output_root(path: str, is_group: bool, name: str) -> str | None:
+    """The convpipe output group holding the inspected array ``0`` (whose markers count the blocks).
+
+    ``path`` is the group itself, or the array inside it (``out.zarr/0``).
+    """
+    if is_group:
+        return path if name == "0" else None
+    parent, _, last = path.rstrip("/").rpartition("/")
+    return parent if last == "0" and parent else None
 
 
 def _bytes(n: int | None) -> str:

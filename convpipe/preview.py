@@ -200,7 +200,9 @@ def write_preview(
     padded with black at the bottom and a :data:`PANEL_GAP`-pixel white gap
     between them. ``channel`` applies to ``compare_with`` when it has a channel
     axis of that size; otherwise its channel 0 is shown (so a kernel output
-    channel can be set beside a single-channel or RGB input). ``array`` names
+    channel can be set beside a single-channel or RGB input). Likewise it
+    applies to ``src`` unless ``src`` has no channel axis and ``compare_with``
+    takes the channel (the input on the left, a kernel on the right). ``array`` names
     the array in a ``src`` group; ``compare_with`` groups use their array
     ``"0"``.
 
@@ -222,11 +224,19 @@ def write_preview(
         raise OutputError(f"preview file must end in .png, got {out_path}")
     if not out_path.parent.is_dir():
         raise OutputError(f"cannot write {out_path}: folder {out_path.parent} does not exist")
-    image = render_frame(src, index, channel, array)
-    if compare_with is not None:
+    source = _open_source(src, array)
+    if compare_with is None:
+        image = stretch_to_uint8(_read_frame(source, index, channel))
+    else:
         other = _open_source(compare_with, None)
         other_channel = channel if _has_channel(other, channel) else None
-        image = side_by_side(image, stretch_to_uint8(_read_frame(other, index, other_channel)))
+        # The channel may name a kernel of the right-hand panel only (the input left,
+        # the kernel responses right); the left panel then shows its channel 0.
+        source_channel = None if other_channel is not None and _channel_axis(source) is None else channel
+        image = side_by_side(
+            stretch_to_uint8(_read_frame(source, index, source_channel)),
+            stretch_to_uint8(_read_frame(other, index, other_channel)),
+        )
     try:
         iio.imwrite(out_path, image, extension=".png", plugin="pillow")
     except OSError as exc:
@@ -311,9 +321,15 @@ def _normalise_names(names: Sequence[str | None] | None, ndim: int) -> tuple[str
     return tuple(name.lower() if isinstance(name, str) and name else None for name in names)
 
 
+def _channel_axis(source: _Source) -> int | None:
+    return frame_axes(source.array.shape, source.names).channel
+
+
 def _has_channel(source: _Source, channel: int | None) -> bool:
-    axes = frame_axes(source.array.shape, source.names)
-    return channel is not None and axes.channel is not None and channel < source.array.shape[axes.channel]
+    axis = _channel_axis(source)
+    if channel is None or axis is None:
+        return False
+    return -source.array.shape[axis] <= channel < source.array.shape[axis]
 
 
 def _read_frame(source: _Source, index: Index, channel: int | None) -> np.ndarray:
