@@ -168,6 +168,10 @@ class StackGeometry:
     """Processing chunks of the input, in the input's own axis order."""
     batch_zarr_chunks: tuple[int, ...] = ()
     """Zarr chunk of each batch axis of the output (divides the processing chunk)."""
+    kernel_position: int | None = None
+    """With ``combine: none``, how many batch axes precede the kernel axis in the
+    output (default: all of them, so the kernel axis sits just before the
+    spatial axes). A z stack puts it before ``z``, as OME-NGFF orders t, c, z."""
 
     @property
     def spatial_axes(self) -> tuple[int, int]:
@@ -196,24 +200,35 @@ class StackGeometry:
         return math.prod(self.input_shape[a] for a in self.batch_axes)
 
     @property
-    def output_shape(self) -> tuple[int, ...]:
-        (ay, ax), (kh, kw), (sy, sx) = self.spatial_axes, self.kernel_shape, self.stride
-        spatial = (
-            output_length(self.input_shape[ay], kh, sy),
-            output_length(self.input_shape[ax], kw, sx),
-        )
-        return tuple(self.input_shape[a] for a in self.batch_axes) + self._kernel_axis(self.n_kernels) + spatial
-
-    @property
-    def output_chunks(self) -> tuple[tuple[int, ...], ...]:
-        """Chunks of the Dask output, one block per task, in output axis order."""
+    def work_output_chunks(self) -> tuple[tuple[int, ...], ...]:
+        """Chunks of the core's output, in work order ``(batch..., [K], Ho, Wo)``."""
         (ay, ax), (kh, kw), (sy, sx) = self.spatial_axes, self.kernel_shape, self.stride
         spatial = (
             output_chunks(self.input_chunks[ay], kh, sy),
             output_chunks(self.input_chunks[ax], kw, sx),
         )
         batch = tuple(self.input_chunks[a] for a in self.batch_axes)
-        return batch + self._kernel_axis((self.n_kernels,)) + spatial
+        kernel = ((self.n_kernels,),) if self.combine == "none" else ()
+        return batch + kernel + spatial
+
+    @property
+    def output_order(self) -> tuple[int, ...]:
+        """Transpose from work order to output order (moves the kernel axis)."""
+        n_batch = len(self.batch_axes)
+        order = list(range(len(self.work_output_chunks)))
+        if self.combine == "none" and self.kernel_position is not None:
+            order.insert(self.kernel_position, order.pop(n_batch))
+        return tuple(order)
+
+    @property
+    def output_chunks(self) -> tuple[tuple[int, ...], ...]:
+        """Chunks of the Dask output, one block per task, in output axis order."""
+        work = self.work_output_chunks
+        return tuple(work[a] for a in self.output_order)
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        return tuple(sum(chunks) for chunks in self.output_chunks)
 
     @property
     def zarr_chunks(self) -> tuple[int, ...]:
@@ -224,17 +239,13 @@ class StackGeometry:
         one frame per chunk), so every block covers whole Zarr chunks and no
         two tasks ever write the same chunk.
         """
-        blocks = tuple(chunks[0] for chunks in self.output_chunks)
-        n_batch = len(self.batch_axes)
-        batch = self.batch_zarr_chunks or blocks[:n_batch]
-        return tuple(batch) + blocks[n_batch:]
+        work = [chunks[0] for chunks in self.work_output_chunks]
+        work[: len(self.batch_zarr_chunks)] = self.batch_zarr_chunks
+        return tuple(work[a] for a in self.output_order)
 
     @property
     def n_tasks(self) -> int:
         return math.prod(len(chunks) for chunks in self.input_chunks)
-
-    def _kernel_axis(self, value):
-        return (value,) if self.combine == "none" else ()
 
 
 def plan_geometry(
@@ -249,6 +260,7 @@ def plan_geometry(
     combine: str,
     spatial_chunks: tuple[int, int] | None = None,
     task_bytes: int = DEFAULT_TASK_BYTES,
+    kernel_position: int | None = None,
 ) -> StackGeometry:
     """Choose processing chunks and derive the output layout.
 
@@ -305,5 +317,13 @@ def plan_geometry(
         chunks[axis] = regular_chunks(n, batch)
         batch_zarr_chunks.append(math.gcd(chunks[axis][0], stored))
     return StackGeometry(
-        input_shape, channel_axis, kernel_shape, n_kernels, stride, combine, tuple(chunks), tuple(batch_zarr_chunks)
+        input_shape,
+        channel_axis,
+        kernel_shape,
+        n_kernels,
+        stride,
+        combine,
+        tuple(chunks),
+        tuple(batch_zarr_chunks),
+        kernel_position,
     )

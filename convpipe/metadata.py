@@ -25,12 +25,17 @@ def input_axis_names(ndim: int, channel_axis: int | None, axes: str | None) -> t
     return tuple(names)
 
 
+def kernel_axis_position(batch_names: tuple[str, ...]) -> int:
+    """Where the kernel axis goes among the batch axes: before ``z`` (OME order
+    t, c, z), otherwise after all of them, just before the spatial axes."""
+    return batch_names.index("z") if "z" in batch_names else len(batch_names)
+
+
 def output_axis_names(geometry: StackGeometry, input_names: tuple[str, ...]) -> tuple[str, ...]:
-    """Output dimension names: batch names, ``c`` for the kernel axis, spatial names."""
-    batch = tuple(input_names[a] for a in geometry.batch_axes)
-    kernel = ("c",) if geometry.combine == "none" else ()
-    spatial = tuple(input_names[a] for a in geometry.spatial_axes)
-    return batch + kernel + spatial
+    """Output dimension names: batch names with ``c`` for the kernel axis, then spatial names."""
+    names = [input_names[a] for a in geometry.batch_axes] + ["c"] + [input_names[a] for a in geometry.spatial_axes]
+    work_names = names if geometry.combine == "none" else names[:-3] + names[-2:]
+    return tuple(work_names[a] for a in geometry.output_order)
 
 
 def ome_compatible(names: tuple[str, ...]) -> bool:

@@ -29,7 +29,8 @@ def result_array(
     ``map_overlap`` (``boundary="none"``, no rechunking allowed: the geometry
     already guarantees chunks at least as large as the halo), and handed to
     the core, which returns exactly the output block described by
-    ``geometry.output_chunks``.
+    ``geometry.work_output_chunks``; a final lazy transpose puts the kernel
+    axis where the output wants it (``geometry.output_order``).
     """
     if stack.chunks != geometry.input_chunks:
         raise ValueError(f"stack chunks {stack.chunks} differ from the planned {geometry.input_chunks}")
@@ -45,19 +46,21 @@ def result_array(
     )
     extra: dict[str, Any] = {"drop_axis": [ndim - 3]} if geometry.combine == "magnitude" else {}
     out_ndim = ndim - len(extra.get("drop_axis", []))
-    return da.map_overlap(
+    result = da.map_overlap(
         core,
         work,
         depth=depth,
         boundary="none",
         trim=False,
         allow_rechunk=False,
-        chunks=geometry.output_chunks,
+        chunks=geometry.work_output_chunks,
         dtype=np.dtype(dtype),
         meta=np.empty((0,) * out_ndim, dtype=dtype),
         name="convpipe-correlate",
         **extra,
     )
+    order = geometry.output_order
+    return result if order == tuple(range(out_ndim)) else result.transpose(order)
 
 
 def _write_block(block: np.ndarray, target, on_written=None, block_info=None) -> np.ndarray:

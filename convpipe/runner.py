@@ -18,7 +18,13 @@ from convpipe.config import Config
 from convpipe.completion import BlockRecorder, fingerprint
 from convpipe.errors import ConfigError, ConvpipeError, InputError, OutputError, ResumeError
 from convpipe.geometry import StackGeometry, plan_geometry
-from convpipe.metadata import input_axis_names, ome_compatible, ome_multiscales, output_axis_names
+from convpipe.metadata import (
+    input_axis_names,
+    kernel_axis_position,
+    ome_compatible,
+    ome_multiscales,
+    output_axis_names,
+)
 from convpipe.store import (
     InputStack,
     check_output_location,
@@ -151,6 +157,7 @@ def make_plan(config: Config) -> Plan:
         config.stride,
         config.combine,
         spatial_chunks=config.compute.chunks,
+        kernel_position=kernel_axis_position(tuple(names[a] for a in others[:-2])),
     )
     try:
         check_output_location(config.output.path, config.input.path)
