@@ -137,11 +137,11 @@ def test_generic_kernel_for_large_banks(monkeypatch, stride, combine):
     """Banks over MAX_UNROLLED_TAPS run through the generic kernel, same bits."""
     monkeypatch.setattr(compiled, "MAX_UNROLLED_TAPS", 0)
     rng = np.random.default_rng(8)
-    weights = _bank((3, 2, 4, 3), 8, integer=False)
-    block = random_block(rng, (2, 2, 17, 23), np.float64)
-    for dtype in (np.float32, np.float64):
-        expected = correlate_block_numpy(block, weights, stride, combine, dtype)
-        assert_same_bits(correlate_block_compiled(block, weights, stride, combine, dtype), expected)
+    for weights in [_bank((3, 2, 4, 3), 8, integer=False), _bank((1, 1, 3, 3), 8, integer=False)]:
+        block = random_block(rng, (2, weights.shape[1], 17, 23), np.float64)
+        for dtype in (np.float32, np.float64):
+            expected = correlate_block_numpy(block, weights, stride, combine, dtype)
+            assert_same_bits(correlate_block_compiled(block, weights, stride, combine, dtype), expected)
 
 
 @pytest.mark.parametrize("combine", ["none", "magnitude"])
@@ -249,7 +249,7 @@ def test_second_process_loads_machine_code_from_disk(tmp_path):
 
 
 def test_generated_module_is_written_once(tmp_path):
-    source = compiled.generate_source(SOBEL.astype(np.float32), (1, 1), "none")
+    source = compiled.generate_source(SOBEL.astype(np.float32), (1, 1), "none", np.dtype(np.uint8))
     path = tmp_path / "kernel.py"
     compiled._write_once(path, source)
     stamp = path.stat()
