@@ -1,0 +1,135 @@
+"""Smoke test of ``benchmarks/bench.py``: it runs end to end and checks its answers.
+
+Not a timed test: nothing here looks at the speed. The script runs on a tiny
+stack in a subprocess, as a user would run it; it must exit 0 after its
+correctness checks ("agree" lines), with or without the optional peers
+(dask-image and OpenCV are in the ``bench`` extra, not in ``test``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks" / "bench.py"
+TINY = ["--frames", "2", "--size", "64", "--chunk", "32", "--repeats", "1"]
+TINY_STACK = "stack-2x64x64-chunk32-seed0.zarr"
+
+# Makes `import cv2` and `import dask_image` fail in the child, as if they were not installed.
+WITHOUT_PEERS = (
+    "import runpy, sys; sys.modules['cv2'] = None; sys.modules['dask_image'] = None; "
+    "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
+)
+
+
+def run_bench(args: list[str], data_dir: Path, prefix: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    command = [sys.executable, *prefix, str(BENCH), *args, "--data-dir", str(data_dir)]
+    return subprocess.run(
+        command, check=False, capture_output=True, text=True, timeout=600, cwd=data_dir.parent
+    )
+
+
+def agree_lines(stdout: str) -> list[str]:
+    return [line.strip() for line in stdout.splitlines() if line.strip().startswith("agree:")]
+
+
+def installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("bench") / "bench-data"
+
+
+@pytest.fixture(scope="module")
+def full_run(data_dir: Path) -> tuple[subprocess.CompletedProcess, dict]:
+    """Every section on the tiny stack, results saved as JSON."""
+    json_path = data_dir.parent / "results.json"
+    result = run_bench([*TINY, "--json", str(json_path)], data_dir)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result, json.loads(json_path.read_text())
+
+
+def test_every_pipeline_is_checked_against_the_reference(full_run) -> None:
+    result, _ = full_run
+    agreed = " ".join(agree_lines(result.stdout))
+    expected = [
+        "I/O floor",
+        "convpipe stride 1",
+        "convpipe stride 2",
+        "convpipe core stride 1",
+        "core stride 2",
+    ]
+    expected += ["dask-image"] if installed("dask_image") else []
+    expected += ["OpenCV"] if installed("cv2") else []
+    expected += ["scipy.ndimage"] if installed("scipy") else []
+    for pipeline in expected:
+        assert pipeline in agreed, result.stdout
+
+
+def test_results_are_printed_and_saved(full_run) -> None:
+    result, saved = full_run
+    names = {t["name"] for t in saved["timings"]}
+    assert {"I/O floor (read, cast, write)", "convpipe stride 1", "convpipe core stride 2"} <= names
+    assert all(len(t["seconds"]) == 1 for t in saved["timings"])  # --repeats 1
+    ratios = {r["name"]: r for r in saved["ratios"]}
+    assert ratios["convpipe / I/O floor (time)"]["verdict"] in ("PASS", "MISS")
+    assert ratios["core stride 2 / stride 1 (time)"]["target"] == "<= 0.35"
+    assert [f"agree: {check}" for check in saved["checks"]] == agree_lines(result.stdout)
+    assert "convpipe / I/O floor (time)" in result.stdout
+    assert saved["machine"]["versions"]["zarr"]
+
+
+def test_the_stack_is_cached_and_outputs_are_removed(full_run, data_dir: Path) -> None:
+    result, _ = full_run
+    assert "generated" in result.stdout
+    again = run_bench([*TINY, "--only", "floor"], data_dir)
+    assert again.returncode == 0, again.stderr
+    assert "using cached" in again.stdout
+    names = [p.name for p in data_dir.iterdir()]
+    assert TINY_STACK in names
+    assert not [name for name in names if not name.startswith("stack-")]  # no output left behind
+
+
+def test_missing_peers_are_skipped_with_a_note(data_dir: Path) -> None:
+    result = run_bench([*TINY, "--only", "daskimage,core"], data_dir, prefix=("-c", WITHOUT_PEERS))
+    assert result.returncode == 0, result.stderr
+    assert "dask-image is not installed" in result.stdout
+    assert "OpenCV is not installed" in result.stdout
+    assert "convpipe core stride 1" in " ".join(agree_lines(result.stdout))
+    assert "n/a" in result.stdout  # core / OpenCV cannot be computed
+
+
+def test_memory_mode(data_dir: Path) -> None:
+    result = run_bench(
+        ["--memory", "--memory-frames", "2,3", "--memory-size", "64", "--chunk", "32"], data_dir
+    )
+    assert result.returncode == 0, result.stderr
+    assert "convpipe run on 3 frames" in " ".join(agree_lines(result.stdout))
+    assert "peak RSS, large / small stack" in result.stdout
+
+
+def test_an_unknown_section_is_a_usage_error(data_dir: Path) -> None:
+    result = run_bench(["--only", "floor,warp"], data_dir)
+    assert result.returncode == 2
+    assert "--only" in result.stderr
+
+
+def test_a_wrong_answer_aborts_the_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    spec = importlib.util.spec_from_file_location("convpipe_bench", BENCH)
+    bench = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, bench)  # its dataclasses look themselves up there
+    spec.loader.exec_module(bench)
+    monkeypatch.setattr(
+        bench, "reference_magnitude", lambda frame: bench.np.ones((62, 62))
+    )  # a wrong reference
+    code = bench.main([*TINY, "--only", "floor,core", "--data-dir", str(tmp_path / "bench-data")])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "MISMATCH, benchmark aborted:" in err and "pixels differ from the reference" in err
