@@ -1,21 +1,26 @@
-"""Running the write tasks on a scheduler, with a progress bar on stderr.
+"""Running the write tasks on a scheduler, a bounded number of slabs at a time.
 
-Local schedulers (threads, processes, synchronous) report progress through a
-Dask callback; distributed clusters (``local`` or ``tcp://...``) through the
-futures of the write tasks, since Dask's local diagnostics do not see them.
+The work comes as *jobs*: one list of Delayed write tasks per slab (batch
+chunk). Slabs are independent, so keeping only a few in flight bounds memory
+by the chunks being worked on, whatever the length of the stack. Progress is
+counted in written blocks on stderr, for every scheduler (on a cluster from
+the futures, since Dask's local diagnostics do not see them).
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, ThreadPoolExecutor, wait
 
 import dask
-import dask.array as da
-from dask.callbacks import Callback
 
 from convpipe.config import ComputeSpec
+
+JOBS_PER_THREAD = 2
+"""Jobs kept in flight per thread: one running, one ready to start."""
 
 
 def _progress_bar(total: int, enabled: bool):
@@ -32,36 +37,85 @@ def _progress_bar(total: int, enabled: bool):
     )
 
 
-class _WriteCounter(Callback):
-    """Advances a progress bar each time one of the ``keys`` (write tasks) finishes."""
-
-    def __init__(self, bar, keys: set) -> None:
-        super().__init__()
-        self.bar = bar
-        self.keys = keys
-
-    def _posttask(self, key, result, dsk, state, worker_id) -> None:
-        if key in self.keys:
-            self.bar.update(1)
-
-
-def compute_tokens(
-    tokens: da.Array, blocks: list[tuple[int, ...]], compute: ComputeSpec, progress: bool = True
-) -> None:
-    """Compute the write tasks of ``tokens`` at the block indices ``blocks``.
-
-    Runs on the scheduler named in ``compute`` with a progress bar on stderr.
-    """
+def run_jobs(jobs: Iterable[list], total: int, compute: ComputeSpec, progress: bool = True) -> None:
+    """Compute ``jobs`` on the scheduler named in ``compute``, with a progress bar of ``total`` blocks."""
     scheduler = compute.scheduler
-    per_block = tokens.to_delayed()
-    selected = [per_block[index] for index in blocks]
-    with _progress_bar(len(selected), progress) as bar:
-        if scheduler in ("threads", "processes", "synchronous"):
-            with _WriteCounter(bar, {block.key for block in selected}):
-                dask.compute(*selected, scheduler=scheduler)
-            return
-        with distributed_client(compute) as client:
-            _compute_on_cluster(client, selected, compute.retries, bar)
+    if scheduler in ("threads", "processes", "synchronous"):
+        with _progress_bar(total, progress) as bar:
+            if scheduler == "synchronous":
+                for job in jobs:
+                    dask.compute(*job, scheduler="synchronous")
+                    bar.update(len(job))
+            elif scheduler == "threads":
+                _run_on_threads(jobs, os.cpu_count() or 1, bar)
+            else:
+                _run_on_processes(jobs, os.cpu_count() or 1, bar)
+        return
+    with distributed_client(compute) as client, _progress_bar(total, progress) as bar:
+        _run_on_cluster(client, jobs, compute.retries, bar)
+
+
+def _run_on_threads(jobs: Iterable[list], threads: int, bar) -> None:
+    """Each job runs whole on one thread (synchronous scheduler); the core releases the GIL."""
+    with ThreadPoolExecutor(threads, thread_name_prefix="convpipe") as pool:
+        pending: dict = {}
+        try:
+            for job in jobs:
+                pending[pool.submit(dask.compute, *job, scheduler="synchronous")] = len(job)
+                if len(pending) >= JOBS_PER_THREAD * threads:
+                    _drain(pending, bar, FIRST_COMPLETED)
+            _drain(pending, bar, ALL_COMPLETED)
+        finally:
+            for future in pending:
+                future.cancel()
+
+
+def _drain(pending: dict, bar, return_when) -> None:
+    finished, _ = wait(pending, return_when=return_when)
+    for future in finished:
+        blocks = pending.pop(future)
+        future.result()  # raises the job's error, if any
+        bar.update(blocks)
+
+
+def _run_on_processes(jobs: Iterable[list], processes: int, bar) -> None:
+    """Jobs run one after another, each spread by Dask over one shared process pool."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(processes) as pool:
+        for job in jobs:
+            dask.compute(*job, scheduler="processes", pool=pool)
+            bar.update(len(job))
+
+
+def _run_on_cluster(client, jobs: Iterable[list], retries: int, bar) -> None:
+    """Submit jobs to the cluster, keeping about two tasks per worker thread in flight."""
+    from distributed import as_completed
+
+    threads = max(1, sum(client.nthreads().values()))
+    window = as_completed()
+    submitted: list = []
+    in_flight = 0
+    try:
+        for job in jobs:
+            futures = client.compute(job, retries=retries)
+            submitted.extend(futures)
+            window.update(futures)
+            in_flight += len(futures)
+            while in_flight >= JOBS_PER_THREAD * threads:
+                _finish_one(window, bar)
+                in_flight -= 1
+        for _ in range(in_flight):
+            _finish_one(window, bar)
+    finally:
+        client.cancel(submitted)
+
+
+def _finish_one(window, bar) -> None:
+    future = next(window)
+    future.result()  # raises the task's error, if any
+    future.release()
+    bar.update(1)
 
 
 @contextlib.contextmanager
@@ -77,6 +131,9 @@ def distributed_client(compute: ComputeSpec) -> Iterator:
             threads_per_worker=compute.threads_per_worker,
             processes=True,
             dashboard_address=None,
+            # Without a dashboard the scheduler still serves HTTP, by default on 8787: with another
+            # Dask cluster running, that gave a "Port 8787 is already in use" warning. Any free port.
+            scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
         ) as cluster, Client(cluster) as client:
             yield client
         return
@@ -88,15 +145,3 @@ def distributed_client(compute: ComputeSpec) -> Iterator:
         ) from None
     with client:
         yield client
-
-
-def _compute_on_cluster(client, blocks: list, retries: int, bar) -> None:
-    from distributed import as_completed
-
-    futures = client.compute(blocks, retries=retries)
-    try:
-        for future in as_completed(futures):
-            future.result()  # raises the task's error, if any
-            bar.update(1)
-    finally:
-        client.cancel(futures)

@@ -18,8 +18,9 @@ Everything here is plain integer arithmetic, tested on its own.
 
 from __future__ import annotations
 
+import itertools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 
 def output_length(n: int, k: int, s: int) -> int:
@@ -247,6 +248,44 @@ class StackGeometry:
     def n_tasks(self) -> int:
         return math.prod(len(chunks) for chunks in self.input_chunks)
 
+    def batch_groups(self) -> list[tuple[int, ...]]:
+        """Chunk indices along the batch axes: each names an independent slab.
+
+        Halos only cross spatial block edges, so the blocks of one slab (one
+        batch chunk, every spatial tile) depend on nothing outside it.
+        """
+        return list(itertools.product(*(range(len(self.input_chunks[a])) for a in self.batch_axes)))
+
+    def slab(self, group: tuple[int, ...]) -> Slab:
+        """The slab of batch chunk ``group``: its input slices, geometry and offsets."""
+        slices = [slice(None)] * len(self.input_shape)
+        chunks = list(self.input_chunks)
+        starts = []
+        for axis, index in zip(self.batch_axes, group):
+            start = sum(self.input_chunks[axis][:index])
+            size = self.input_chunks[axis][index]
+            slices[axis] = slice(start, start + size)
+            chunks[axis] = (size,)
+            starts.append(start)
+        shape = tuple(sum(c) for c in chunks)
+        geometry = replace(self, input_shape=shape, input_chunks=tuple(chunks))
+        n_batch = len(self.batch_axes)
+        block_origin = tuple(group[a] if a < n_batch else 0 for a in self.output_order)
+        output_origin = tuple(starts[a] if a < n_batch else 0 for a in self.output_order)
+        return Slab(tuple(slices), geometry, block_origin, output_origin)
+
+
+@dataclass(frozen=True)
+class Slab:
+    """One batch chunk of the stack with every spatial tile: an independent unit of work."""
+
+    input_slices: tuple[slice, ...]
+    geometry: StackGeometry
+    block_origin: tuple[int, ...]
+    """Index of the slab's first output block in the whole output's block grid."""
+    output_origin: tuple[int, ...]
+    """Index of the slab's first output element in the whole output."""
+
 
 def plan_geometry(
     input_shape: tuple[int, ...],
@@ -264,12 +303,14 @@ def plan_geometry(
 ) -> StackGeometry:
     """Choose processing chunks and derive the output layout.
 
-    Spatial tiles follow the stored chunks where the stride allows (see
-    :func:`aligned_spatial_chunk`) or ``spatial_chunks`` rounded to the
-    stride. A tile grows in whole stored chunks while one frame of it is
+    A task takes whole frames when one frame fits in ``task_bytes``.
+    Otherwise spatial tiles follow the stored chunks where the stride allows
+    (see :func:`aligned_spatial_chunk`), or ``spatial_chunks`` rounded to the
+    stride when given. A tile grows in whole stored chunks while one frame of it is
     smaller than ``task_bytes / MIN_TILE_FRACTION`` and shrinks while it is
-    larger than ``2 * task_bytes``; then a task takes as many frames (whole
-    stored chunks of the innermost batch axis) as fit in ``task_bytes``.
+    larger than ``2 * task_bytes``; tiled frames are processed one frame per
+    slab. Untiled, a task takes as many frames (whole stored chunks of the
+    innermost batch axis) as fit in ``task_bytes``.
     Inputs are checked by the caller: the kernel fits the image and
     ``channel_axis`` is a valid, normalised axis.
     """
@@ -281,6 +322,8 @@ def plan_geometry(
 
     if spatial_chunks is not None:
         cy, cx = round_chunk(spatial_chunks[0], kh, sy), round_chunk(spatial_chunks[1], kw, sx)
+    elif h * w * per_pixel <= task_bytes:  # whole frames: no halo exchange at all
+        cy, cx = round_chunk(h, kh, sy), round_chunk(w, kw, sx)
     else:
         cy = aligned_spatial_chunk(stored_chunks[ay], h, kh, sy)
         cx = aligned_spatial_chunk(stored_chunks[ax], w, kw, sx)
@@ -308,7 +351,8 @@ def plan_geometry(
         n = input_shape[axis]
         stored = max(1, min(stored_chunks[axis], n))
         batch = 1
-        if position == len(probe.batch_axes) - 1:  # the innermost batch axis takes the frames
+        tiled = cy < h or cx < w  # a slab is every tile of its frames: keep it to one frame
+        if position == len(probe.batch_axes) - 1 and not tiled:  # the innermost batch axis takes the frames
             batch = stored
             while batch + stored <= n and (batch + stored) * frame_bytes <= task_bytes:
                 batch += stored

@@ -63,32 +63,48 @@ def result_array(
     return result if order == tuple(range(out_ndim)) else result.transpose(order)
 
 
-def _write_block(block: np.ndarray, target, on_written=None, block_info=None) -> np.ndarray:
-    """Store one output block in its own Zarr chunk(s); return a 1-element token."""
+def _write_block(
+    block: np.ndarray, target, on_written=None, origin=None, block_origin=None, block_info=None
+) -> np.ndarray:
+    """Store one output block in its own Zarr chunk(s), then record it; return a 1-element token."""
     location = block_info[0]["array-location"]
-    region = tuple(slice(start, stop) for start, stop in location)
+    origin = origin or (0,) * block.ndim
+    region = tuple(slice(o + start, o + stop) for o, (start, stop) in zip(origin, location))
     target[region] = block
     if on_written is not None:
-        on_written(block_info[0]["chunk-location"])
+        block_origin = block_origin or (0,) * block.ndim
+        on_written(tuple(o + i for o, i in zip(block_origin, block_info[0]["chunk-location"])))
     return np.ones((1,) * block.ndim, dtype=np.uint8)
 
 
-def write_tasks(result: da.Array, target, on_written=None) -> da.Array:
+def write_tasks(
+    result: da.Array,
+    target,
+    on_written=None,
+    origin: tuple[int, ...] | None = None,
+    block_origin: tuple[int, ...] | None = None,
+) -> da.Array:
     """One task per output block that writes it to ``target`` (a zarr.Array).
 
+    ``result`` may be a slab of the whole output starting at element
+    ``origin`` and block ``block_origin`` (used to name completion records).
     Every block must cover whole Zarr chunks of the target (block edges on
     chunk edges), so each Zarr chunk is written by exactly one task and a
     repeated task rewrites identical bytes without racing another task.
     The returned array of tokens is what gets computed.
     """
-    for sizes, chunk in zip(result.chunks, target.chunks):
-        edges = np.cumsum(sizes)[:-1]
-        if np.any(edges % chunk):
+    origin = origin or (0,) * result.ndim
+    for axis, (sizes, chunk, start) in enumerate(zip(result.chunks, target.chunks, origin)):
+        edges = start + np.cumsum((0,) + sizes)
+        ends_inside = edges[-1] % chunk and edges[-1] != target.shape[axis]
+        if np.any(edges[:-1] % chunk) or ends_inside:
             raise ValueError(f"Zarr chunks {target.chunks} are not aligned with the Dask blocks {result.chunks}")
     return result.map_blocks(
         _write_block,
         target=target,
         on_written=on_written,
+        origin=origin,
+        block_origin=block_origin,
         dtype=np.uint8,
         chunks=tuple((1,) * len(chunks) for chunks in result.chunks),
         meta=np.empty((0,) * result.ndim, dtype=np.uint8),

@@ -8,6 +8,7 @@ with a progress bar, then marks the output complete.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -272,8 +273,7 @@ def execute(
     previous output as it was. With ``resume`` an unfinished output of the
     same run (same fingerprint) is completed, computing only unrecorded blocks.
     """
-    from convpipe.execution import compute_tokens
-    from convpipe.pipeline import result_array, write_tasks
+    from convpipe.execution import run_jobs
 
     config = plan.config
     if scheduler is not None:
@@ -284,14 +284,9 @@ def execute(
     final = config.output.path
     target_path, target, done = _open_target(plan, overwrite, resume)
     recorder = BlockRecorder(target_path)
-    tokens = write_tasks(
-        result_array(plan.stack.to_dask(g.input_chunks), g, plan.weights, config.output.dtype),
-        target,
-        on_written=recorder,
-    )
-    todo = [index for index in np.ndindex(*tokens.numblocks) if index not in done]
+    todo = g.n_tasks - len(done)
     if todo:
-        compute_tokens(tokens, todo, config.compute, progress=progress)
+        run_jobs(_slab_jobs(plan, target, recorder, done), todo, config.compute, progress=progress)
     if len(recorder.done()) != g.n_tasks:
         raise RuntimeError(f"{target_path}: {g.n_tasks - len(recorder.done())} blocks have no completion record")
     record = dict(target.attrs["convpipe"])
@@ -301,7 +296,38 @@ def execute(
         swap_into_place(target_path, final)
     seconds = time.perf_counter() - started
     h, w = (plan.stack.shape[a] for a in g.spatial_axes)
-    return RunSummary(g.frames, g.frames * h * w / 1e6, seconds, final, len(todo), g.n_tasks)
+    return RunSummary(g.frames, g.frames * h * w / 1e6, seconds, final, todo, g.n_tasks)
+
+
+def _slab_jobs(plan: Plan, target, recorder: BlockRecorder, done: set[tuple[int, ...]]) -> Iterator[list]:
+    """Per slab (batch chunk), the write tasks of its blocks not yet done, as Delayed objects.
+
+    Slabs are independent (halos never cross batch chunks), so running a
+    bounded number of them at a time bounds memory by the slabs in flight,
+    never by the length of the stack; each slab's graph is built only when
+    it is about to run.
+    """
+    from convpipe.pipeline import result_array, write_tasks
+
+    g, dtype = plan.geometry, plan.config.output.dtype
+    stack = plan.stack.to_dask(g.input_chunks)
+    for group in g.batch_groups():
+        slab = g.slab(group)
+        tokens = write_tasks(
+            result_array(stack[slab.input_slices], slab.geometry, plan.weights, dtype),
+            target,
+            on_written=recorder,
+            origin=slab.output_origin,
+            block_origin=slab.block_origin,
+        )
+        blocks = tokens.to_delayed()
+        missing = [
+            blocks[index]
+            for index in np.ndindex(*tokens.numblocks)
+            if tuple(o + i for o, i in zip(slab.block_origin, index)) not in done
+        ]
+        if missing:
+            yield missing
 
 
 def _open_target(plan: Plan, overwrite: bool, resume: bool):

@@ -104,16 +104,48 @@ def test_plan_geometry_with_channel_axis_last():
     assert geometry.input_chunks[3] == (4,)
 
 
-def test_plan_geometry_uses_stored_chunks_for_large_frames():
+def test_plan_geometry_takes_whole_frames_when_they_fit():
     geometry = plan_geometry((32, 2048, 2048), (1, 1024, 1024), 2, 4, None, (3, 3), 2, (1, 1), "magnitude")
-    assert all(c % 1024 == 0 for c in geometry.input_chunks[1][:-1] + geometry.input_chunks[2][:-1])
+    assert geometry.input_chunks[1:] == ((2048,), (2048,)), "no halo exchange needed"
     assert geometry.n_tasks > 1, "never the whole stack in one task"
     assert geometry.zarr_chunks[0] == 1, "one frame per Zarr chunk, as stored"
-    block_bytes = geometry.input_chunks[0][0] * 1024 * 1024 * (2 + 4)
+    block_bytes = geometry.input_chunks[0][0] * 2048 * 2048 * (2 + 4)
     assert 8 * 2**20 <= block_bytes <= 96 * 2**20, "tens of MiB per task"
+
+
+def test_plan_geometry_tiles_large_frames_on_stored_chunks():
+    geometry = plan_geometry((4, 8192, 8192), (1, 1024, 1024), 2, 4, None, (3, 3), 2, (2, 2), "none")
+    assert geometry.input_chunks[0] == (1, 1, 1, 1)
+    for axis in (1, 2):
+        assert len(geometry.input_chunks[axis]) > 1
+        assert all(c % 1024 == 0 for c in geometry.input_chunks[axis][:-1])
 
 
 def test_user_chunks_are_rounded_to_the_stride():
     geometry = plan_geometry((2, 100, 100), (1, 100, 100), 1, 4, None, (3, 3), 1, (3, 3), "none",
                              spatial_chunks=(20, 31))
     assert geometry.input_chunks[1][0] == 21 and geometry.input_chunks[2][0] == 33
+
+
+@given(
+    shape=st.sampled_from([(5, 30, 40), (2, 3, 30, 40), (30, 40), (4, 30, 40, 3)]),
+    chunks=st.tuples(st.integers(3, 40), st.integers(3, 40)),
+    combine=st.sampled_from(["none", "magnitude"]),
+    kernel_position=st.sampled_from([None, 0]),
+)
+def test_slabs_tile_the_output_block_grid(shape, chunks, combine, kernel_position):
+    channel_axis = 3 if len(shape) == 4 and shape[-1] == 3 else None
+    geometry = plan_geometry(shape, shape, 1, 4, channel_axis, (3, 3), 2, (2, 1), combine,
+                             spatial_chunks=chunks, kernel_position=kernel_position)
+    grid = tuple(len(c) for c in geometry.output_chunks)
+    seen = set()
+    for group in geometry.batch_groups():
+        slab = geometry.slab(group)
+        slab_grid = tuple(len(c) for c in slab.geometry.output_chunks)
+        for index in np.ndindex(*slab_grid):
+            block = tuple(o + i for o, i in zip(slab.block_origin, index))
+            assert block not in seen
+            seen.add(block)
+        starts = [sum(c[:b]) for c, b in zip(geometry.output_chunks, slab.block_origin)]
+        assert tuple(starts) == slab.output_origin
+    assert seen == set(np.ndindex(*grid))
