@@ -512,16 +512,15 @@ def _correlate_any_bank(x, rows, offsets, weights, starts, kernel_shape, stride,
     n_kernels = starts.shape[0] - 1
     wo = out.shape[3]
     phases = np.empty((n_channels * kh * sx, wo + (kw - 1) // sx), weights.dtype)
-    responses = np.empty((n_kernels, wo), weights.dtype)
+    responses = np.empty((n_kernels if magnitude else 0, wo), weights.dtype)
     for n in range(n_batch):
         for i in range(out.shape[2]):
             _split_window(x[n, :, i * sy : i * sy + kh], sx, phases)
             for k in range(n_kernels):
-                _accumulate(phases, rows, offsets, weights, starts[k], starts[k + 1], responses[k])
+                acc = responses[k] if magnitude else out[n, k, i]
+                _accumulate(phases, rows, offsets, weights, starts[k], starts[k + 1], acc)
             if magnitude:
                 _store_magnitude(responses, out[n, 0, i])
-            else:
-                out[n, :, i, :] = responses
 
 
 @numba.njit(nogil=True, cache=True)

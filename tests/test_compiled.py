@@ -131,6 +131,18 @@ def test_same_bits_as_numpy_core_for_any_bank(configuration, data):
     check_blocks(data, *configuration)
 
 
+@pytest.mark.parametrize("zero", [0.0, -0.0], ids=["+0", "-0"])
+@pytest.mark.parametrize("stride", [(1, 1), (2, 3)], ids=str)
+def test_sums_of_zeros_are_positive_zero(zero, stride):
+    """Every sum starts at +0.0, as in NumPy: a window of signed zeros gives +0.0, not -0.0."""
+    weights = np.stack([np.full((1, 2, 3), -1.5), np.full((1, 2, 3), 2.0)])
+    block = np.full((2, 1, 7, 9), zero, dtype=np.float32)
+    for dtype in (np.float32, np.float64):
+        result = correlate_block_compiled(block, weights, stride, "none", dtype)
+        assert_same_bits(result, correlate_block_numpy(block, weights, stride, "none", dtype))
+        assert not np.signbit(result).any()
+
+
 @pytest.mark.parametrize("stride", [(1, 1), (2, 2), (1, 3), (4, 2)], ids=str)
 @pytest.mark.parametrize("combine", ["none", "magnitude"])
 def test_generic_kernel_for_large_banks(monkeypatch, stride, combine):
