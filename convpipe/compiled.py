@@ -21,21 +21,25 @@ bank, which Numba compiles:
 * the weights are literal constants and zero weights produce no code, so a
   Sobel pair costs 12 multiply-adds per pixel, not 18;
 * the kernel window is unrolled; each output row is one loop over the output
-  columns ``j`` that loads every tap it needs once, keeps up to
-  ``KERNELS_PER_PASS`` accumulators in registers, and stores the responses,
-  or directly their magnitude, so the intermediate responses never reach
-  memory;
+  columns ``j`` that loads every tap it needs once, keeps the accumulators
+  of several kernels in registers, and stores the responses, or directly
+  their magnitude, so the intermediate responses never reach memory. Large
+  banks take several such loops per row (see :func:`_kernel_groups`: LLVM
+  stops vectorising a loop with too many stored and loaded rows);
 * every load in that loop is ``row[j + q]`` on a contiguous row, so LLVM
   vectorises the loop over ``j``. With a column stride ``sx > 1`` each input
-  row the loop needs is first split into its ``sx`` phases
-  (``phase_p = row[p::sx]``, converted to the output dtype), after which
-  ``x[r, j*sx + v] == phase_(v % sx)[j + v // sx]`` is contiguous in ``j``;
+  row is first split into its ``sx`` phases (``phase_p = row[p::sx]``,
+  converted to the output dtype), after which
+  ``x[r, j*sx + v] == phase_(v % sx)[j + v // sx]`` is contiguous in ``j``.
+  The split rows live in a ring of ``kh`` rows, so each input row is split
+  once even when consecutive output rows share it;
 * with a row stride ``sy > 1`` only the kept output rows are computed.
 
 Banks with more than ``MAX_UNROLLED_TAPS`` non-zero weights would take long
-to compile unrolled; they run through one generic compiled kernel that takes
-the weights as an array and accumulates each output row in a row buffer, tap
-by tap, in the same order.
+to compile unrolled (Numba's compile time grows with every tap); they run
+through one generic kernel, compiled once per pair of dtypes, that takes a
+table of the non-zero taps and adds four taps per pass over each output row,
+in the same order. It is 1.5-3x slower than an unrolled kernel.
 
 Compile cache
 -------------
@@ -47,8 +51,9 @@ there and compiled with ``cache=True``, so a second process (a Dask worker,
 the next run) loads machine code instead of compiling. Files are written
 atomically (temporary file, then ``os.replace``) with a fixed modification
 time, so processes that race to write the same module agree on Numba's cache
-index. The kernels release the GIL (``nogil=True``): Dask threads run them
-in parallel.
+index. The generic kernel is cached by Numba next to this module (or under
+``$NUMBA_CACHE_DIR``). The kernels release the GIL (``nogil=True``): Dask
+threads run them in parallel.
 """
 
 from __future__ import annotations
@@ -113,7 +118,7 @@ def correlate_block_compiled(
     _check_arguments(block, weights, stride, combine, dtype)
     block = _native_block(block, dtype)
     bank = np.ascontiguousarray(weights, dtype=dtype)
-    n_kernels, n_channels, kh, kw = bank.shape
+    n_kernels, _, kh, kw = bank.shape
     ho, wo = output_shape(block.shape, (kh, kw), stride)
     batch_shape = block.shape[:-3]
     x = block.reshape((int(np.prod(batch_shape)),) + block.shape[-3:])
@@ -173,17 +178,25 @@ def compiled_kernel(
     ``(N, C, H, W)`` and ``input_dtype``, ``out`` C-contiguous of shape
     ``(N, K, Ho, Wo)``, or ``(N, Ho, Wo)`` for ``combine="magnitude"``.
     """
+
+    def build():
+        module = _import_generated(generate_source(bank, stride, combine, input_dtype))
+        out_ndim = 4 if combine == "none" else 3
+        signature = (_readonly_array(input_dtype, 4), _array(bank.dtype, out_ndim))
+        return _jit(module.correlate_bank, signature, cache=module.__file__ is not None)
+
     key = (bank.shape, bank.tobytes(), bank.dtype.str, stride, combine, np.dtype(input_dtype).str)
+    return _cached_kernel(key, build)
+
+
+def _cached_kernel(key: tuple, build) -> numba.core.dispatcher.Dispatcher:
+    """``_KERNELS[key]``, built by ``build()`` by the first thread that asks for it."""
     kernel = _KERNELS.get(key)
     if kernel is None:
-        with _KERNELS_LOCK:
+        with _KERNELS_LOCK:  # one build per key; Numba compiles one function at a time anyway
             kernel = _KERNELS.get(key)
             if kernel is None:
-                module = _import_generated(generate_source(bank, stride, combine, input_dtype))
-                out_ndim = 4 if combine == "none" else 3
-                signature = (_readonly_array(input_dtype, 4), _array(bank.dtype, out_ndim))
-                kernel = _jit(module.correlate_bank, signature, module.__file__ is not None)
-                _KERNELS[key] = kernel
+                kernel = _KERNELS[key] = build()
     return kernel
 
 
@@ -245,8 +258,8 @@ def generate_source(
         f"    ho = (height - {kh}) // {sy} + 1",
         f"    wo = (width - {kw}) // {sx} + 1",
     ]
-    split_rows = sx > 1 and rows  # an all-zero bank reads no row
-    if split_rows:
+    split = sx > 1 and bool(rows)  # an all-zero bank reads no row
+    if split:
         lines += _phase_buffers(taps, kh, sx)
     if combine == "magnitude" and not fused_magnitude:
         lines.append(f"    responses = np.empty(({n_kernels}, wo), DTYPE)")
@@ -255,7 +268,7 @@ def generate_source(
         "    for n in range(n_batch):",
         "        for i in range(ho):",
     ]
-    if not split_rows:
+    if not split:
         lines += [f"            row_c{c}_u{u} = x[n, {c}, {_affine('i', sy, u)}]" for c, u in rows]
     else:
         lines += _split_new_rows(kh, sy, sx, convert)
@@ -386,7 +399,9 @@ def _split_new_rows(kh: int, sy: int, sx: int, convert: bool) -> list[str]:
     ]
 
 
-def _row_loop(taps, group: list[int], sx: int, convert: bool, combine: Combine, fused_magnitude: bool) -> list[str]:
+def _row_loop(
+    taps, group: list[int], sx: int, convert: bool, combine: Combine, fused_magnitude: bool
+) -> list[str]:
     """One loop over the output columns computing the kernels of ``group``."""
     used = sorted({(c, u, v) for k in group for c, u, v, _ in taps[k]})
     lines = ["            for j in range(wo):"]
@@ -447,7 +462,7 @@ def _import_generated(source: str) -> types.ModuleType:
     except OSError:
         module = types.ModuleType(name)
         module.__file__ = None
-        exec(compile(source, f"<{name}>", "exec"), module.__dict__)
+        exec(compile(source, f"<{name}>", "exec"), module.__dict__)  # noqa: S102 (our generated source)
         return module
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
@@ -486,7 +501,9 @@ def _write_once(path: Path, source: str) -> None:
 # --------------------------------------------------------------------------
 
 
-def _correlate_with_tap_table(x: np.ndarray, bank: np.ndarray, stride: tuple[int, int], out: np.ndarray) -> None:
+def _correlate_with_tap_table(
+    x: np.ndarray, bank: np.ndarray, stride: tuple[int, int], out: np.ndarray
+) -> None:
     """Run the generic kernel: the bank goes in as a table of its non-zero taps.
 
     Tap ``t`` multiplies ``phases[rows[t], j + offsets[t]]`` by ``weights[t]``;
@@ -558,8 +575,8 @@ def _accumulate(phases, rows, offsets, weights, start, stop, acc):
             total += r3[j] * w3
             acc[j] = total
         t += 4
-    for t in range(t, stop):
-        tap_row, weight = phases[rows[t], offsets[t] :], weights[t]
+    for last in range(t, stop):
+        tap_row, weight = phases[rows[last], offsets[last] :], weights[last]
         for j in range(acc.shape[0]):
             acc[j] += tap_row[j] * weight
 
@@ -578,25 +595,21 @@ def _store_magnitude(responses, out_row):
 
 def _generic_kernel(input_dtype: np.dtype, dtype: np.dtype) -> numba.core.dispatcher.Dispatcher:
     """The generic kernel compiled for one pair of dtypes (cached like the generated ones)."""
-    key = ("generic", np.dtype(input_dtype).str, dtype.str)
-    kernel = _KERNELS.get(key)
-    if kernel is None:
-        with _KERNELS_LOCK:
-            kernel = _KERNELS.get(key)
-            if kernel is None:
-                index = _readonly_array(np.intp, 1)
-                pair = numba.types.UniTuple(numba.types.intp, 2)
-                signature = (
-                    _readonly_array(input_dtype, 4),
-                    index,
-                    index,
-                    _readonly_array(dtype, 1),
-                    index,
-                    pair,
-                    pair,
-                    numba.types.boolean,
-                    _array(dtype, 4),
-                )
-                kernel = _jit(_correlate_any_bank, signature, cache=True)
-                _KERNELS[key] = kernel
-    return kernel
+
+    def build():
+        index = _readonly_array(np.intp, 1)
+        pair = numba.types.UniTuple(numba.types.intp, 2)
+        signature = (
+            _readonly_array(input_dtype, 4),  # x
+            index,  # rows
+            index,  # offsets
+            _readonly_array(dtype, 1),  # weights
+            index,  # starts
+            pair,  # kernel_shape
+            pair,  # stride
+            numba.types.boolean,  # magnitude
+            _array(dtype, 4),  # out
+        )
+        return _jit(_correlate_any_bank, signature, cache=True)
+
+    return _cached_kernel(("generic", np.dtype(input_dtype).str, dtype.str), build)

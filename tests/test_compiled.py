@@ -9,6 +9,7 @@ moderate. The on-disk kernel cache goes to a temporary directory.
 from __future__ import annotations
 
 import os
+import pickle
 import subprocess
 import sys
 import textwrap
@@ -83,8 +84,11 @@ def random_block(rng, shape, dtype):
     return values.astype(dtype)
 
 
+POOLED_BANKS = st.sampled_from(BANK_POOL)
+
+
 @st.composite
-def configurations(draw, banks=st.sampled_from(BANK_POOL)):
+def configurations(draw, banks=POOLED_BANKS):
     """A bank and the options of one call: each draw is one compilation."""
     weights = draw(banks)
     options = {
@@ -107,7 +111,12 @@ def blocks(draw, weights, dtype):
 @st.composite
 def random_banks(draw):
     """Any small bank: shape, integer or float weights, zeros anywhere."""
-    shape = (draw(st.integers(1, 4)), draw(st.integers(1, 3)), draw(st.integers(1, 4)), draw(st.integers(1, 4)))
+    shape = (
+        draw(st.integers(1, 4)),
+        draw(st.integers(1, 3)),
+        draw(st.integers(1, 4)),
+        draw(st.integers(1, 4)),
+    )
     return _bank(shape, draw(st.integers(0, 2**32 - 1)), integer=draw(st.booleans()))
 
 
@@ -168,7 +177,13 @@ def test_banks_longer_than_one_pass(combine):
 
 @pytest.mark.parametrize(
     "weights, stride",
-    [(SOBEL, (1, 1)), (SOBEL, (2, 2)), (BANK_POOL[2], (3, 1)), (BANK_POOL[6], (1, 4)), (BANK_POOL[1], (2, 3))],
+    [
+        (SOBEL, (1, 1)),
+        (SOBEL, (2, 2)),
+        (BANK_POOL[2], (3, 1)),
+        (BANK_POOL[6], (1, 4)),
+        (BANK_POOL[1], (2, 3)),
+    ],
     ids=["sobel", "sobel-stride2", "2x4-stride3x1", "2x2-stride1x4", "1x1-stride2x3"],
 )
 def test_exact_against_scipy_for_integer_data(weights, stride):
@@ -241,6 +256,11 @@ def test_concurrent_calls_from_threads():
         assert_same_bits(result, correlate_block_numpy(block, weights, (2, 1), "magnitude"))
 
 
+def test_pickled_by_reference_for_worker_processes():
+    """Dask ships the function by name; each worker compiles or loads its own kernels."""
+    assert pickle.loads(pickle.dumps(correlate_block_compiled)) is correlate_block_compiled
+
+
 def test_second_process_loads_machine_code_from_disk(tmp_path):
     script = textwrap.dedent(
         """
@@ -253,7 +273,9 @@ def test_second_process_loads_machine_code_from_disk(tmp_path):
     )
     env = {**os.environ, compiled.CACHE_DIR_ENV: str(tmp_path)}
     hits = [
-        subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True).stdout
+        subprocess.run(
+            [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
+        ).stdout
         for _ in range(2)
     ]
     assert [int(h) for h in hits] == [0, 1]
