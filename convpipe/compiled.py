@@ -363,14 +363,12 @@ def _phase_buffers(taps, kh: int, sx: int) -> list[str]:
     ``phases[slot, r % kh, p]`` holds phase ``p`` of input row ``r`` of
     channel ``CHANNELS[slot]``, of which the first ``span`` elements may be
     read; ``filled`` elements of every phase can be split in one loop
-    without reading past the row. The 16 spare elements keep phase rows
-    from lying a multiple of 4 KiB apart, where loads and stores falsely
-    alias.
+    without reading past the row.
     """
     longest = max(_phase_reach(taps, sx).values(), default=0)
     return [
         f"    span = wo + {longest}",
-        f"    phases = np.empty((len(CHANNELS), {kh}, {sx}, span + 16), DTYPE)",
+        f"    phases = np.empty((len(CHANNELS), {kh}, {sx}, span), DTYPE)",
         f"    filled = min(width // {sx}, span)",
     ]
 
