@@ -12,10 +12,12 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import threading
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, ThreadPoolExecutor, wait
 
 import dask
+from dask.callbacks import Callback
 
 from convpipe.config import ComputeSpec
 
@@ -44,8 +46,7 @@ def run_jobs(jobs: Iterable[list], total: int, compute: ComputeSpec, progress: b
         with _progress_bar(total, progress) as bar:
             if scheduler == "synchronous":
                 for job in jobs:
-                    dask.compute(*job, scheduler="synchronous")
-                    bar.update(len(job))
+                    dask.compute(*job, scheduler="synchronous", callbacks=[_JobHooks(job, bar)._callback])
             elif scheduler == "threads":
                 _run_on_threads(jobs, os.cpu_count() or 1, bar)
             else:
@@ -55,27 +56,65 @@ def run_jobs(jobs: Iterable[list], total: int, compute: ComputeSpec, progress: b
         _run_on_cluster(client, jobs, compute.retries, bar)
 
 
+class _Stopped(Exception):
+    """Ends a job between two tasks once the run is stopping."""
+
+
+class _JobHooks(Callback):
+    """Per-task hooks of one job on a local scheduler.
+
+    Advances ``bar`` as each write task of the job finishes (not only when the
+    whole job, possibly a slab of thousands of blocks, is done), and raises
+    :class:`_Stopped` before the next task once ``stop`` is set, so that a job
+    running on a pool thread ends promptly on Ctrl-C or on another job's error.
+    Passed to ``dask.compute`` as ``callbacks=[hooks._callback]`` (a tuple:
+    Dask's global callback registry is not meant for concurrent computes).
+    """
+
+    def __init__(self, job: list, bar, stop: threading.Event | None = None, lock=None) -> None:
+        super().__init__()
+        self.write_keys = {task.key for task in job}
+        self.bar = bar
+        self.stop = stop
+        self.lock = lock or threading.Lock()
+
+    def _pretask(self, key, dsk, state) -> None:
+        if self.stop is not None and self.stop.is_set():
+            raise _Stopped(key)
+
+    def _posttask(self, key, result, dsk, state, worker_id) -> None:
+        if key in self.write_keys:
+            with self.lock:
+                self.bar.update(1)
+
+
 def _run_on_threads(jobs: Iterable[list], threads: int, bar) -> None:
     """Each job runs whole on one thread (synchronous scheduler); the core releases the GIL."""
+    stop, lock = threading.Event(), threading.Lock()
     with ThreadPoolExecutor(threads, thread_name_prefix="convpipe") as pool:
-        pending: dict = {}
+        pending: set = set()
         try:
             for job in jobs:
-                pending[pool.submit(dask.compute, *job, scheduler="synchronous")] = len(job)
+                hooks = _JobHooks(job, bar, stop, lock)
+                pending.add(
+                    pool.submit(dask.compute, *job, scheduler="synchronous", callbacks=[hooks._callback])
+                )
                 if len(pending) >= JOBS_PER_THREAD * threads:
-                    _drain(pending, bar, FIRST_COMPLETED)
-            _drain(pending, bar, ALL_COMPLETED)
+                    _drain(pending, FIRST_COMPLETED)
+            _drain(pending, ALL_COMPLETED)
+        except BaseException:
+            stop.set()  # Ctrl-C or a failed job: running jobs end after their current task
+            raise
         finally:
             for future in pending:
                 future.cancel()
 
 
-def _drain(pending: dict, bar, return_when) -> None:
+def _drain(pending: set, return_when) -> None:
     finished, _ = wait(pending, return_when=return_when)
+    pending -= finished
     for future in finished:
-        blocks = pending.pop(future)
         future.result()  # raises the job's error, if any
-        bar.update(blocks)
 
 
 def _run_on_processes(jobs: Iterable[list], processes: int, bar) -> None:
@@ -84,8 +123,7 @@ def _run_on_processes(jobs: Iterable[list], processes: int, bar) -> None:
 
     with ProcessPoolExecutor(processes) as pool:
         for job in jobs:
-            dask.compute(*job, scheduler="processes", pool=pool)
-            bar.update(len(job))
+            dask.compute(*job, scheduler="processes", pool=pool, callbacks=[_JobHooks(job, bar)._callback])
 
 
 def _run_on_cluster(client, jobs: Iterable[list], retries: int, bar) -> None:
@@ -126,15 +164,18 @@ def distributed_client(compute: ComputeSpec) -> Iterator:
     from convpipe.errors import ConfigError
 
     if compute.scheduler == "local":
-        with LocalCluster(
-            n_workers=compute.workers,
-            threads_per_worker=compute.threads_per_worker,
-            processes=True,
-            dashboard_address=None,
-            # Without a dashboard the scheduler still serves HTTP, by default on 8787: with another
-            # Dask cluster running, that gave a "Port 8787 is already in use" warning. Any free port.
-            scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
-        ) as cluster, Client(cluster) as client:
+        with (
+            LocalCluster(
+                n_workers=compute.workers,
+                threads_per_worker=compute.threads_per_worker,
+                processes=True,
+                dashboard_address=None,
+                # Without a dashboard the scheduler still serves HTTP, by default on 8787: with another
+                # Dask cluster running, that gave a "Port 8787 is already in use" warning. Any free port.
+                scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+            ) as cluster,
+            Client(cluster) as client,
+        ):
             yield client
         return
     try:
