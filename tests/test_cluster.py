@@ -1,0 +1,408 @@
+"""Running on a Dask cluster: a real ``dask scheduler`` and ``dask worker`` subprocesses on 127.0.0.1.
+
+The cluster processes are started from this virtualenv's ``dask`` command,
+each in its own process group, with bounded waits, and are always killed by
+the fixture's finaliser. ``convpipe run --scheduler tcp://...`` (or
+``compute.scheduler`` in the config) runs in process through ``CliRunner``,
+or as a real subprocess where a signal has to reach it (Ctrl-C) or where it
+must keep running while the test kills a worker. Every result is compared
+byte for byte with the threaded run of the same config.
+
+``compute.scheduler: local`` and ``compute.retries`` are checked in process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import tifffile
+from test_resume import (
+    SMALL_SHAPE,
+    Stack,
+    assert_same_bytes,
+    interrupted_run,
+    invoke,
+    make_config,
+    output_record,
+    read_output,
+    resumed_counts,
+    run_in_process,
+    running,
+    shared_stack,
+    start_convpipe,
+    stderr_of,
+    wait_for_markers,
+    wait_until_settled,
+)
+
+from convpipe.completion import BlockRecorder
+from convpipe.config import parse_config
+from convpipe.runner import execute, make_plan
+from convpipe.sample import sample_stack, write_sample
+
+DASK = str(Path(sys.executable).parent / "dask")
+ONE_FRAME = (1, 96, 128)  # one slab of 12 blocks
+# One slab of 256 blocks: some 5 s on two single-threaded workers, long enough to lose one midway.
+BIG_SHAPE = (1, 512, 512)
+STARTUP_TIMEOUT = 60.0  # seconds for the scheduler, then each worker, to come up
+RUN_TIMEOUT = 120.0
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@dataclass
+class DaskCluster:
+    """A scheduler and workers running as subprocesses; :meth:`stop` kills them all."""
+
+    folder: Path
+    address: str = ""
+    scheduler: subprocess.Popen | None = None
+    workers: list[subprocess.Popen] = field(default_factory=list)
+
+    def _spawn(self, args: list[str], log_name: str) -> subprocess.Popen:
+        with open(self.folder / log_name, "wb") as log:
+            return subprocess.Popen(
+                [DASK, *args], stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=self.folder
+            )
+
+    def log(self, name: str) -> str:
+        return (self.folder / name).read_text(encoding="utf-8", errors="replace")
+
+    def _wait_for_log(self, proc: subprocess.Popen, log_name: str, text: str) -> None:
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while time.monotonic() < deadline:
+            if text in self.log(log_name):
+                return
+            if proc.poll() is not None:
+                raise RuntimeError(f"{log_name} exited with {proc.returncode}:\n{self.log(log_name)}")
+            time.sleep(0.05)
+        raise TimeoutError(f"no {text!r} in {log_name} after {STARTUP_TIMEOUT} s:\n{self.log(log_name)}")
+
+    def start(self, n_workers: int = 2) -> DaskCluster:
+        port = free_port()
+        self.address = f"tcp://127.0.0.1:{port}"
+        self.scheduler = self._spawn(
+            # --dashboard-address: without a dashboard the scheduler still serves HTTP, by default on 8787.
+            # --idle-timeout: a safety net should this test process die without its finaliser.
+            [
+                "scheduler",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--no-dashboard",
+                "--dashboard-address",
+                "127.0.0.1:0",
+                "--idle-timeout",
+                "600s",
+            ],
+            "scheduler.log",
+        )
+        self._wait_for_log(self.scheduler, "scheduler.log", "Scheduler at:")
+        for name in [self.add_worker() for _ in range(n_workers)]:
+            self.wait_for_worker(name)
+        return self
+
+    def add_worker(self) -> str:
+        """Start one more single-threaded worker (its own process, no nanny); returns its name."""
+        name = f"worker-{len(self.workers)}"
+        args = [
+            "worker",
+            self.address,
+            "--host",
+            "127.0.0.1",
+            "--name",
+            name,
+            "--nthreads",
+            "1",
+            "--no-nanny",
+            "--no-dashboard",
+            "--local-directory",
+            str(self.folder / name),
+            "--death-timeout",
+            "60s",
+        ]
+        self.workers.append(self._spawn(args, f"{name}.log"))
+        return name
+
+    def wait_for_worker(self, name: str) -> None:
+        index = int(name.rsplit("-", 1)[1])
+        self._wait_for_log(self.workers[index], f"{name}.log", "Registered to:")
+
+    def stop(self) -> None:
+        procs = [p for p in [*self.workers, self.scheduler] if p is not None]
+        for proc in procs:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+        for proc in procs:
+            proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaskCluster]:
+    """One cluster shared by the tests of this module that do not harm it."""
+    shared = DaskCluster(tmp_path_factory.mktemp("cluster"))
+    try:
+        yield shared.start()
+    finally:
+        shared.stop()
+
+
+@pytest.fixture(scope="module")
+def big(tmp_path_factory: pytest.TempPathFactory) -> Stack:
+    return shared_stack(tmp_path_factory, BIG_SHAPE)
+
+
+@contextlib.contextmanager
+def occupied_port(port: int) -> Iterator[None]:
+    """Listen on ``port`` (all interfaces) for the duration, unless someone else already does."""
+    holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        with contextlib.suppress(OSError):  # already taken: just as good
+            holder.bind(("0.0.0.0", port))
+            holder.listen()
+        yield
+    finally:
+        holder.close()
+
+
+def run_cli(*args: str | Path) -> tuple[int, str]:
+    """``convpipe ARGS`` in process (CliRunner); exit code and stderr, progress bar updates split at ``\\r``."""
+    result = invoke(*args)
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result.exit_code, result.stderr.replace("\r", "\n")
+
+
+def progress_reached(stderr: str, total: int) -> bool:
+    """The bar ended at ``total/total``: it counted each write task once, and only those."""
+    return any(
+        line.startswith("convpipe: 100%") and f"| {total}/{total} [" in line for line in stderr.splitlines()
+    )
+
+
+# --------------------------------------------------------------------------- same bits as the threaded run
+
+
+@pytest.mark.parametrize("how", ["--scheduler", "compute.scheduler"])
+def test_cluster_run_gives_the_threaded_bits(tmp_path: Path, cluster: DaskCluster, how: str) -> None:
+    source = tmp_path / "in.zarr"
+    write_sample(str(source), *ONE_FRAME)
+    run_in_process(source, tmp_path / "threaded.zarr")
+    out = tmp_path / "out.zarr"
+    if how == "--scheduler":
+        code, stderr = run_cli(
+            "run", make_config(tmp_path / "run.yaml", source, out), "--scheduler", cluster.address
+        )
+    else:
+        code, stderr = run_cli(
+            "run", make_config(tmp_path / "run.yaml", source, out, scheduler=cluster.address)
+        )
+    assert code == 0, stderr
+    blocks = output_record(out)["blocks"]
+    assert blocks == 12
+    assert progress_reached(stderr, blocks), stderr  # the bar follows the futures
+    assert stderr.strip().splitlines()[-1].startswith("done: 1 frame(s)")
+    assert output_record(out)["complete"] is True
+    assert_same_bytes(read_output(out), read_output(tmp_path / "threaded.zarr"))
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="pipeline.py gives every slab the same Dask key names (map_overlap name='convpipe-correlate', "
+    "map_blocks name='convpipe-write'): on a cluster the tasks of the second slab are taken for those of the "
+    "first still held, are never run, and the run ends with 'N blocks have no completion record'",
+)
+def test_several_slabs_on_the_cluster_give_the_threaded_bits(tmp_path: Path, cluster: DaskCluster) -> None:
+    source = tmp_path / "in.zarr"
+    write_sample(str(source), *SMALL_SHAPE)  # two frames: two slabs, submitted one after the other
+    run_in_process(source, tmp_path / "threaded.zarr")
+    out = tmp_path / "out.zarr"
+    code, stderr = run_cli(
+        "run", make_config(tmp_path / "run.yaml", source, out), "--scheduler", cluster.address
+    )
+    assert code == 0, stderr
+    assert progress_reached(stderr, output_record(out)["blocks"]), stderr
+    assert_same_bytes(read_output(out), read_output(tmp_path / "threaded.zarr"))
+
+
+def test_tiff_input_runs_on_the_cluster(tmp_path: Path, cluster: DaskCluster) -> None:
+    """Image files are read inside the tasks: nothing unpicklable travels to the worker processes."""
+    source = tmp_path / "stack.tif"
+    tifffile.imwrite(source, sample_stack(*ONE_FRAME))
+    run_in_process(source, tmp_path / "threaded.zarr")
+    out = tmp_path / "out.zarr"
+    code, stderr = run_cli(
+        "run", make_config(tmp_path / "run.yaml", source, out), "--scheduler", cluster.address
+    )
+    assert code == 0, stderr
+    assert_same_bytes(read_output(out), read_output(tmp_path / "threaded.zarr"))
+
+
+def test_resume_on_the_cluster_after_a_local_crash(tmp_path: Path, cluster: DaskCluster) -> None:
+    source, out = tmp_path / "in.zarr", tmp_path / "out.zarr"
+    write_sample(str(source), *ONE_FRAME)
+    run_in_process(source, tmp_path / "threaded.zarr")
+    interrupted_run(source, out, recorded=4)
+    code, stderr = run_cli(
+        "run", make_config(tmp_path / "run.yaml", source, out), "--resume", "--scheduler", cluster.address
+    )
+    assert code == 0, stderr
+    assert resumed_counts(stderr) == (8, 12)
+    assert progress_reached(stderr, 8), stderr
+    assert_same_bytes(read_output(out), read_output(tmp_path / "threaded.zarr"))
+
+
+def test_ctrl_c_on_the_cluster_exits_130_and_resumes_anywhere(
+    tmp_path: Path, cluster: DaskCluster, big: Stack
+) -> None:
+    out = tmp_path / "out.zarr"
+    config = make_config(tmp_path / "run.yaml", big.input, out)
+    with running(start_convpipe(["run", config, "--scheduler", cluster.address], tmp_path / "logs")) as proc:
+        wait_for_markers(out, 5, proc)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 130
+    stderr = stderr_of(tmp_path / "logs")
+    assert "Traceback" not in stderr
+    assert stderr.strip().splitlines()[-1] == (
+        f"interrupted; finished blocks are kept. Resume with: convpipe run {config} --resume "
+        f"--scheduler {cluster.address}"
+    )
+    recorded = wait_until_settled(out)  # a task already running on a worker may still finish
+    assert 0 < len(recorded) < big.blocks
+
+    # The fingerprint ignores where blocks were computed: finish on the local threads.
+    summary = execute(make_plan(parse_config(config.read_text())), resume=True, progress=False)
+    assert (summary.blocks_computed, summary.blocks_total) == (big.blocks - len(recorded), big.blocks)
+    assert_same_bytes(read_output(out), big.reference)
+
+
+# --------------------------------------------------------------------------- losing a worker
+
+
+def test_run_survives_a_worker_killed_mid_run(tmp_path: Path, cluster: DaskCluster, big: Stack) -> None:
+    """A worker busy with a real run is SIGKILLed; a newcomer keeps the shared cluster at two workers."""
+    victim_name, victim = next((f"worker-{i}", w) for i, w in enumerate(cluster.workers) if w.poll() is None)
+    cluster.wait_for_worker(cluster.add_worker())
+    out = tmp_path / "out.zarr"
+    config = make_config(tmp_path / "run.yaml", big.input, out)
+    with running(start_convpipe(["run", config, "--scheduler", cluster.address], tmp_path / "logs")) as proc:
+        wait_for_markers(out, 24, proc)
+        victim.send_signal(signal.SIGKILL)
+        victim.wait(timeout=30)
+        done_at_kill = len(BlockRecorder(str(out)).done())
+        assert proc.poll() is None and done_at_kill < big.blocks, (
+            "the run finished before the worker was killed; make BIG_SHAPE bigger"
+        )
+        code = proc.wait(timeout=RUN_TIMEOUT)
+    stderr = stderr_of(tmp_path / "logs")
+    assert code == 0, stderr
+    assert progress_reached(stderr, big.blocks), stderr
+    scheduler_log = cluster.log("scheduler.log")
+    assert re.search(rf"Remove worker addr: \S+ name: {victim_name} ", scheduler_log), scheduler_log
+    # The victim had finished blocks whose results it held: the scheduler ran them again elsewhere.
+    assert "caused the cluster to lose already computed task(s)" in scheduler_log, scheduler_log
+    assert output_record(out)["complete"] is True
+    assert len(BlockRecorder(str(out)).done()) == big.blocks
+    assert_same_bytes(read_output(out), big.reference)
+
+
+# --------------------------------------------------------------------------- LocalCluster and retries
+
+
+def test_local_scheduler_starts_a_local_cluster_of_the_configured_size(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    import distributed
+
+    sizes: list[dict[str, int]] = []
+
+    class RecordingCluster(distributed.LocalCluster):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            sizes.append({name: worker.nthreads for name, worker in self.workers.items()})
+
+    monkeypatch.setattr(distributed, "LocalCluster", RecordingCluster)
+    source, out = tmp_path / "in.zarr", tmp_path / "out.zarr"
+    write_sample(str(source), *ONE_FRAME)
+    run_in_process(source, tmp_path / "threaded.zarr")
+    config = make_config(
+        tmp_path / "run.yaml", source, out, scheduler="local", compute=", workers: 1, threads_per_worker: 2"
+    )
+    with occupied_port(8787):  # as when another Dask cluster runs: no "Port 8787 is already in use" warning
+        execute(make_plan(parse_config(config.read_text())), progress=True)
+    assert sizes == [{0: 2}]  # not the default for this machine (2 workers x 1 thread)
+    assert progress_reached(capsys.readouterr().err.replace("\r", "\n"), 12)
+    assert_same_bytes(read_output(out), read_output(tmp_path / "threaded.zarr"))
+
+
+@pytest.fixture(scope="module")
+def in_process_cluster() -> Iterator[str]:
+    """A LocalCluster of threads in this process, so that tasks see monkeypatched code."""
+    from distributed import LocalCluster
+
+    with LocalCluster(
+        n_workers=1,
+        threads_per_worker=2,
+        processes=False,
+        dashboard_address=None,
+        scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},  # not 8787, which may be taken
+    ) as local:
+        yield local.scheduler_address
+
+
+@pytest.mark.parametrize(("retries", "succeeds"), [(None, True), (1, False)], ids=["default-2", "1"])
+def test_retries(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    in_process_cluster: str,
+    retries: int | None,
+    succeeds: bool,
+) -> None:
+    """Block (0, 1, 1) fails twice: enough with the default 2 retries, too much with 1."""
+    failures: list[tuple[int, ...]] = []
+    lock = threading.Lock()
+    original = BlockRecorder.__call__
+
+    def fail_twice(self, index):
+        with lock:
+            if tuple(index) == (0, 1, 1) and len(failures) < 2:
+                failures.append(index)
+                raise OSError(f"injected failure {len(failures)} of block {index}")
+        return original(self, index)
+
+    monkeypatch.setattr(BlockRecorder, "__call__", fail_twice)
+    source, out = tmp_path / "in.zarr", tmp_path / "out.zarr"
+    write_sample(str(source), *ONE_FRAME)
+    compute = "" if retries is None else f", retries: {retries}"
+    plan = make_plan(
+        parse_config(make_config(tmp_path / "run.yaml", source, out, compute=compute).read_text())
+    )
+    assert plan.config.compute.retries == (2 if retries is None else retries)
+    if succeeds:
+        execute(plan, scheduler=in_process_cluster, progress=False)
+        assert len(failures) == 2
+        monkeypatch.undo()
+        run_in_process(source, tmp_path / "threaded.zarr")
+        assert_same_bytes(read_output(out), read_output(tmp_path / "threaded.zarr"))
+    else:
+        with pytest.raises(OSError, match="injected failure 2"):
+            execute(plan, scheduler=in_process_cluster, progress=False)
+        assert output_record(out)["complete"] is False
+        assert (0, 1, 1) not in BlockRecorder(str(out)).done()
