@@ -323,6 +323,18 @@ def test_run_survives_a_worker_killed_mid_run(tmp_path: Path, cluster: DaskClust
     assert_same_bytes(read_output(out), big.reference)
 
 
+# --------------------------------------------------------------------------- the local schedulers
+
+
+@pytest.mark.parametrize("scheduler", ["threads", "processes", "synchronous"])
+def test_progress_bar_counts_every_block_on_the_local_schedulers(tmp_path: Path, scheduler: str) -> None:
+    source, out = tmp_path / "in.zarr", tmp_path / "out.zarr"
+    write_sample(str(source), *SMALL_SHAPE)  # two slabs
+    code, stderr = run_cli("run", make_config(tmp_path / "run.yaml", source, out, scheduler=scheduler))
+    assert code == 0, stderr
+    assert progress_reached(stderr, output_record(out)["blocks"]), stderr
+
+
 # --------------------------------------------------------------------------- LocalCluster and retries
 
 
