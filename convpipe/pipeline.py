@@ -56,7 +56,7 @@ def result_array(
         chunks=geometry.work_output_chunks,
         dtype=np.dtype(dtype),
         meta=np.empty((0,) * out_ndim, dtype=dtype),
-        name="convpipe-correlate",
+        token="convpipe-correlate",  # unique keys per slab and per run
         **extra,
     )
     order = geometry.output_order
@@ -108,5 +108,5 @@ def write_tasks(
         dtype=np.uint8,
         chunks=tuple((1,) * len(chunks) for chunks in result.chunks),
         meta=np.empty((0,) * result.ndim, dtype=np.uint8),
-        name="convpipe-write",
+        token="convpipe-write",
     )

@@ -8,6 +8,8 @@ provenance attributes; blocks are then written into it one task at a time.
 
 from __future__ import annotations
 
+import hashlib
+import math
 import os
 import shutil
 import uuid
@@ -50,7 +52,27 @@ class InputStack:
             "shape": list(self.shape),
             "dtype": str(self.dtype),
             "chunks": list(self.stored_chunks),
+            "sampled_content": self.content_signature(),
         }
+
+    def content_signature(self, samples: int = 4) -> str:
+        """Hash of a few stored chunks spread over the stack (first, last, between).
+
+        Cheap (``samples`` chunk reads) and enough to notice an input rewritten
+        in place between an interrupted run and its resume.
+        """
+        grid = [-(-n // c) for n, c in zip(self.shape, self.stored_chunks)]
+        total = math.prod(grid)
+        picks = sorted({round(i * (total - 1) / max(1, samples - 1)) for i in range(samples)})
+        digest = hashlib.sha256()
+        for flat in picks:
+            index = np.unravel_index(flat, grid)
+            region = tuple(
+                slice(i * c, min((i + 1) * c, n)) for i, c, n in zip(index, self.stored_chunks, self.shape)
+            )
+            block = self.source[region]
+            digest.update(np.ascontiguousarray(np.asarray(block)).tobytes())
+        return digest.hexdigest()[:32]
 
 
 def is_url(path: str) -> bool:

@@ -223,12 +223,6 @@ def test_cluster_run_gives_the_threaded_bits(tmp_path: Path, cluster: DaskCluste
     assert_same_bytes(read_output(out), read_output(tmp_path / "threaded.zarr"))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pipeline.py gives every slab the same Dask key names (map_overlap name='convpipe-correlate', "
-    "map_blocks name='convpipe-write'): on a cluster the tasks of the second slab are taken for those of the "
-    "first still held, are never run, and the run ends with 'N blocks have no completion record'",
-)
 def test_several_slabs_on_the_cluster_give_the_threaded_bits(tmp_path: Path, cluster: DaskCluster) -> None:
     source = tmp_path / "in.zarr"
     write_sample(str(source), *SMALL_SHAPE)  # two frames: two slabs, submitted one after the other
