@@ -298,7 +298,7 @@ def plan_geometry(
     stride: tuple[int, int],
     combine: str,
     spatial_chunks: tuple[int, int] | None = None,
-    task_bytes: int = DEFAULT_TASK_BYTES,
+    task_bytes: int | None = None,
     kernel_position: int | None = None,
 ) -> StackGeometry:
     """Choose processing chunks and derive the output layout.
@@ -314,6 +314,7 @@ def plan_geometry(
     Inputs are checked by the caller: the kernel fits the image and
     ``channel_axis`` is a valid, normalised axis.
     """
+    task_bytes = DEFAULT_TASK_BYTES if task_bytes is None else task_bytes
     probe = StackGeometry(input_shape, channel_axis, kernel_shape, n_kernels, stride, combine, ())
     (ay, ax), (kh, kw), (sy, sx) = probe.spatial_axes, kernel_shape, stride
     h, w = input_shape[ay], input_shape[ax]

@@ -40,7 +40,9 @@ def result_array(
     ndim = work.ndim
     (kh, kw) = geometry.kernel_shape
     depth = {axis: 0 for axis in range(ndim)}
-    depth[ndim - 2], depth[ndim - 1] = halo(kh), halo(kw)
+    for axis, k in ((ndim - 2, kh), (ndim - 1, kw)):
+        if len(work.chunks[axis]) > 1:  # a single tile (whole frames) needs no halo exchange
+            depth[axis] = halo(k)
     core = functools.partial(
         correlate_block, weights=weights, stride=geometry.stride, combine=geometry.combine, dtype=dtype
     )
@@ -63,18 +65,32 @@ def result_array(
     return result if order == tuple(range(out_ndim)) else result.transpose(order)
 
 
-def _write_block(
-    block: np.ndarray, target, on_written=None, origin=None, block_origin=None, block_info=None
-) -> np.ndarray:
-    """Store one output block in its own Zarr chunk(s), then record it; return a 1-element token."""
-    location = block_info[0]["array-location"]
-    origin = origin or (0,) * block.ndim
-    region = tuple(slice(o + start, o + stop) for o, (start, stop) in zip(origin, location))
-    target[region] = block
-    if on_written is not None:
-        block_origin = block_origin or (0,) * block.ndim
-        on_written(tuple(o + i for o, i in zip(block_origin, block_info[0]["chunk-location"])))
-    return np.ones((1,) * block.ndim, dtype=np.uint8)
+class BlockWriter:
+    """Writes one output block into the Zarr target, then records it as done.
+
+    A plain picklable object with a cheap Dask token: Dask would otherwise walk
+    and hash the whole zarr.Array (a dataclass) for every slab's graph.
+    """
+
+    def __init__(self, target, on_written=None, origin=None, block_origin=None) -> None:
+        self.target = target
+        self.on_written = on_written
+        self.origin = origin
+        self.block_origin = block_origin
+
+    def __dask_tokenize__(self):
+        return ("convpipe.BlockWriter", str(self.target.store_path), self.origin, self.block_origin)
+
+    def __call__(self, block: np.ndarray, block_info=None) -> np.ndarray:
+        """Store ``block`` in its own Zarr chunk(s), then record it; return a 1-element token."""
+        location = block_info[0]["array-location"]
+        origin = self.origin or (0,) * block.ndim
+        region = tuple(slice(o + start, o + stop) for o, (start, stop) in zip(origin, location))
+        self.target[region] = block
+        if self.on_written is not None:
+            block_origin = self.block_origin or (0,) * block.ndim
+            self.on_written(tuple(o + i for o, i in zip(block_origin, block_info[0]["chunk-location"])))
+        return np.ones((1,) * block.ndim, dtype=np.uint8)
 
 
 def write_tasks(
@@ -100,11 +116,7 @@ def write_tasks(
         if np.any(edges[:-1] % chunk) or ends_inside:
             raise ValueError(f"Zarr chunks {target.chunks} are not aligned with the Dask blocks {result.chunks}")
     return result.map_blocks(
-        _write_block,
-        target=target,
-        on_written=on_written,
-        origin=origin,
-        block_origin=block_origin,
+        BlockWriter(target, on_written, origin, block_origin),
         dtype=np.uint8,
         chunks=tuple((1,) * len(chunks) for chunks in result.chunks),
         meta=np.empty((0,) * result.ndim, dtype=np.uint8),

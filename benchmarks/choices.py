@@ -1,0 +1,114 @@
+"""Measure the two defaults that are chosen by measurement: output codec and task size.
+
+    python benchmarks/choices.py [--frames 16] [--size 2048]
+
+Reads the benchmark's cached stack (``bench.py`` generates it), then
+
+1. writes the same float32 Sobel magnitude (computed once, in memory) with
+   every ``output.codec``: seconds to write, MB/s and compression ratio;
+2. runs ``convpipe`` (threads) with several target task sizes
+   (``convpipe.geometry.DEFAULT_TASK_BYTES`` is the default): seconds.
+
+Each figure is the median of ``--repeats`` runs. Prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import zarr
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from bench import stack_path  # noqa: E402  (the benchmark's cached stack)
+
+from convpipe import geometry  # noqa: E402
+from convpipe.config import CODECS, parse_config  # noqa: E402
+from convpipe.core import correlate_block  # noqa: E402
+from convpipe.kernels import BUILTIN_BANKS  # noqa: E402
+from convpipe.runner import execute, make_plan  # noqa: E402
+from convpipe.store import compressors_for  # noqa: E402
+
+
+def median_seconds(action, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        action()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def codec_rows(frames: np.ndarray, scratch: Path, repeats: int) -> list[tuple[str, float, float, float]]:
+    rows = []
+    for codec in CODECS:
+        target = scratch / f"codec-{codec}.zarr"
+
+        def write() -> None:
+            if target.exists():
+                shutil.rmtree(target)
+            array = zarr.create_array(
+                str(target),
+                shape=frames.shape,
+                chunks=(1,) + frames.shape[1:],
+                dtype=frames.dtype,
+                compressors=compressors_for(codec, 3),
+            )
+            array[:] = frames
+
+        seconds = median_seconds(write, repeats)
+        stored = sum(f.stat().st_size for f in target.rglob("*") if f.is_file())
+        rows.append((codec, seconds, frames.nbytes / seconds / 1e6, frames.nbytes / stored))
+    return rows
+
+
+def task_size_rows(source: Path, scratch: Path, repeats: int) -> list[tuple[int, float, int]]:
+    rows = []
+    for mib in (8, 24, 48, 96, 192):
+        geometry.DEFAULT_TASK_BYTES = mib * 2**20
+        out = scratch / "tasks.zarr"
+        text = f"input: {{path: {source}}}\nkernels: sobel\ncombine: magnitude\noutput: {{path: {out}}}\n"
+        plan = make_plan(parse_config(text))
+
+        def run() -> None:
+            execute(plan, overwrite=True, progress=False)
+
+        run()  # warm-up
+        rows.append((mib, median_seconds(run, repeats), plan.geometry.n_tasks))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, default=32)
+    parser.add_argument("--size", type=int, default=2048)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--data-dir", type=Path, default=REPO / "bench-data")
+    args = parser.parse_args()
+    source = stack_path(args.data_dir, args.frames, args.size, 1024, 0)
+    if not source.exists():
+        sys.exit(f"{source} missing: run `python benchmarks/bench.py --frames {args.frames} --size {args.size}` first")
+    stack = zarr.open_array(str(source), mode="r")
+    sample = stack[: min(8, args.frames)]
+    magnitude = correlate_block(sample[:, None], BUILTIN_BANKS["sobel"].weights, (1, 1), "magnitude", np.float32)
+    with tempfile.TemporaryDirectory(dir=args.data_dir) as scratch:
+        print(f"output codec: writing {magnitude.shape} float32 Sobel magnitude, one frame per chunk")
+        print(f"  {'codec':<12} {'seconds':>8} {'MB/s':>8} {'ratio':>6}")
+        for codec, seconds, rate, ratio in codec_rows(magnitude, Path(scratch), args.repeats):
+            print(f"  {codec:<12} {seconds:8.3f} {rate:8.0f} {ratio:6.2f}")
+        print(f"task size: convpipe run on {source.name} (threads)")
+        print(f"  {'MiB/task':<12} {'seconds':>8} {'tasks':>6}")
+        for mib, seconds, tasks in task_size_rows(source, Path(scratch), args.repeats):
+            print(f"  {mib:<12} {seconds:8.3f} {tasks:6d}")
+
+
+if __name__ == "__main__":
+    main()
