@@ -28,14 +28,14 @@ import zarr
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from bench import stack_path  # noqa: E402  (the benchmark's cached stack)
+from bench import stack_path
 
-from convpipe import geometry  # noqa: E402
-from convpipe.config import CODECS, parse_config  # noqa: E402
-from convpipe.core import correlate_block  # noqa: E402
-from convpipe.kernels import BUILTIN_BANKS  # noqa: E402
-from convpipe.runner import execute, make_plan  # noqa: E402
-from convpipe.store import compressors_for  # noqa: E402
+from convpipe import geometry
+from convpipe.config import CODECS, parse_config
+from convpipe.core import correlate_block
+from convpipe.kernels import BUILTIN_BANKS
+from convpipe.runner import execute, make_plan
+from convpipe.store import compressors_for
 
 
 def median_seconds(action, repeats: int) -> float:
@@ -52,7 +52,7 @@ def codec_rows(frames: np.ndarray, scratch: Path, repeats: int) -> list[tuple[st
     for codec in CODECS:
         target = scratch / f"codec-{codec}.zarr"
 
-        def write() -> None:
+        def write(target: Path = target, codec: str = codec) -> None:
             if target.exists():
                 shutil.rmtree(target)
             array = zarr.create_array(
@@ -78,7 +78,7 @@ def task_size_rows(source: Path, scratch: Path, repeats: int) -> list[tuple[int,
         text = f"input: {{path: {source}}}\nkernels: sobel\ncombine: magnitude\noutput: {{path: {out}}}\n"
         plan = make_plan(parse_config(text))
 
-        def run() -> None:
+        def run(plan=plan) -> None:
             execute(plan, overwrite=True, progress=False)
 
         run()  # warm-up

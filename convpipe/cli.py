@@ -10,7 +10,7 @@ import contextlib
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -48,7 +48,7 @@ def _version(value: bool) -> None:
 @app.callback()
 def main(
     version: Annotated[
-        Optional[bool],
+        bool | None,
         typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit."),
     ] = None,
 ) -> None:
@@ -63,7 +63,7 @@ def run(
     config: ConfigArg,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False,
     scheduler: Annotated[
-        Optional[str],
+        str | None,
         typer.Option(
             "--scheduler",
             help="Override compute.scheduler: threads, processes, synchronous, local or tcp://HOST:PORT.",
@@ -124,7 +124,7 @@ def kernels() -> None:
 @app.command()
 def inspect(
     path: Annotated[str, typer.Argument(help="Zarr array or group (a convpipe output or any Zarr).")],
-    array: Annotated[Optional[str], typer.Option("--array", help="Array inside a group.")] = None,
+    array: Annotated[str | None, typer.Option("--array", help="Array inside a group.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Shape, dims, dtype, chunks, codec, size, completeness and provenance of a Zarr array."""
@@ -135,7 +135,7 @@ def inspect(
     typer.echo(report_json(report) if as_json else format_report(report))
 
 
-def _parse_chunks(text: Optional[str]) -> Optional[tuple[int, ...]]:
+def _parse_chunks(text: str | None) -> tuple[int, ...] | None:
     if text is None:
         return None
     try:
@@ -152,7 +152,7 @@ def ingest(
     source: Annotated[str, typer.Argument(help="Image folder, glob ('frames/*.png') or multi-page TIFF.")],
     dest: Annotated[str, typer.Argument(help="Zarr store to create (a group with the stack at '0').")],
     chunks: Annotated[
-        Optional[str], typer.Option("--chunks", help="Chunk shape, e.g. 1,1024,1024 (default: one frame).")
+        str | None, typer.Option("--chunks", help="Chunk shape, e.g. 1,1024,1024 (default: one frame).")
     ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing DEST.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
@@ -171,13 +171,13 @@ def preview(
     path: Annotated[str, typer.Argument(help="Zarr array/group or image source to render.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="PNG file to write.")],
     index: Annotated[
-        Optional[int], typer.Option("--index", "-i", help="Frame along the first axis (default: middle).")
+        int | None, typer.Option("--index", "-i", help="Frame along the first axis (default: middle).")
     ] = None,
-    channel: Annotated[Optional[int], typer.Option("--channel", "-c", help="Channel / kernel to show.")] = None,
+    channel: Annotated[int | None, typer.Option("--channel", "-c", help="Channel / kernel to show.")] = None,
     compare: Annotated[
-        Optional[str], typer.Option("--compare", help="Second source shown side by side (e.g. the input).")
+        str | None, typer.Option("--compare", help="Second source shown side by side (e.g. the input).")
     ] = None,
-    array: Annotated[Optional[str], typer.Option("--array", help="Array inside a group (default '0').")] = None,
+    array: Annotated[str | None, typer.Option("--array", help="Array inside a group (default '0').")] = None,
 ) -> None:
     """Render one frame to an 8-bit PNG with robust (percentile) contrast."""
     from convpipe.preview import write_preview

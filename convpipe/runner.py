@@ -13,10 +13,11 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
+import zarr
 
 from convpipe import __version__
-from convpipe.config import Config
 from convpipe.completion import BlockRecorder, fingerprint
+from convpipe.config import Config
 from convpipe.errors import ConfigError, ConvpipeError, InputError, OutputError, ResumeError
 from convpipe.geometry import StackGeometry, plan_geometry
 from convpipe.metadata import (
@@ -73,20 +74,26 @@ class Plan:
         kh, kw = g.kernel_shape
         lines = [
             f"config      {c.source}",
-            f"input       {self.stack.path}" + (f" [{self.stack.array_path}]" if self.stack.array_path else ""),
+            f"input       {self.stack.path}{f' [{self.stack.array_path}]' if self.stack.array_path else ''}",
             f"  shape     {self.stack.shape}  dtype {self.stack.dtype}  stored chunks {self.stack.stored_chunks}",
-            f"  axes      batch {g.batch_axes}  channel {g.channel_axis}  spatial {g.spatial_axes}"
-            f"  ({g.frames} frame(s), {g.channels} channel(s))",
-            f"kernels     {bank}: {', '.join(c.kernels.names)}  ({len(c.kernels.names)} x {kh}x{kw},"
-            f" {c.kernels.channels} channel(s))",
+            (
+                f"  axes      batch {g.batch_axes}  channel {g.channel_axis}  spatial {g.spatial_axes}"
+                f"  ({g.frames} frame(s), {g.channels} channel(s))"
+            ),
+            (
+                f"kernels     {bank}: {', '.join(c.kernels.names)}  ({len(c.kernels.names)} x {kh}x{kw},"
+                f" {c.kernels.channels} channel(s))"
+            ),
             f"stride      {g.stride[0]} x {g.stride[1]}   combine {g.combine}",
             f"processing  chunks {_chunk_text(g.input_chunks)}  halo (0, {kh - 1}) x (0, {kw - 1})",
             f"output      {c.output.path}",
             f"  shape     {g.output_shape}  dtype {c.output.dtype}  dims {list(self.dimension_names)}",
             f"  chunks    {g.zarr_chunks}  codec {c.output.codec}  format {c.output.format}",
             f"tasks       {g.n_tasks}",
-            f"memory      ~{_mib(self.task_memory())} per task, ~{_mib(self.task_memory() * _threads())}"
-            f" in flight with {_threads()} thread(s)",
+            (
+                f"memory      ~{_mib(self.task_memory())} per task, ~{_mib(self.task_memory() * _threads())}"
+                f" in flight with {_threads()} thread(s)"
+            ),
             f"scheduler   {c.compute.scheduler}",
         ]
         return "\n".join(lines)
@@ -255,8 +262,8 @@ def read_record(path: str) -> dict[str, Any] | None:
     """The ``convpipe`` attribute of an existing output, or None if it is not one."""
     try:
         return dict(open_output_array(path).attrs["convpipe"])
-    except Exception:  # not a Zarr group, no array 0, no attribute: not a convpipe output
-        return None
+    except (OSError, KeyError, ValueError, TypeError, zarr.errors.BaseZarrError):
+        return None  # not a Zarr group, no array 0, no attribute: not a convpipe output
 
 
 def execute(
