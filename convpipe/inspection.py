@@ -18,7 +18,8 @@ def _open(path: str, array: str | None) -> tuple[zarr.Array, zarr.Group | None, 
     if local is not None and not local.exists():
         raise InputError(f"{path} does not exist")
     try:
-        node = zarr.open(store=str(local) if local is not None else path, mode="r")
+        # never the consolidated copy: attributes (completeness) must be read as they are now
+        node = zarr.open(store=str(local) if local is not None else path, mode="r", use_consolidated=False)
     except (OSError, ValueError, KeyError) as exc:  # zarr's errors for "not a Zarr store" are ValueErrors
         raise InputError(f"{path} is not a readable Zarr array or group ({exc})") from None
     if isinstance(node, zarr.Array):

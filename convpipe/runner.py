@@ -30,6 +30,7 @@ from convpipe.metadata import (
 from convpipe.store import (
     InputStack,
     check_output_location,
+    consolidate,
     create_output,
     open_input,
     open_output_array,
@@ -299,6 +300,7 @@ def execute(
     record = dict(target.attrs["convpipe"])
     record["complete"] = True
     target.attrs["convpipe"] = record
+    consolidate(target_path)
     if target_path != final:
         swap_into_place(target_path, final)
     seconds = time.perf_counter() - started

@@ -291,7 +291,22 @@ def _write_labels(group: zarr.Group, dimension: str, values: list[str], zarr_for
     coordinate[:] = text
 
 
+def consolidate(path: str) -> None:
+    """Write consolidated metadata for the finished output.
+
+    ``xarray.open_zarr(path)`` then opens it without a warning. Done last,
+    after every attribute is final, so it is never stale. zarr-python warns
+    that consolidated metadata is not (yet) in the v3 spec; xarray and
+    zarr-python read it, and other readers ignore it.
+    """
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
+        zarr.consolidate_metadata(_store_arg(path))
+
+
 def open_output_array(path: str, mode: str = "r") -> zarr.Array:
     """The result array ``0`` of a convpipe output group."""
-    group = zarr.open_group(store=_store_arg(path), mode=mode)
+    group = zarr.open_group(store=_store_arg(path), mode=mode, use_consolidated=False)  # live attributes
     return group["0"]

@@ -58,7 +58,7 @@ def test_magnitude_output_reads_back_with_zarr_dask_and_xarray(tmp_path):
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        dataset = xr.open_zarr(out, consolidated=False)
+        dataset = xr.open_zarr(out)  # as a user types it: consolidated metadata is there
     assert dataset["0"].dims == ("t", "y", "x")
     np.testing.assert_array_equal(dataset["0"].values, array[:])
 
