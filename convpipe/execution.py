@@ -39,14 +39,59 @@ def _progress_bar(total: int, enabled: bool):
     )
 
 
+class _HeapTrimmer:
+    """Gives the heap's free pages back to the OS (glibc ``malloc_trim``) when the RSS drifts up.
+
+    glibc serves blocks of tens of MiB from its heap once such a buffer has
+    been freed (its mmap threshold adapts), and the heap's free pages then
+    keep the RSS growing with the number of blocks processed (measured: 0.57
+    GiB peak for 64 frames of 2048², 0.70 GiB for 256). Trimming after every
+    job keeps the peak flat but costs about 20 % of the run time (freed pages
+    fault in again), so the trim runs only when the RSS exceeds by
+    ``DRIFT`` the level it had after the first jobs (the working set).
+    No-op where ``malloc_trim`` is unavailable.
+    """
+
+    DRIFT = 1.05
+    WARMUP_JOBS = 8
+
+    def __init__(self) -> None:
+        self.jobs = 0
+        self.reference = 0
+        self.trim = None
+        if sys.platform.startswith("linux"):
+            import ctypes
+            import ctypes.util
+
+            import psutil
+
+            try:
+                self.trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+            except (OSError, AttributeError):
+                return
+            self.process = psutil.Process()
+
+    def job_done(self) -> None:
+        if self.trim is None:
+            return
+        self.jobs += 1
+        rss = self.process.memory_info().rss
+        if self.jobs <= self.WARMUP_JOBS:
+            self.reference = max(self.reference, rss)
+        elif rss > self.DRIFT * self.reference:
+            self.trim(0)
+
+
 def run_jobs(jobs: Iterable[list], total: int, compute: ComputeSpec, progress: bool = True) -> None:
     """Compute ``jobs`` on the scheduler named in ``compute``, with a progress bar of ``total`` blocks."""
     scheduler = compute.scheduler
     if scheduler in ("threads", "processes", "synchronous"):
         with _progress_bar(total, progress) as bar:
             if scheduler == "synchronous":
+                trimmer = _HeapTrimmer()
                 for job in jobs:
                     dask.compute(*job, scheduler="synchronous", callbacks=[_JobHooks(job, bar)._callback])
+                    trimmer.job_done()
             elif scheduler == "threads":
                 _run_on_threads(jobs, os.cpu_count() or 1, bar)
             else:
@@ -91,6 +136,7 @@ class _JobHooks(Callback):
 def _run_on_threads(jobs: Iterable[list], threads: int, bar) -> None:
     """Each job runs whole on one thread (synchronous scheduler); the core releases the GIL."""
     stop, lock = threading.Event(), threading.Lock()
+    trimmer = _HeapTrimmer()
     with ThreadPoolExecutor(threads, thread_name_prefix="convpipe") as pool:
         pending: set = set()
         try:
@@ -100,8 +146,8 @@ def _run_on_threads(jobs: Iterable[list], threads: int, bar) -> None:
                     pool.submit(dask.compute, *job, scheduler="synchronous", callbacks=[hooks._callback])
                 )
                 if len(pending) >= JOBS_PER_THREAD * threads:
-                    _drain(pending, FIRST_COMPLETED)
-            _drain(pending, ALL_COMPLETED)
+                    _drain(pending, FIRST_COMPLETED, trimmer)
+            _drain(pending, ALL_COMPLETED, trimmer)
         except BaseException:
             stop.set()  # Ctrl-C or a failed job: running jobs end after their current task
             raise
@@ -110,11 +156,12 @@ def _run_on_threads(jobs: Iterable[list], threads: int, bar) -> None:
                 future.cancel()
 
 
-def _drain(pending: set, return_when) -> None:
+def _drain(pending: set, return_when, trimmer: _HeapTrimmer) -> None:
     finished, _ = wait(pending, return_when=return_when)
     pending -= finished
     for future in finished:
         future.result()  # raises the job's error, if any
+        trimmer.job_done()
 
 
 def _run_on_processes(jobs: Iterable[list], processes: int, bar) -> None:
