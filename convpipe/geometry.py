@@ -145,6 +145,9 @@ def aligned_spatial_chunk(stored: int, n: int, k: int, s: int) -> int:
 DEFAULT_TASK_BYTES = 48 * 2**20
 """Target bytes per task (input block + output block): tens of MiB, few tasks."""
 
+MIN_TASKS = 4
+"""A small stack is still cut into at least this many tasks (never the whole stack in one)."""
+
 MIN_TILE_FRACTION = 8
 """A spatial tile grows until one frame of it is at least ``task_bytes / 8``."""
 
@@ -355,7 +358,11 @@ def plan_geometry(
         tiled = cy < h or cx < w  # a slab is every tile of its frames: keep it to one frame
         if position == len(probe.batch_axes) - 1 and not tiled:  # the innermost batch axis takes the frames
             batch = stored
-            while batch + stored <= n and (batch + stored) * frame_bytes <= task_bytes:
+            fair_share = -(-n // MIN_TASKS)  # small stacks still spread over several tasks
+            while (
+                batch + stored <= min(n, max(stored, fair_share))
+                and (batch + stored) * frame_bytes <= task_bytes
+            ):
                 batch += stored
             if batch * frame_bytes > 2 * task_bytes:
                 batch = max(1, int(task_bytes // frame_bytes))

@@ -149,3 +149,9 @@ def test_slabs_tile_the_output_block_grid(shape, chunks, combine, kernel_positio
         starts = [sum(c[:b]) for c, b in zip(geometry.output_chunks, slab.block_origin)]
         assert tuple(starts) == slab.output_origin
     assert seen == set(np.ndindex(*grid))
+
+
+def test_a_small_stack_is_never_one_task():
+    geometry = plan_geometry((16, 256, 256), (1, 128, 128), 1, 4, None, (3, 3), 2, (1, 1), "magnitude")
+    assert geometry.n_tasks >= 4
+    assert geometry.input_chunks[1:] == ((256,), (256,))
