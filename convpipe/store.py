@@ -75,11 +75,6 @@ class InputStack:
         return digest.hexdigest()[:32]
 
 
-def is_url(path: str) -> bool:
-    """True for fsspec URLs such as ``s3://bucket/x.zarr`` or ``memory://x``."""
-    return "://" in path and not path.startswith("file://")
-
-
 def local_path(path: str) -> Path | None:
     """The local filesystem path of ``path`` (``file://`` URLs included), else None."""
     if path.startswith("file://"):
