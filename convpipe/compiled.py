@@ -70,7 +70,7 @@ from pathlib import Path
 import numba
 import numpy as np
 
-from convpipe.core import Combine, output_shape
+from convpipe.core import Combine, check_block_arguments, output_shape
 
 #: Environment variable naming the directory of the on-disk kernel cache.
 CACHE_DIR_ENV = "CONVPIPE_CACHE_DIR"
@@ -86,7 +86,6 @@ KERNELS_PER_PASS = 8
 #: between stores and loads (its ``max-dependences`` is 100).
 MAX_STORE_LOAD_PAIRS = 96
 
-_OUTPUT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _SOURCE_MTIME = 946684800  # fixed mtime (2000-01-01) of generated modules: see _write_once
 _KERNELS: dict[tuple, numba.core.dispatcher.Dispatcher] = {}
 _KERNELS_LOCK = threading.Lock()
@@ -115,7 +114,7 @@ def correlate_block_compiled(
     """
     dtype = np.dtype(dtype)
     stride = (int(stride[0]), int(stride[1]))
-    _check_arguments(block, weights, stride, combine, dtype)
+    check_block_arguments(block, weights, stride, combine, dtype)
     block = _native_block(block, dtype)
     bank = np.ascontiguousarray(weights, dtype=dtype)
     n_kernels, _, kh, kw = bank.shape
@@ -129,28 +128,6 @@ def correlate_block_compiled(
     else:
         _correlate_with_tap_table(x, bank, stride, out)
     return out.reshape(batch_shape + kernel_axis + (ho, wo))
-
-
-def _check_arguments(block, weights, stride, combine, dtype) -> None:
-    """Raise ``ValueError`` for arguments the NumPy core would reject or misread."""
-    if dtype not in _OUTPUT_DTYPES:
-        raise ValueError(f"dtype must be float32 or float64, got {dtype}")
-    if combine not in ("none", "magnitude"):
-        raise ValueError(f"combine must be 'none' or 'magnitude', got {combine!r}")
-    if min(stride) < 1:
-        raise ValueError(f"stride must be positive integers (sy, sx), got {stride}")
-    if weights.ndim != 4 or 0 in weights.shape[2:]:
-        raise ValueError(f"weights must have shape (K, C, kh, kw) with kh, kw >= 1, got {weights.shape}")
-    if combine == "magnitude" and weights.shape[0] == 0:
-        raise ValueError("combine='magnitude' needs at least one kernel, got an empty bank")
-    if block.ndim < 3:
-        raise ValueError(f"block must have shape (..., C, H, W), got {block.shape}")
-    n_channels, kh, kw = weights.shape[1:]
-    if block.shape[-3] != n_channels:
-        raise ValueError(f"block has {block.shape[-3]} channels, kernel bank has {n_channels}")
-    ho, wo = output_shape(block.shape, (kh, kw), stride)
-    if ho <= 0 or wo <= 0:
-        raise ValueError(f"block {block.shape[-2:]} is smaller than the kernel {(kh, kw)}")
 
 
 def _native_block(block: np.ndarray, dtype: np.dtype) -> np.ndarray:

@@ -49,6 +49,34 @@ def output_shape(
     return (h - kh) // sy + 1, (w - kw) // sx + 1
 
 
+def check_block_arguments(
+    block: np.ndarray,
+    weights: np.ndarray,
+    stride: tuple[int, int],
+    combine: str,
+    dtype: np.dtype,
+) -> None:
+    """Raise ``ValueError`` for arguments no core can correlate (shared by both cores)."""
+    if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise ValueError(f"dtype must be float32 or float64, got {dtype}")
+    if combine not in ("none", "magnitude"):
+        raise ValueError(f"combine must be 'none' or 'magnitude', got {combine!r}")
+    if min(stride) < 1:
+        raise ValueError(f"stride must be positive integers (sy, sx), got {stride}")
+    if weights.ndim != 4 or 0 in weights.shape[2:]:
+        raise ValueError(f"weights must have shape (K, C, kh, kw) with kh, kw >= 1, got {weights.shape}")
+    if combine == "magnitude" and weights.shape[0] == 0:
+        raise ValueError("combine='magnitude' needs at least one kernel, got an empty bank")
+    if block.ndim < 3:
+        raise ValueError(f"block must have shape (..., C, H, W), got {block.shape}")
+    n_channels, kh, kw = weights.shape[1:]
+    if block.shape[-3] != n_channels:
+        raise ValueError(f"block has {block.shape[-3]} channels, kernel bank has {n_channels}")
+    ho, wo = output_shape(block.shape, (kh, kw), stride)
+    if ho <= 0 or wo <= 0:
+        raise ValueError(f"block {block.shape[-2:]} is smaller than the kernel {(kh, kw)}")
+
+
 def correlate_block_numpy(
     block: np.ndarray,
     weights: np.ndarray,
@@ -83,13 +111,10 @@ def correlate_block_numpy(
             [81., 90.]]], dtype=float32)
     """
     dtype = np.dtype(dtype)
+    check_block_arguments(block, weights, stride, combine, dtype)
     n_kernels, n_channels, kh, kw = weights.shape
     sy, sx = stride
-    if block.shape[-3] != n_channels:
-        raise ValueError(f"block has {block.shape[-3]} channels, kernel bank has {n_channels}")
     ho, wo = output_shape(block.shape, (kh, kw), stride)
-    if ho <= 0 or wo <= 0:
-        raise ValueError(f"block {block.shape[-2:]} is smaller than the kernel {(kh, kw)}")
     batch_shape = block.shape[:-3]
     w = weights.astype(dtype, copy=False)
 
@@ -106,12 +131,10 @@ def correlate_block_numpy(
                     acc += tap.astype(dtype, copy=False) * weight
     if combine == "none":
         return responses
-    if combine == "magnitude":
-        magnitude = responses[..., 0, :, :] * responses[..., 0, :, :]
-        for k in range(1, n_kernels):
-            magnitude += responses[..., k, :, :] * responses[..., k, :, :]
-        return np.sqrt(magnitude, out=magnitude)
-    raise ValueError(f"combine must be 'none' or 'magnitude', got {combine!r}")
+    magnitude = responses[..., 0, :, :] * responses[..., 0, :, :]
+    for k in range(1, n_kernels):
+        magnitude += responses[..., k, :, :] * responses[..., k, :, :]
+    return np.sqrt(magnitude, out=magnitude)
 
 
 def correlate_block(

@@ -7,6 +7,7 @@ with a progress bar, then marks the output complete.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -101,8 +102,6 @@ class Plan:
 
 
 def _threads() -> int:
-    import os
-
     return os.cpu_count() or 1
 
 
