@@ -1,13 +1,18 @@
-"""Measure the two defaults that are chosen by measurement: output codec and task size.
+"""Measure the defaults that are chosen by measurement: output codec, task size, tile size.
 
-    python benchmarks/choices.py [--frames 16] [--size 2048]
+    python benchmarks/choices.py [--frames 32] [--size 2048] [--only codec,tasks,tiles]
 
-Reads the benchmark's cached stack (``bench.py`` generates it), then
+Reads the benchmark's cached stacks (``bench.py`` generates them), then
 
-1. writes the same float32 Sobel magnitude (computed once, in memory) with
-   every ``output.codec``: seconds to write, MB/s and compression ratio;
-2. runs ``convpipe`` (threads) with several target task sizes
-   (``convpipe.geometry.DEFAULT_TASK_BYTES`` is the default): seconds.
+1. ``codec``: writes the same float32 Sobel magnitude (computed once, in
+   memory) with every ``output.codec``: seconds to write, MB/s and
+   compression ratio;
+2. ``tasks``: runs ``convpipe`` (threads) with several target task sizes
+   (``convpipe.geometry.DEFAULT_TASK_BYTES`` is the default): seconds;
+3. ``tiles``: runs ``convpipe`` on frames too large for one task
+   (``--tile-frames`` x ``--tile-size``\ :sup:`2`, stored in 1024x1024
+   chunks) with several ``convpipe.geometry.MIN_TILE_FRACTION`` values,
+   i.e. several tile sizes: seconds.
 
 Each figure is the median of ``--repeats`` runs. Prints a table.
 """
@@ -38,9 +43,12 @@ from convpipe.runner import execute, make_plan
 from convpipe.store import compressors_for
 
 
-def median_seconds(action, repeats: int) -> float:
+def median_seconds(action, repeats: int, prepare=None) -> float:
+    """Median wall time of ``action()``; ``prepare()`` runs untimed before each call."""
     times = []
     for _ in range(repeats):
+        if prepare is not None:
+            prepare()
         started = time.perf_counter()
         action()
         times.append(time.perf_counter() - started)
@@ -86,28 +94,70 @@ def task_size_rows(source: Path, scratch: Path, repeats: int) -> list[tuple[int,
     return rows
 
 
+def tile_size_rows(source: Path, scratch: Path, repeats: int) -> list[tuple[int, tuple, float, int]]:
+    rows = []
+    for fraction in (8, 4, 2, 1):
+        geometry.MIN_TILE_FRACTION = fraction
+        out = scratch / "tiles.zarr"
+        text = f"input: {{path: {source}}}\nkernels: sobel\ncombine: magnitude\noutput: {{path: {out}}}\n"
+        plan = make_plan(parse_config(text))
+        tile = tuple(plan.geometry.input_chunks[axis][0] for axis in plan.geometry.spatial_axes)
+
+        def run(plan=plan) -> None:
+            execute(plan, progress=False)
+
+        def remove_output(out=out) -> None:  # untimed: deleting a GiB of chunks is not the run's cost
+            shutil.rmtree(out, ignore_errors=True)
+
+        remove_output()
+        run()  # warm-up
+        seconds = median_seconds(run, repeats, prepare=remove_output)
+        rows.append((fraction, tile, seconds, plan.geometry.n_tasks))
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=32)
     parser.add_argument("--size", type=int, default=2048)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--tile-frames", type=int, default=4)
+    parser.add_argument("--tile-size", type=int, default=8192)
     parser.add_argument("--data-dir", type=Path, default=REPO / "bench-data")
+    parser.add_argument("--only", default="codec,tasks,tiles", help="comma-separated: codec,tasks,tiles")
     args = parser.parse_args()
-    source = stack_path(args.data_dir, args.frames, args.size, 1024, 0)
-    if not source.exists():
-        sys.exit(f"{source} missing: run `python benchmarks/bench.py --frames {args.frames} --size {args.size}` first")
-    stack = zarr.open_array(str(source), mode="r")
-    sample = stack[: min(8, args.frames)]
-    magnitude = correlate_block(sample[:, None], BUILTIN_BANKS["sobel"].weights, (1, 1), "magnitude", np.float32)
+    sections = set(args.only.split(","))
+    sources = {}
+    if sections & {"codec", "tasks"}:
+        sources["stack"] = (stack_path(args.data_dir, args.frames, args.size, 1024, 0), args.frames, args.size)
+    if "tiles" in sections:
+        sources["tiles"] = (stack_path(args.data_dir, args.tile_frames, args.tile_size, 1024, 0),
+                            args.tile_frames, args.tile_size)
+    for source, frames, size in sources.values():
+        if not source.exists():
+            sys.exit(f"{source} missing: run `python benchmarks/bench.py --frames {frames} --size {size}` first")
     with tempfile.TemporaryDirectory(dir=args.data_dir) as scratch:
-        print(f"output codec: writing {magnitude.shape} float32 Sobel magnitude, one frame per chunk")
-        print(f"  {'codec':<12} {'seconds':>8} {'MB/s':>8} {'ratio':>6}")
-        for codec, seconds, rate, ratio in codec_rows(magnitude, Path(scratch), args.repeats):
-            print(f"  {codec:<12} {seconds:8.3f} {rate:8.0f} {ratio:6.2f}")
-        print(f"task size: convpipe run on {source.name} (threads)")
-        print(f"  {'MiB/task':<12} {'seconds':>8} {'tasks':>6}")
-        for mib, seconds, tasks in task_size_rows(source, Path(scratch), args.repeats):
-            print(f"  {mib:<12} {seconds:8.3f} {tasks:6d}")
+        if "codec" in sections:
+            stack = zarr.open_array(str(sources["stack"][0]), mode="r")
+            sample = stack[: min(8, args.frames)]
+            weights = BUILTIN_BANKS["sobel"].weights
+            magnitude = correlate_block(sample[:, None], weights, (1, 1), "magnitude", np.float32)
+            print(f"output codec: writing {magnitude.shape} float32 Sobel magnitude, one frame per chunk")
+            print(f"  {'codec':<12} {'seconds':>8} {'MB/s':>8} {'ratio':>6}")
+            for codec, seconds, rate, ratio in codec_rows(magnitude, Path(scratch), args.repeats):
+                print(f"  {codec:<12} {seconds:8.3f} {rate:8.0f} {ratio:6.2f}")
+        if "tasks" in sections:
+            source = sources["stack"][0]
+            print(f"task size: convpipe run on {source.name} (threads)")
+            print(f"  {'MiB/task':<12} {'seconds':>8} {'tasks':>6}")
+            for mib, seconds, tasks in task_size_rows(source, Path(scratch), args.repeats):
+                print(f"  {mib:<12} {seconds:8.3f} {tasks:6d}")
+        if "tiles" in sections:
+            source = sources["tiles"][0]
+            print(f"tile size: convpipe run on {source.name} (threads)")
+            print(f"  {'fraction':<10} {'tile':>12} {'seconds':>8} {'tasks':>6}")
+            for fraction, tile, seconds, tasks in tile_size_rows(source, Path(scratch), args.repeats):
+                print(f"  {fraction:<10} {'x'.join(map(str, tile)):>12} {seconds:8.3f} {tasks:6d}")
 
 
 if __name__ == "__main__":
