@@ -343,10 +343,17 @@ def _open_target(plan: Plan, overwrite: bool, resume: bool):
     final = plan.config.output.path
     staged = staging_path(final)
     if resume:
+        refusal = None
         for candidate in (staged, final):  # an interrupted replacement first
             if output_exists(candidate):
-                array = _reopen_for_resume(plan, candidate)
+                try:
+                    array = _reopen_for_resume(plan, candidate)
+                except ResumeError as error:  # another run's; the other candidate may still be ours
+                    refusal = error
+                    continue
                 return candidate, array, BlockRecorder(candidate).done()
+        if refusal is not None:
+            raise refusal  # the output's own reason when it exists (it is examined last)
     if output_exists(final) and not overwrite:
         record = read_record(final)
         if record is not None and not record.get("complete"):

@@ -437,6 +437,26 @@ def test_interrupted_overwrite_keeps_the_old_output_until_the_resumed_swap(
     assert_same_bytes(read_output(out), small.reference)
 
 
+def test_resume_finishes_the_output_beside_another_runs_unfinished_replacement(
+    tmp_path: Path, small: Stack
+) -> None:
+    out = tmp_path / "out.zarr"
+    interrupted_run(small.input, out, recorded=4)  # ours: stride 1, unfinished
+    interrupted_run(small.input, out, recorded=2, overwrite=True, stride=2)  # another run's replacement
+    staged = Path(staging_path(str(out)))
+    theirs = tree_digest(staged)
+
+    result = invoke("run", make_config(tmp_path / "run.yaml", small.input, out), "--resume")
+    assert result.exit_code == 0, result.output
+    assert resumed_counts(result.stderr) == (small.blocks - 4, small.blocks)
+    assert_same_bytes(read_output(out), small.reference)
+    assert tree_digest(staged) == theirs  # the other run's work is left alone, still resumable
+
+    result = invoke("run", make_config(tmp_path / "other.yaml", small.input, out, kernels="prewitt"), "--resume")
+    assert result.exit_code == 2, result.output
+    assert f"output.path: {out} was written by a different run" in result.stderr  # the output's own reason
+
+
 # --------------------------------------------------------------------------- fsspec URLs
 
 
