@@ -146,8 +146,22 @@ class _Doc:
 
 
 class _Loader(yaml.SafeLoader):
-    """SafeLoader that also reads YAML 1.2 / JSON floats without a dot (``1e-3``) as numbers."""
+    """SafeLoader that resolves plain scalars as YAML 1.2 does where 1.1 surprises.
 
+    Only ``true`` and ``false`` are booleans (a kernel named ``no`` or ``on``
+    stays a string), and floats without a dot (``1e-3``) are numbers.
+    """
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool",
+    re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+    list("tTfF"),
+)
 
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float",

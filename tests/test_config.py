@@ -110,6 +110,9 @@ BAD_CONFIGS = {
     "output-overwrite-string": Bad(
         VALID + "  overwrite: 'yes'\n", 6, ("output.overwrite: must be true or false", "'yes'")
     ),
+    "output-overwrite-yaml11-yes": Bad(  # YAML 1.2: only true/false are booleans
+        VALID + "  overwrite: yes\n", 6, ("output.overwrite: must be true or false", "'yes'")
+    ),
     "channel-axis-float": Bad(
         "input:\n  path: a\n  channel_axis: 1.5\nkernels: sobel\noutput:\n  path: o\n",
         3,
@@ -372,6 +375,17 @@ def test_2d_weights_get_a_channel_axis() -> None:
     np.testing.assert_array_equal(
         config.kernels.weights[:, 0], [[[1, 2, 3], [4, 5, 6]], [[0, 0, 0], [0, 0.001, -25.0]]]
     )
+
+
+@pytest.mark.parametrize("name", ["no", "yes", "on", "off", "y", "n", "NO", "Off"])
+def test_kernel_names_that_yaml_1_1_reads_as_booleans_stay_names(name: str) -> None:
+    config = parse_config(custom(f"  - name: {name}\n    weights: [[1, 0], [0, -1]]\n"))
+    assert config.kernels.names == (name,)
+
+
+@pytest.mark.parametrize("text, value", [("true", True), ("True", True), ("FALSE", False), ("false", False)])
+def test_yaml_booleans_are_true_and_false(text: str, value: bool) -> None:
+    assert parse_config(VALID + f"  overwrite: {text}\n").output.overwrite is value
 
 
 def test_3d_weights_keep_their_channels() -> None:
