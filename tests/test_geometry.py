@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from convpipe.geometry import (
+    MIN_TILE_FRACTION,
     aligned_spatial_chunk,
     output_chunks,
     output_length,
@@ -119,6 +120,18 @@ def test_plan_geometry_tiles_large_frames_on_stored_chunks():
     for axis in (1, 2):
         assert len(geometry.input_chunks[axis]) > 1
         assert all(c % 1024 == 0 for c in geometry.input_chunks[axis][:-1])
+
+
+@pytest.mark.parametrize("size, stored, itemsize", [(8192, 1024, 2), (6000, 512, 1), (16384, 2048, 4), (5000, 4096, 2)])
+def test_large_frame_tiles_hold_between_half_and_twice_the_task_budget(size, stored, itemsize):
+    task_bytes = 48 * 2**20
+    geometry = plan_geometry((3, size, size), (1, stored, stored), itemsize, 4, None, (3, 3), 2, (1, 1), "magnitude",
+                             task_bytes=task_bytes)
+    cy, cx = geometry.input_chunks[1][0], geometry.input_chunks[2][0]
+    assert cy < size or cx < size, "frames larger than the budget are tiled"
+    tile_bytes = cy * cx * (itemsize + 4)
+    assert task_bytes / MIN_TILE_FRACTION <= tile_bytes <= 2 * task_bytes
+    assert cy % min(stored, size) == 0 and cx % min(stored, size) == 0, "whole stored chunks per tile"
 
 
 def test_user_chunks_are_rounded_to_the_stride():
