@@ -175,6 +175,36 @@ def test_banks_longer_than_one_pass(combine):
         assert_same_bits(correlate_block_compiled(block, weights, stride, combine), expected)
 
 
+MODE_CASES = {
+    # name: (kernel width, column stride, zeroed columns, mode the generator must pick)
+    "3-wide-stride2-full": (3, 2, (), "direct"),
+    "3-wide-stride2-middle-column-zero": (3, 2, (1,), "direct"),  # a phase loaded only to scratch
+    "4-wide-stride4": (4, 4, (), "direct"),
+    "4-wide-stride3-sparse": (4, 3, (0, 2), "direct"),
+    "2-wide-stride3": (2, 3, (), "split"),  # the window would start left of the row
+    "5-wide-stride2": (5, 2, (), "split"),  # carried two iterations
+    "7-wide-stride3-last-column-zero": (7, 3, (6,), "direct"),  # window ends at the last tap
+}
+
+
+@pytest.mark.parametrize("case", MODE_CASES.values(), ids=MODE_CASES.keys())
+@pytest.mark.parametrize("input_dtype", [np.float32, np.uint16])
+def test_direct_and_split_strided_loops_give_the_numpy_bits(case, input_dtype):
+    """Both ways of reading a column stride (see compiled._phase_windows), each where it applies."""
+    kw, sx, zero_columns, mode = case
+    weights = _bank((3, 2, 3, kw), 11, integer=False)
+    weights[..., list(zero_columns)] = 0.0
+    source = compiled.generate_source(weights.astype(np.float32), (2, sx), "none", np.dtype(input_dtype))
+    assert ("carry_" in source or "scratch" in source or "now_" in source) == (mode == "direct")
+    assert ("phases = np.empty" in source) == (mode == "split")
+    rng = np.random.default_rng(kw * 10 + sx)
+    for shape in [(2, 2, 9, kw), (3, 2, 11, 41), (2, 5, kw + 3 * sx - 1)]:
+        block = random_block(rng, shape, input_dtype)
+        for combine in ("none", "magnitude"):
+            expected = correlate_block_numpy(block, weights, (2, sx), combine)
+            assert_same_bits(correlate_block_compiled(block, weights, (2, sx), combine), expected)
+
+
 @pytest.mark.parametrize(
     "weights, stride",
     [
