@@ -82,18 +82,29 @@ class _HeapTrimmer:
             self.trim(0)
 
 
-def run_jobs(jobs: Iterable[list], total: int, compute: ComputeSpec, progress: bool = True) -> None:
-    """Compute ``jobs`` on the scheduler named in ``compute``, with a progress bar of ``total`` blocks."""
+def run_jobs(
+    jobs: Iterable[list],
+    total: int,
+    compute: ComputeSpec,
+    progress: bool = True,
+    n_jobs: int | None = None,
+) -> None:
+    """Compute ``jobs`` on the scheduler named in ``compute``, with a progress bar of ``total`` blocks.
+
+    ``n_jobs``, when known, lets the threads scheduler spread the tasks of
+    each job over every thread when there are fewer jobs than threads (one
+    large image is a single slab).
+    """
     scheduler = compute.scheduler
     if scheduler in ("threads", "processes", "synchronous"):
         with _progress_bar(total, progress) as bar:
+            threads = os.cpu_count() or 1
             if scheduler == "synchronous":
-                trimmer = _HeapTrimmer()
-                for job in jobs:
-                    dask.compute(*job, scheduler="synchronous", callbacks=[_JobHooks(job, bar)._callback])
-                    trimmer.job_done()
+                _run_one_job_at_a_time(jobs, "synchronous", bar)
+            elif scheduler == "threads" and n_jobs is not None and n_jobs < threads:
+                _run_one_job_at_a_time(jobs, "threads", bar)
             elif scheduler == "threads":
-                _run_on_threads(jobs, os.cpu_count() or 1, bar)
+                _run_on_threads(jobs, threads, bar)
             else:
                 _run_on_processes(jobs, os.cpu_count() or 1, bar)
         return
@@ -131,6 +142,14 @@ class _JobHooks(Callback):
         if key in self.write_keys:
             with self.lock:
                 self.bar.update(1)
+
+
+def _run_one_job_at_a_time(jobs: Iterable[list], scheduler: str, bar) -> None:
+    """Each job on Dask's local ``scheduler`` ("synchronous", or "threads" over all threads)."""
+    trimmer = _HeapTrimmer()
+    for job in jobs:
+        dask.compute(*job, scheduler=scheduler, callbacks=[_JobHooks(job, bar)._callback])
+        trimmer.job_done()
 
 
 def _run_on_threads(jobs: Iterable[list], threads: int, bar) -> None:

@@ -293,7 +293,8 @@ def execute(
     recorder = BlockRecorder(target_path)
     todo = g.n_tasks - len(done)
     if todo:
-        run_jobs(_slab_jobs(plan, target, recorder, done), todo, config.compute, progress=progress)
+        jobs = _slab_jobs(plan, target, recorder, done)
+        run_jobs(jobs, todo, config.compute, progress=progress, n_jobs=len(g.batch_groups()))
     if len(recorder.done()) != g.n_tasks:
         raise RuntimeError(f"{target_path}: {g.n_tasks - len(recorder.done())} blocks have no completion record")
     record = dict(target.attrs["convpipe"])

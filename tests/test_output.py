@@ -116,3 +116,27 @@ def test_other_local_schedulers_give_the_same_bits(tmp_path, scheduler):
     a = zarr.open_group(out, mode="r")["0"][:]
     b = zarr.open_group(reference, mode="r")["0"][:]
     assert a.tobytes() == b.tobytes()
+
+
+@pytest.mark.parametrize("frames", [1, 6], ids=["one-slab", "several-slabs"])
+def test_threads_scheduler_uses_every_thread_even_for_a_single_slab(tmp_path, monkeypatch, frames):
+    """One large image is a single slab: its tiles still run on every thread, with the same bits."""
+    import threading
+    import time
+
+    import convpipe.pipeline
+
+    threads = set()
+    core = convpipe.pipeline.correlate_block
+
+    def recording_core(*args, **kwargs):
+        threads.add(threading.get_ident())
+        time.sleep(0.02)  # long enough for the other thread to pick up a task
+        return core(*args, **kwargs)
+
+    monkeypatch.setattr(convpipe.pipeline, "correlate_block", recording_core)
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    out, x = run(tmp_path, frames=frames, height=64, width=64, chunks="[16, 16]")
+    assert len(threads) == 2
+    expected = magnitude(sobel_reference(x)).astype(np.float32)
+    np.testing.assert_allclose(zarr.open_group(out, mode="r")["0"][:], expected, rtol=1e-6)
