@@ -377,8 +377,10 @@ def pipeline_case(
     warm_up = scratch / "warm-up.zarr"
     run(warm_up)
     verify(warm_up)
+    stored = sum(f.stat().st_size for f in warm_up.rglob("*") if f.is_file())
     shutil.rmtree(warm_up, ignore_errors=True)
-    return Case(name, section, megapixels, once, note)
+    written = f"writes {stored / 1e6:.0f} MB"  # compressed: what the disk has to take
+    return Case(name, section, megapixels, once, f"{note}, {written}" if note else written)
 
 
 def in_memory_case(name: str, megapixels: float, function: Callable[[], Any]) -> Case:
