@@ -10,7 +10,7 @@ Reads the benchmark's cached stacks (``bench.py`` generates them), then
 2. ``tasks``: runs ``convpipe`` (threads) with several target task sizes
    (``convpipe.geometry.DEFAULT_TASK_BYTES`` is the default): seconds;
 3. ``tiles``: runs ``convpipe`` on frames too large for one task
-   (``--tile-frames`` x ``--tile-size``\ :sup:`2`, stored in 1024x1024
+   (``--tile-frames`` frames of ``--tile-size`` squared, stored in 1024x1024
    chunks) with several ``convpipe.geometry.MIN_TILE_FRACTION`` values,
    i.e. several tile sizes: seconds.
 
@@ -20,6 +20,7 @@ Each figure is the median of ``--repeats`` runs. Prints a table.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shutil
 import statistics
 import sys
@@ -83,44 +84,51 @@ def codec_rows(frames: np.ndarray, scratch: Path, repeats: int) -> list[tuple[st
     return rows
 
 
+@contextlib.contextmanager
+def geometry_setting(name: str, value):
+    """``convpipe.geometry.<name> = value`` for the duration (plan_geometry reads it at call time)."""
+    default = getattr(geometry, name)
+    setattr(geometry, name, value)
+    try:
+        yield
+    finally:
+        setattr(geometry, name, default)
+
+
+def timed_run(source: Path, scratch: Path, repeats: int):
+    """The plan of a Sobel-magnitude run of ``source`` and its median seconds (output deleted untimed)."""
+    out = scratch / "run.zarr"
+    text = f"input: {{path: {source}}}\nkernels: sobel\ncombine: magnitude\noutput: {{path: {out}}}\n"
+    plan = make_plan(parse_config(text))
+
+    def run() -> None:
+        execute(plan, progress=False)
+
+    def remove_output() -> None:  # deleting a GiB of chunks is not the run's cost
+        shutil.rmtree(out, ignore_errors=True)
+
+    remove_output()
+    run()  # warm-up
+    seconds = median_seconds(run, repeats, prepare=remove_output)
+    remove_output()
+    return plan, seconds
+
+
 def task_size_rows(source: Path, scratch: Path, repeats: int) -> list[tuple[int, float, int]]:
     rows = []
     for mib in (8, 24, 48, 96, 192):
-        geometry.DEFAULT_TASK_BYTES = mib * 2**20
-        out = scratch / "tasks.zarr"
-        text = f"input: {{path: {source}}}\nkernels: sobel\ncombine: magnitude\noutput: {{path: {out}}}\n"
-        plan = make_plan(parse_config(text))
-
-        def run(plan=plan) -> None:
-            execute(plan, progress=False)
-
-        def remove_output(out=out) -> None:
-            shutil.rmtree(out, ignore_errors=True)
-
-        remove_output()
-        run()  # warm-up
-        rows.append((mib, median_seconds(run, repeats, prepare=remove_output), plan.geometry.n_tasks))
+        with geometry_setting("DEFAULT_TASK_BYTES", mib * 2**20):
+            plan, seconds = timed_run(source, scratch, repeats)
+        rows.append((mib, seconds, plan.geometry.n_tasks))
     return rows
 
 
 def tile_size_rows(source: Path, scratch: Path, repeats: int) -> list[tuple[int, tuple, float, int]]:
     rows = []
     for fraction in (8, 4, 2, 1):
-        geometry.MIN_TILE_FRACTION = fraction
-        out = scratch / "tiles.zarr"
-        text = f"input: {{path: {source}}}\nkernels: sobel\ncombine: magnitude\noutput: {{path: {out}}}\n"
-        plan = make_plan(parse_config(text))
+        with geometry_setting("MIN_TILE_FRACTION", fraction):
+            plan, seconds = timed_run(source, scratch, repeats)
         tile = tuple(plan.geometry.input_chunks[axis][0] for axis in plan.geometry.spatial_axes)
-
-        def run(plan=plan) -> None:
-            execute(plan, progress=False)
-
-        def remove_output(out=out) -> None:  # untimed: deleting a GiB of chunks is not the run's cost
-            shutil.rmtree(out, ignore_errors=True)
-
-        remove_output()
-        run()  # warm-up
-        seconds = median_seconds(run, repeats, prepare=remove_output)
         rows.append((fraction, tile, seconds, plan.geometry.n_tasks))
     return rows
 

@@ -8,7 +8,7 @@ from scipy.signal import correlate
 
 def correlate_loop(x: np.ndarray, w: np.ndarray, stride: tuple[int, int]) -> np.ndarray:
     """The formula, written out: x (..., C, H, W), w (K, C, kh, kw) -> (..., K, Ho, Wo), float64."""
-    k_count, channels, kh, kw = w.shape
+    k_count, _, kh, kw = w.shape
     sy, sx = stride
     h, wd = x.shape[-2:]
     ho, wo = (h - kh) // sy + 1, (wd - kw) // sx + 1
