@@ -44,9 +44,16 @@ def _codecs(array: zarr.Array) -> str:
 
 
 def _codec_detail(codec: Any) -> str:
+    """``(lz4, bitshuffle)`` for Blosc (v3 codecs and numcodecs), else empty."""
     cname = getattr(codec, "cname", None)
     cname = getattr(cname, "value", cname)
-    return f"({cname})" if cname else ""
+    if not cname:
+        return ""
+    shuffle = getattr(codec, "shuffle", None)
+    shuffle = getattr(shuffle, "value", shuffle)
+    if isinstance(shuffle, int):  # numcodecs.Blosc: 0, 1, 2, -1
+        shuffle = {0: "noshuffle", 1: "shuffle", 2: "bitshuffle"}.get(shuffle)
+    return f"({cname}, {shuffle})" if shuffle else f"({cname})"
 
 
 def inspect_report(path: str, array: str | None = None) -> dict[str, Any]:

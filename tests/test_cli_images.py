@@ -259,7 +259,7 @@ def test_inspect_reports_a_finished_output(sobel_output: Path, sample_zarr: Path
     assert report["dims"] == "['t', 'c', 'y', 'x']"
     assert report["dtype"] == "float64"
     assert report["chunks"] == str(array.chunks)
-    assert report["codec"] == "BloscCodec(lz4)"
+    assert report["codec"] == "BloscCodec(lz4, bitshuffle)"
     assert report["size"].endswith("on disk, 71.2 KiB in memory")  # 4*2*30*38*8 bytes
     assert report["status"] == "complete"
     assert report["kernels"] == "sobel-x, sobel-y"
