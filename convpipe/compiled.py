@@ -33,8 +33,10 @@ bank, which Numba compiles:
   phase's pixels of earlier iterations, carried in variables (*direct
   mode*, see :func:`_phase_windows`). LLVM turns these into wide loads,
   shuffles and vector splices: 10-45 % faster than splitting rows first.
-  Windows that would carry a pixel more than ``MAX_CARRIED_DEPTH``
-  iterations (kernels wider than ``2 * sx``) fall back to the split: each
+  Kernels wider than ``2 * sx`` (a pixel carried more than
+  ``MAX_CARRIED_DEPTH`` iterations) or with a row whose last tap comes
+  before column ``sx - 1`` (the window would start left of the row) fall
+  back to the split: each
   input row is first split into its ``sx`` phases (``phase_p = row[p::sx]``,
   converted to the output dtype), after which
   ``x[r, j*sx + v] == phase_(v % sx)[j + v // sx]`` is contiguous in ``j``;

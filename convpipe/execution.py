@@ -106,7 +106,7 @@ def run_jobs(
             elif scheduler == "threads":
                 _run_on_threads(jobs, threads, bar)
             else:
-                _run_on_processes(jobs, os.cpu_count() or 1, bar)
+                _run_on_processes(jobs, threads, bar)
         return
     with distributed_client(compute) as client, _progress_bar(total, progress) as bar:
         _run_on_cluster(client, jobs, compute.retries, bar)

@@ -170,7 +170,7 @@ def test_banks_longer_than_one_pass(combine):
     """More kernels than KERNELS_PER_PASS: several loops per row, then the magnitude."""
     weights = _bank((compiled.KERNELS_PER_PASS + 3, 1, 1, 2), 9, integer=False)
     block = random_block(np.random.default_rng(9), (1, 12, 15), np.float32)
-    for stride in [(1, 1), (2, 3)]:
+    for stride in [(1, 1), (2, 3), (2, 2)]:  # no column stride, rows split, direct mode
         expected = correlate_block_numpy(block, weights, stride, combine)
         assert_same_bits(correlate_block_compiled(block, weights, stride, combine), expected)
 
