@@ -7,6 +7,8 @@ stderr and exit code 2; anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import errno
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,18 +27,44 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 
+STORAGE_ERROR = 1
 USER_ERROR = 2
 INTERRUPTED = 130
 
+#: OS errors that say the storage refused (full, no permission, read-only,
+#: failing): reported in one line like a user error, not as a traceback.
+STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.EIO})
+#: Those of them that only writing raises.
+WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
+
+
+@dataclasses.dataclass
+class _Failure:
+    """What the command writes to, named by a write error that does not say where."""
+
+    output: str | None = None
+
 
 @contextlib.contextmanager
-def user_errors() -> Iterator[None]:
-    """Turn a ConvpipeError into one line on stderr and exit code 2."""
+def user_errors(after_storage_error: str = "") -> Iterator[_Failure]:
+    """One line on stderr for a ConvpipeError (exit 2) or a storage failure (exit 1).
+
+    ``after_storage_error`` is appended to the storage message (how to
+    resume). Any other exception keeps its traceback: that is a bug.
+    """
+    failure = _Failure()
     try:
-        yield
+        yield failure
     except ConvpipeError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(USER_ERROR) from None
+    except OSError as exc:
+        if exc.errno not in STORAGE_ERRNOS:
+            raise
+        place = exc.filename or (f"writing {failure.output}" if exc.errno in WRITE_ERRNOS else None)
+        where = f" ({place})" if place else ""
+        typer.echo(f"error: {exc.strerror or exc}{where}{after_storage_error}", err=True)
+        raise typer.Exit(STORAGE_ERROR) from None
 
 
 def _version(value: bool) -> None:
@@ -78,19 +106,20 @@ def run(
     from convpipe.config import SCHEDULERS, load_config
     from convpipe.runner import execute, make_plan
 
-    with user_errors():
+    resume_command = f"convpipe run {config} --resume" + (f" --scheduler {scheduler}" if scheduler else "")
+    with user_errors(f"; finished blocks are kept. Once fixed, resume with: {resume_command}") as failure:
         if scheduler is not None and scheduler not in SCHEDULERS and "://" not in scheduler:
             raise ConvpipeError(
                 f"--scheduler: expected one of {', '.join(SCHEDULERS)} or tcp://HOST:PORT, got {scheduler!r}"
             )
         plan = make_plan(load_config(config))
+        failure.output = plan.config.output.path
         try:
             summary = execute(
                 plan, overwrite=overwrite or None, scheduler=scheduler, progress=not quiet, resume=resume
             )
         except KeyboardInterrupt:
-            command = f"convpipe run {config} --resume" + (f" --scheduler {scheduler}" if scheduler else "")
-            typer.echo(f"interrupted; finished blocks are kept. Resume with: {command}", err=True)
+            typer.echo(f"interrupted; finished blocks are kept. Resume with: {resume_command}", err=True)
             raise typer.Exit(INTERRUPTED) from None
     if not quiet:
         typer.echo(summary.line(), err=True)
@@ -160,7 +189,8 @@ def ingest(
     """Convert image files into a chunked Zarr stack, so that runs read Zarr."""
     from convpipe.imagefiles import ingest as ingest_images
 
-    with user_errors():
+    with user_errors() as failure:
+        failure.output = dest
         array = ingest_images(source, dest, chunks=_parse_chunks(chunks), overwrite=overwrite, progress=not quiet)
     if not quiet:
         typer.echo(f"wrote {array.shape} {array.dtype} chunks {array.chunks} -> {dest}", err=True)
@@ -182,7 +212,8 @@ def preview(
     """Render one frame to an 8-bit PNG with robust (percentile) contrast."""
     from convpipe.preview import write_preview
 
-    with user_errors():
+    with user_errors() as failure:
+        failure.output = str(output)
         written = write_preview(path, output, index=index, channel=channel, compare_with=compare, array=array)
     typer.echo(f"wrote {written}", err=True)
 

@@ -398,6 +398,59 @@ def test_failed_overwrite_keeps_the_previous_output(tmp_path: Path, sample_zarr:
     assert read_output(tmp_path / "out.zarr").shape == (4, 30, 38)
 
 
+def test_a_full_disk_is_one_line_and_the_run_resumes(
+    tmp_path: Path, sample_zarr: Path, write_config, monkeypatch
+) -> None:
+    """An OS storage error mid-run: one line naming it and the resume command, exit 1, no traceback."""
+    import errno
+    import itertools
+    import threading
+
+    from convpipe.pipeline import BlockWriter
+
+    config = write_config(tmp_path, SOBEL + "compute:\n  chunks: [16, 16]\n")
+    write_block = BlockWriter.__call__
+    calls, lock = itertools.count(), threading.Lock()
+
+    def write_until_full(self, block, block_info=None):
+        with lock:
+            n = next(calls)
+        if n >= 3:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return write_block(self, block, block_info)
+
+    monkeypatch.setattr(BlockWriter, "__call__", write_until_full)
+    result = invoke("run", config, "-q")
+    assert result.exit_code == 1, (result.output, result.exception)
+    assert isinstance(result.exception, SystemExit) and "Traceback" not in result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, result.stderr
+    assert "No space left on device" in errors[0]
+    assert f"writing {tmp_path / 'out.zarr'}" in errors[0]
+    assert f"convpipe run {config} --resume" in errors[0]
+
+    monkeypatch.setattr(BlockWriter, "__call__", write_block)
+    assert invoke("run", config, "--resume", "-q").exit_code == 0
+    reference = tmp_path / "reference.yaml"
+    reference.write_text(SOBEL.replace("out.zarr", "reference.zarr"), encoding="utf-8")
+    assert invoke("run", reference, "-q").exit_code == 0
+    np.testing.assert_array_equal(read_output(tmp_path / "out.zarr"), read_output(tmp_path / "reference.zarr"))
+
+
+def test_other_os_errors_keep_their_traceback(tmp_path: Path, sample_zarr: Path, write_config, monkeypatch) -> None:
+    """Only storage refusals are user-facing; anything else is a bug and must stay visible."""
+    import errno
+
+    from convpipe.pipeline import BlockWriter
+
+    def broken(self, block, block_info=None):
+        raise OSError(errno.EBADF, os.strerror(errno.EBADF))
+
+    monkeypatch.setattr(BlockWriter, "__call__", broken)
+    result = invoke("run", write_config(tmp_path, SOBEL), "-q")
+    assert result.exit_code == 1 and isinstance(result.exception, OSError)
+
+
 # --------------------------------------------------------------------------- the real command
 
 
