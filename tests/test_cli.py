@@ -48,9 +48,9 @@ def invoke(*args: str | Path) -> Result:
     return CliRunner().invoke(app, [str(a) for a in args])
 
 
-def assert_user_error(result: Result, *fragments: str) -> str:
-    """Exit code 2, exactly one ``error:`` line on stderr, no traceback; returns the message."""
-    assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
+def assert_user_error(result: Result, *fragments: str, exit_code: int = 2) -> str:
+    """``exit_code``, exactly one ``error:`` line on stderr, no traceback; returns the message."""
+    assert result.exit_code == exit_code, (result.exit_code, result.output, result.exception)
     assert isinstance(result.exception, SystemExit), result.exception  # not a crash caught by the runner
     assert "Traceback" not in result.output
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
@@ -420,14 +420,13 @@ def test_a_full_disk_is_one_line_and_the_run_resumes(
         return write_block(self, block, block_info)
 
     monkeypatch.setattr(BlockWriter, "__call__", write_until_full)
-    result = invoke("run", config, "-q")
-    assert result.exit_code == 1, (result.output, result.exception)
-    assert isinstance(result.exception, SystemExit) and "Traceback" not in result.output
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1, result.stderr
-    assert "No space left on device" in errors[0]
-    assert f"writing {tmp_path / 'out.zarr'}" in errors[0]
-    assert f"convpipe run {config} --resume" in errors[0]
+    assert_user_error(
+        invoke("run", config, "-q"),
+        "No space left on device",
+        f"writing {tmp_path / 'out.zarr'}",
+        f"convpipe run {config} --resume",
+        exit_code=1,
+    )
 
     monkeypatch.setattr(BlockWriter, "__call__", write_block)
     assert invoke("run", config, "--resume", "-q").exit_code == 0
