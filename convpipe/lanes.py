@@ -1,0 +1,232 @@
+"""Column stride 2 in lane order: the compiled core's vector blocks, emitted as LLVM IR.
+
+At column stride 2, output column ``j`` reads ``x[r, 2*j + v]``: per tap, the
+even or the odd pixels of a row. Deinterleaving them into consecutive order
+takes a cross-lane permute per tap (``vpermt2ps``), and a Sobel pair at
+stride 2 spent most of its time on those. Here the pixels are deinterleaved
+*within* each 128-bit lane (one cheap ``shufps``-like shuffle of two wide
+loads), which puts the outputs in a fixed permuted order (:func:`lane_order`).
+Every tap of every kernel is in that same order, so the sums, squares and
+square roots are computed in it as they are, and one permute per stored
+vector puts the outputs back in column order. A tap ``v = 2*q + p`` of an
+input row takes phase ``p`` of the two vectors loaded at ``2*j + 2*q``.
+
+Each :func:`lane_block` computes ``block_width`` consecutive outputs of one
+output row for a fixed bank: the same taps, weights, summation order and
+roundings as the generated Python loop (see :mod:`convpipe.compiled`), so
+the same bits. It also prefetches the input rows that a later output row
+will read for the first time: at stride 2 the loop is quick enough to wait
+on memory, and the hardware prefetcher starts each new row late.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from pathlib import Path
+
+import numpy as np
+from llvmlite import ir
+from numba.core import cgutils, types
+from numba.extending import intrinsic
+
+#: Bytes per vector block: one AVX-512 register (two AVX2 registers).
+BLOCK_BYTES = 64
+
+#: Bytes per lane that shuffles do not cross (SSE/AVX/AVX-512 all use 128-bit lanes).
+LANE_BYTES = 16
+
+#: Cache line size, the unit of a prefetch.
+LINE_BYTES = 64
+
+PREFETCH_LOCALITY = 3
+
+_IR_TYPES = {
+    "f": {4: ir.FloatType(), 8: ir.DoubleType()},
+}
+
+
+def block_width(dtype: np.dtype) -> int:
+    """Outputs per vector block for an output dtype (16 for float32, 8 for float64)."""
+    return BLOCK_BYTES // np.dtype(dtype).itemsize
+
+
+def supports(input_dtype: np.dtype, dtype: np.dtype) -> bool:
+    """Whether vector blocks exist for these input and output dtypes."""
+    input_dtype, dtype = np.dtype(input_dtype), np.dtype(dtype)
+    return dtype.kind == "f" and dtype.itemsize in (4, 8) and input_dtype.kind in "iuf" and input_dtype.itemsize <= 8
+
+
+def lane_order(width: int, itemsize: int) -> list[int]:
+    """Output offset (``j - j0``) held by each position of a deinterleaved vector.
+
+    Lane ``k`` of the phase-``p`` shuffle of vectors ``A`` (pixels from
+    ``2*j0``) and ``B`` (from ``2*j0 + width``) holds the lane's phase-``p``
+    pixels of ``A``, then those of ``B``.
+
+    Examples
+    --------
+    >>> lane_order(16, 4)
+    [0, 1, 8, 9, 2, 3, 10, 11, 4, 5, 12, 13, 6, 7, 14, 15]
+    """
+    per_lane = LANE_BYTES // itemsize
+    order = []
+    for lane in range(width // per_lane):
+        for half in (0, width // 2):
+            order += [half + lane * per_lane // 2 + m for m in range(per_lane // 2)]
+    return order
+
+
+def _phase_mask(width: int, itemsize: int, phase: int) -> list[int]:
+    """``shufflevector`` mask taking phase ``phase`` of ``A ++ B`` in :func:`lane_order`."""
+    per_lane = LANE_BYTES // itemsize
+    mask = []
+    for lane in range(width // per_lane):
+        for half in (0, width):
+            mask += [half + lane * per_lane + 2 * m + phase for m in range(per_lane // 2)]
+    return mask
+
+
+def lane_block(
+    output: str,
+    input: str,
+    kernels: tuple,
+    magnitude: bool,
+):
+    """A Numba intrinsic ``block(rows, outs, ahead, j)`` for one bank at column stride 2.
+
+    Parameters
+    ----------
+    output, input : str
+        Names of the output and input dtypes.
+    kernels : tuple
+        Per kernel, its non-zero taps in summation order as
+        ``(row, v, weight)``: ``rows[row]`` is the input row, ``v`` the
+        column offset.
+    magnitude : bool
+        Store ``sqrt(sum of squares)`` of all kernels in ``outs[0]``;
+        otherwise kernel ``k`` goes to ``outs[k]``.
+
+    The intrinsic reads ``rows[r][2*j + 2*q + i]`` for ``i < 2 * width``,
+    writes ``outs[k][j : j + width]`` (``width = block_width(output)``) and
+    prefetches the same columns of the rows in ``ahead``. The caller keeps
+    the reads inside the rows.
+    """
+    dtype, in_dtype = np.dtype(output), np.dtype(input)
+    width = block_width(dtype)
+    value_type = _IR_TYPES["f"][dtype.itemsize]
+    vector = ir.VectorType(value_type, width)
+    in_vector = ir.VectorType(_scalar_ir_type(in_dtype), width)
+    bits = 8 * in_dtype.itemsize
+    paired = in_dtype.kind in "iu" and in_dtype.itemsize <= 4
+    words = ir.VectorType(ir.IntType(2 * bits), width)
+    masks = [ir.Constant(ir.VectorType(ir.IntType(32), width), _phase_mask(width, dtype.itemsize, p)) for p in (0, 1)]
+    order = lane_order(width, dtype.itemsize)
+    restore = ir.Constant(ir.VectorType(ir.IntType(32), width), [order.index(o) for o in range(width)])
+    weights = {w: ir.Constant(vector, [float(w)] * width) for kernel in kernels for _, _, w in kernel}
+    zero = ir.Constant(vector, [0.0] * width)
+
+    def codegen(context, builder, signature, args):
+        rows_type, outs_type, ahead_type, _ = signature.args
+        rows = [_data(context, builder, rows_type, item) for item in _items(builder, rows_type, args[0])]
+        outs = [_data(context, builder, outs_type, item) for item in _items(builder, outs_type, args[1])]
+        ahead = [_data(context, builder, ahead_type, item) for item in _items(builder, ahead_type, args[2])]
+        j = args[3]
+        two_j = builder.add(j, j)
+        loaded, taps = {}, {}
+
+        def load(row: int, offset: int) -> ir.Value:
+            if (row, offset) not in loaded:
+                address = builder.gep(rows[row], [builder.add(two_j, ir.Constant(j.type, offset))])
+                raw = builder.load(builder.bitcast(address, in_vector.as_pointer()), align=in_dtype.itemsize)
+                loaded[row, offset] = _convert(builder, raw, in_dtype, dtype, vector)
+            return loaded[row, offset]
+
+        def load_words(row: int, offset: int) -> ir.Value:
+            if (row, offset) not in loaded:
+                address = builder.gep(rows[row], [builder.add(two_j, ir.Constant(j.type, offset))])
+                loaded[row, offset] = builder.load(builder.bitcast(address, words.as_pointer()), align=in_dtype.itemsize)
+            return loaded[row, offset]
+
+        def tap(row: int, v: int) -> ir.Value:
+            if (row, v) not in taps:
+                q, p = divmod(v, 2)
+                if paired:  # pixel 2*m is the low half of word m (little-endian)
+                    word = load_words(row, 2 * q)
+                    half = builder.lshr(word, ir.Constant(words, [bits] * width)) if p else word
+                    taps[row, v] = _convert(builder, builder.trunc(half, in_vector), in_dtype, dtype, vector)
+                else:
+                    pair = load(row, 2 * q), load(row, 2 * q + width)
+                    taps[row, v] = builder.shuffle_vector(*pair, masks[p])
+            return taps[row, v]
+
+        _prefetch(builder, ahead, two_j, 2 * width * in_dtype.itemsize)
+        sums = []
+        for kernel in kernels:
+            acc = zero
+            for row, v, weight in kernel:
+                acc = builder.fadd(acc, builder.fmul(tap(row, v), weights[weight]))
+            sums.append(acc)
+        if magnitude:
+            total = builder.fmul(sums[0], sums[0])
+            for acc in sums[1:]:
+                total = builder.fadd(total, builder.fmul(acc, acc))
+            name = f"llvm.sqrt.v{width}f{dtype.itemsize * 8}"
+            sqrt = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vector, [vector]), name)
+            sums = [builder.call(sqrt, [total])]
+        for out, values in zip(outs, sums):
+            in_order = values if paired else builder.shuffle_vector(values, ir.Constant(vector, ir.Undefined), restore)
+            address = builder.bitcast(builder.gep(out, [j]), vector.as_pointer())
+            builder.store(in_order, address, align=dtype.itemsize)
+        return context.get_dummy_value()
+
+    def typer(typingctx, rows, outs, ahead, j):
+        return types.void(rows, outs, ahead, j), codegen
+
+    return intrinsic(typer)
+
+
+def _scalar_ir_type(dtype: np.dtype) -> ir.Type:
+    if dtype.kind == "f":
+        return _IR_TYPES["f"][dtype.itemsize]
+    return ir.IntType(8 * dtype.itemsize)
+
+
+def _convert(builder: ir.IRBuilder, raw: ir.Value, in_dtype: np.dtype, dtype: np.dtype, vector: ir.Type) -> ir.Value:
+    """Pixels converted to the output dtype exactly as Numba converts a scalar."""
+    if in_dtype == dtype:
+        return raw
+    if in_dtype.kind == "f":
+        return builder.fpext(raw, vector) if in_dtype.itemsize < dtype.itemsize else builder.fptrunc(raw, vector)
+    return builder.sitofp(raw, vector) if in_dtype.kind == "i" else builder.uitofp(raw, vector)
+
+
+def _items(builder: ir.IRBuilder, tuple_type, value) -> list:
+    return cgutils.unpack_tuple(builder, value, len(tuple_type))
+
+
+def _data(context, builder: ir.IRBuilder, tuple_type, item) -> ir.Value:
+    """Pointer to the first element of a 1-D array held in a Numba tuple."""
+    array_type = tuple_type.dtype if isinstance(tuple_type, types.UniTuple) else tuple_type.types[0]
+    return context.make_array(array_type)(context, builder, value=item).data
+
+
+def _prefetch(builder: ir.IRBuilder, rows: list, start: ir.Value, span_bytes: int) -> None:
+    """Prefetch (read, keep in all cache levels) ``span_bytes`` of each row from element ``start``."""
+    if not rows:
+        return
+    byte_pointer = ir.IntType(8).as_pointer()
+    i32 = ir.IntType(32)
+    signature = ir.FunctionType(ir.VoidType(), [byte_pointer, i32, i32, i32])
+    prefetch = cgutils.get_or_insert_function(builder.module, signature, "llvm.prefetch.p0i8")
+    for row in rows:
+        first = builder.bitcast(builder.gep(row, [start]), byte_pointer)
+        for offset in range(0, span_bytes, LINE_BYTES):
+            address = builder.gep(first, [ir.Constant(ir.IntType(64), offset)])
+            builder.call(prefetch, [address, ir.Constant(i32, 0), ir.Constant(i32, PREFETCH_LOCALITY), ir.Constant(i32, 1)])
+
+
+@functools.cache
+def source_digest() -> str:
+    """Hash of this module's source: generated kernels name it, so editing it invalidates their cache."""
+    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
