@@ -1,28 +1,35 @@
-"""Column stride 2 in lane order: the compiled core's vector blocks, emitted as LLVM IR.
+"""SIMD blocks of the compiled core, written directly in LLVM IR.
 
-At column stride 2, output column ``j`` reads ``x[r, 2*j + v]``: per tap, the
-even or the odd pixels of a row. Deinterleaving them into consecutive order
-takes a cross-lane permute per tap (``vpermt2ps``), and a Sobel pair at
-stride 2 spent most of its time on those. Here the pixels are deinterleaved
-*within* each 128-bit lane (one cheap ``shufps``-like shuffle of two wide
-loads), which puts the outputs in a fixed permuted order (:func:`lane_order`).
-Every tap of every kernel is in that same order, so the sums, squares and
-square roots are computed in it as they are, and one permute per stored
-vector puts the outputs back in column order. A tap ``v = 2*q + p`` of an
-input row takes phase ``p`` of the two vectors loaded at ``2*j + 2*q``.
+For column strides 1 and 2, :mod:`convpipe.compiled` computes each output row
+in blocks of :func:`block_width` outputs (one 64-byte vector) with a Numba
+intrinsic from :func:`simd_block`, and only the last columns in its Python
+loop. A block has the same taps, weights, summation order and roundings as
+that loop, so the same bits; what it adds:
 
-Each :func:`lane_block` computes ``block_width`` consecutive outputs of one
-output row for a fixed bank: the same taps, weights, summation order and
-roundings as the generated Python loop (see :mod:`convpipe.compiled`), so
-the same bits. It also prefetches the input rows that a later output row
-will read for the first time: at stride 2 the loop is quick enough to wait
-on memory, and the hardware prefetcher starts each new row late.
+* **Column stride 2 without cross-lane permutes.** Output ``j`` reads
+  ``x[r, 2*j + v]``: the even or odd pixels of a row. Deinterleaving them
+  into column order takes a cross-lane permute per tap (``vpermt2ps``); a
+  Sobel pair spent most of its time on those. Here the pixels are
+  deinterleaved *within* each 128-bit lane (one ``shufps`` of two loads),
+  which leaves the outputs in a fixed permuted order (:func:`lane_order`).
+  Every tap is in that order, so sums, squares and square roots are
+  computed in it as they are, and one permute per stored vector restores
+  column order. Integer pixels of up to 4 bytes need no shuffle at all: a
+  pair of pixels is read as one word twice as wide, and the even pixel is
+  its low half (little-endian), the odd one its high half, in column order.
+* **Prefetching.** Each block prefetches the same columns of the input
+  rows that an output row a few rows later reads first: the hardware
+  prefetcher starts each new row late, and at stride 2 the loop is quick
+  enough to wait on memory.
+
+LLVM lowers the generic vector IR for the CPU at hand (AVX-512, AVX2, SSE2).
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +46,6 @@ LANE_BYTES = 16
 #: Cache line size, the unit of a prefetch.
 LINE_BYTES = 64
 
-PREFETCH_LOCALITY = 3
 
 _IR_TYPES = {
     "f": {4: ir.FloatType(), 8: ir.DoubleType()},
@@ -87,13 +93,14 @@ def _phase_mask(width: int, itemsize: int, phase: int) -> list[int]:
     return mask
 
 
-def lane_block(
+def simd_block(
     output: str,
     input: str,
     kernels: tuple,
     magnitude: bool,
+    stride: int,
 ):
-    """A Numba intrinsic ``block(rows, outs, ahead, j)`` for one bank at column stride 2.
+    """A Numba intrinsic ``block(rows, outs, ahead, j)`` for one bank at column stride 1 or 2.
 
     Parameters
     ----------
@@ -106,8 +113,11 @@ def lane_block(
     magnitude : bool
         Store ``sqrt(sum of squares)`` of all kernels in ``outs[0]``;
         otherwise kernel ``k`` goes to ``outs[k]``.
+    stride : int
+        The column stride, 1 or 2.
 
-    The intrinsic reads ``rows[r][2*j + 2*q + i]`` for ``i < 2 * width``,
+    At stride 2 the intrinsic reads ``rows[r][2*j + 2*(v // 2) + i]`` for
+    ``i < 2 * width`` (at stride 1, ``rows[r][j + v + i]`` for ``i < width``),
     writes ``outs[k][j : j + width]`` (``width = block_width(output)``) and
     prefetches the same columns of the rows in ``ahead``. The caller keeps
     the reads inside the rows.
@@ -118,7 +128,8 @@ def lane_block(
     vector = ir.VectorType(value_type, width)
     in_vector = ir.VectorType(_scalar_ir_type(in_dtype), width)
     bits = 8 * in_dtype.itemsize
-    paired = in_dtype.kind in "iu" and in_dtype.itemsize <= 4
+    paired = stride == 2 and in_dtype.kind in "iu" and in_dtype.itemsize <= 4 and sys.byteorder == "little"
+    natural_order = stride == 1 or paired
     words = ir.VectorType(ir.IntType(2 * bits), width)
     masks = [ir.Constant(ir.VectorType(ir.IntType(32), width), _phase_mask(width, dtype.itemsize, p)) for p in (0, 1)]
     order = lane_order(width, dtype.itemsize)
@@ -132,26 +143,28 @@ def lane_block(
         outs = [_data(context, builder, outs_type, item) for item in _items(builder, outs_type, args[1])]
         ahead = [_data(context, builder, ahead_type, item) for item in _items(builder, ahead_type, args[2])]
         j = args[3]
-        two_j = builder.add(j, j)
+        first = builder.mul(j, ir.Constant(j.type, stride))  # the block's first column
         loaded, taps = {}, {}
 
         def load(row: int, offset: int) -> ir.Value:
             if (row, offset) not in loaded:
-                address = builder.gep(rows[row], [builder.add(two_j, ir.Constant(j.type, offset))])
+                address = builder.gep(rows[row], [builder.add(first, ir.Constant(j.type, offset))])
                 raw = builder.load(builder.bitcast(address, in_vector.as_pointer()), align=in_dtype.itemsize)
                 loaded[row, offset] = _convert(builder, raw, in_dtype, dtype, vector)
             return loaded[row, offset]
 
         def load_words(row: int, offset: int) -> ir.Value:
             if (row, offset) not in loaded:
-                address = builder.gep(rows[row], [builder.add(two_j, ir.Constant(j.type, offset))])
+                address = builder.gep(rows[row], [builder.add(first, ir.Constant(j.type, offset))])
                 loaded[row, offset] = builder.load(builder.bitcast(address, words.as_pointer()), align=in_dtype.itemsize)
             return loaded[row, offset]
 
         def tap(row: int, v: int) -> ir.Value:
             if (row, v) not in taps:
                 q, p = divmod(v, 2)
-                if paired:  # pixel 2*m is the low half of word m (little-endian)
+                if stride == 1:
+                    taps[row, v] = load(row, v)
+                elif paired:  # pixel 2*m is the low half of word m (little-endian)
                     word = load_words(row, 2 * q)
                     half = builder.lshr(word, ir.Constant(words, [bits] * width)) if p else word
                     taps[row, v] = _convert(builder, builder.trunc(half, in_vector), in_dtype, dtype, vector)
@@ -160,7 +173,7 @@ def lane_block(
                     taps[row, v] = builder.shuffle_vector(*pair, masks[p])
             return taps[row, v]
 
-        _prefetch(builder, ahead, two_j, 2 * width * in_dtype.itemsize)
+        _prefetch(builder, ahead, first, stride * width * in_dtype.itemsize)
         sums = []
         for kernel in kernels:
             acc = zero
@@ -175,7 +188,7 @@ def lane_block(
             sqrt = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vector, [vector]), name)
             sums = [builder.call(sqrt, [total])]
         for out, values in zip(outs, sums):
-            in_order = values if paired else builder.shuffle_vector(values, ir.Constant(vector, ir.Undefined), restore)
+            in_order = values if natural_order else builder.shuffle_vector(values, ir.Constant(vector, ir.Undefined), restore)
             address = builder.bitcast(builder.gep(out, [j]), vector.as_pointer())
             builder.store(in_order, address, align=dtype.itemsize)
         return context.get_dummy_value()
@@ -223,7 +236,7 @@ def _prefetch(builder: ir.IRBuilder, rows: list, start: ir.Value, span_bytes: in
         first = builder.bitcast(builder.gep(row, [start]), byte_pointer)
         for offset in range(0, span_bytes, LINE_BYTES):
             address = builder.gep(first, [ir.Constant(ir.IntType(64), offset)])
-            builder.call(prefetch, [address, ir.Constant(i32, 0), ir.Constant(i32, PREFETCH_LOCALITY), ir.Constant(i32, 1)])
+            builder.call(prefetch, [address, ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
 
 
 @functools.cache
