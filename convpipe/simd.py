@@ -37,7 +37,8 @@ from llvmlite import ir
 from numba.core import cgutils, types
 from numba.extending import intrinsic
 
-#: Bytes per vector block: one AVX-512 register (two AVX2 registers).
+#: Bytes per vector block: one AVX-512 register (two AVX2 registers). Blocks
+#: of 32 bytes ran at the same speed for float32 and 1.4-1.7x slower for uint16.
 BLOCK_BYTES = 64
 
 #: Bytes per lane that shuffles do not cross (SSE/AVX/AVX-512 all use 128-bit lanes).
@@ -47,9 +48,7 @@ LANE_BYTES = 16
 LINE_BYTES = 64
 
 
-_IR_TYPES = {
-    "f": {4: ir.FloatType(), 8: ir.DoubleType()},
-}
+_FLOAT_TYPES = {4: ir.FloatType(), 8: ir.DoubleType()}  # by itemsize
 
 
 def block_width(dtype: np.dtype) -> int:
@@ -124,7 +123,7 @@ def simd_block(
     """
     dtype, in_dtype = np.dtype(output), np.dtype(input)
     width = block_width(dtype)
-    value_type = _IR_TYPES["f"][dtype.itemsize]
+    value_type = _FLOAT_TYPES[dtype.itemsize]
     vector = ir.VectorType(value_type, width)
     in_vector = ir.VectorType(_scalar_ir_type(in_dtype), width)
     bits = 8 * in_dtype.itemsize
@@ -201,7 +200,7 @@ def simd_block(
 
 def _scalar_ir_type(dtype: np.dtype) -> ir.Type:
     if dtype.kind == "f":
-        return _IR_TYPES["f"][dtype.itemsize]
+        return _FLOAT_TYPES[dtype.itemsize]
     return ir.IntType(8 * dtype.itemsize)
 
 
