@@ -104,8 +104,8 @@ KERNELS_PER_PASS = 8
 MAX_STORE_LOAD_PAIRS = 96
 
 #: Direct mode (see :func:`_phase_windows`) carries a pixel at most this many
-#: iterations; deeper windows (a 5x5 kernel at stride 2) run as fast or
-#: faster on split rows (7x7 at stride 2: 1.6x slower direct, measured).
+#: iterations; deeper windows run as fast or faster on split rows (measured
+#: at stride 2, before it moved to SIMD blocks: 7x7 was 1.6x slower direct).
 MAX_CARRIED_DEPTH = 1
 
 #: Column strides computed in SIMD blocks (see convpipe.simd).
