@@ -273,7 +273,7 @@ def generate_source(
     direct = bool(windows) and all(window is not None for window in windows)
     split = sx > 1 and bool(rows) and not direct and not in_simd  # an all-zero bank reads no row
     if in_simd:
-        lines.append(f"    vector_end = {_simd_vector_end(taps, sx, bank.dtype)}")
+        lines.append(f"    vector_end = {_simd_vector_end(taps, sx, bank.dtype, input_dtype)}")
     if split:
         lines += _phase_buffers(taps, kh, sx)
     if direct and any(unused for window in windows for row in window.values() for _, unused in row.values()):
@@ -586,17 +586,16 @@ def _group_rows(taps, group: list[int]) -> list[tuple[int, int]]:
     return sorted({(c, u) for k in group for c, u, _, _ in taps[k]})
 
 
-def _simd_vector_end(taps, sx: int, dtype: np.dtype) -> str:
-    """Source of the end of the vector blocks: no block reads past its row.
+def _simd_vector_end(taps, sx: int, dtype: np.dtype, input_dtype) -> str:
+    """Source of the end of the SIMD blocks: no block reads past its row.
 
-    At stride 2 a block loads ``2 * width`` pixels from each tap's even
-    column ``2 * (j + v // 2)``, which may pass the last tapped pixel by one.
+    The last block, at ``j = vector_end - width``, reads ``simd.extent``
+    pixels from column ``sx * j``.
     """
     width = simd.block_width(dtype)
-    if sx == 1:
-        return f"wo // {width} * {width}"
-    reach = max(v // 2 for kernel_taps in taps for _, _, v, _ in kernel_taps)
-    return f"min(wo, (width - {2 * reach}) // 2) // {width} * {width}"
+    kernels = tuple(tuple((0, v, 0) for _, _, v, _ in kernel_taps) for kernel_taps in taps)
+    extent = simd.extent(kernels, sx, np.dtype(input_dtype).name, dtype.name)
+    return f"max(0, min(wo, (width - {extent}) // {sx} + {width}) // {width} * {width})"
 
 
 def _rows_ahead(rows, sy: int) -> list[str]:

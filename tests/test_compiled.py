@@ -218,13 +218,13 @@ SIMD_DTYPES = [(t, np.float32) for t in (np.uint8, np.int8, np.uint16, np.int16,
 ] + [(np.uint16, np.float64), (np.int32, np.float64)]
 
 
-def simd_widths(weights, dtype, sx: int) -> list[int]:
-    """Block widths around the edges of the SIMD blocks, and one with no block at all."""
+def simd_widths(weights, input_dtype, dtype, sx: int) -> list[int]:
+    """Block widths around the edge of the first SIMD block, and one with no block at all."""
     block = simd.block_width(dtype)
     kw = weights.shape[-1]
-    # the narrowest width with one whole block: at stride 2 a block reads
-    # 2 * block pixels from each tap's even column, one past the last tap
-    edge = block + kw - 1 if sx == 1 else 2 * block + 2 * ((kw - 1) // 2)
+    kernels = ((tuple((0, v, 0) for v in range(kw))),)
+    # the narrowest width with one whole block: block outputs, and the pixels a block reads
+    edge = max(sx * (block - 1) + kw, simd.extent(kernels, sx, np.dtype(input_dtype).name, np.dtype(dtype).name))
     return [kw, edge - 1, edge, edge + 1, 3 * block + edge + 3, 6 * block + 7]
 
 
@@ -238,7 +238,7 @@ def test_simd_blocks_give_the_numpy_bits(input_dtype, dtype):
         stride = (sy, 1 + (index + numbers // 4) % 2)
         bank = weights.astype(dtype)
         assert "simd_block(" in compiled.generate_source(bank, stride, combine, np.dtype(input_dtype))
-        for width in simd_widths(weights, dtype, stride[1]):
+        for width in simd_widths(weights, input_dtype, dtype, stride[1]):
             block = random_block(rng, (2, weights.shape[1], weights.shape[2] + 2 * sy, width), input_dtype)
             with np.errstate(over="ignore"):  # 64-bit integers squared overflow float32: inf, in both cores
                 expected = correlate_block_numpy(block, weights, stride, combine, dtype)
