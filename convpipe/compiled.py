@@ -31,10 +31,9 @@ bank, which Numba compiles:
   loop only finishes each row: :mod:`convpipe.simd` computes the rest in
   blocks of one 64-byte vector, written directly in LLVM IR (the next rows
   prefetched, and at stride 2 pixels deinterleaved within 128-bit lanes).
-  Against the loops on a 2048-square frame: float32 Sobel 1.4x faster at
-  stride 1 and 1.8x at stride 2, 1.3-1.5x for 5x5 banks and 6x for a
-  3-channel bank at stride 2; uint16 pixels at stride 1 about even (0.9-1.0x,
-  README). With a column stride ``sx > 2`` the loop
+  Against the loops on a 2048-square frame: float32 Sobel 1.35x faster at
+  stride 1 and 1.2x at stride 2, 5x5 banks 1.3-1.6x and a 3-channel bank
+  6x at stride 2; uint16 pixels at stride 1 about even (0.96x; README). With a column stride ``sx > 2`` the loop
   reads, per input row, the ``sx`` consecutive pixels ``row[j*sx + o]`` of a
   window ending at the row's last tap; taps further left are the same
   phase's pixels of earlier iterations, carried in variables (*direct
