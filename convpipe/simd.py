@@ -14,7 +14,9 @@ that loop, so the same bits; what it adds:
   which leaves the outputs in a fixed permuted order (:func:`lane_order`).
   Every tap is in that order, so sums, squares and square roots are
   computed in it as they are, and one permute per stored vector restores
-  column order. Integer pixels of up to 4 bytes need no shuffle at all: a
+  column order. A tap further right than the block's first two columns is
+  spliced from the block's own vectors (one more shuffle) rather than loaded
+  where it starts, across two cache lines. Integer pixels of up to 4 bytes need no shuffle at all: a
   pair of pixels is read as one word twice as wide, and the even pixel is
   its low half (little-endian), the odd one its high half, in column order.
 * **Prefetching.** Each block prefetches the same columns of the input
