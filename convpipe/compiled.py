@@ -599,8 +599,11 @@ def _simd_vector_end(taps, sx: int, kw: int, dtype: np.dtype, input_dtype) -> li
     spill = simd.extent(kernels, sx, np.dtype(input_dtype).name, dtype.name) - sx * width
     if sx == 1 and spill <= kw - 1:  # then width - spill >= wo
         return [f"    vector_end = wo // {width} * {width}"]
-    readable = f"width - {spill}" if spill <= kw else f"width - min(width, {spill})"  # never negative
-    return [f"    vector_end = min(wo, ({readable}) // {sx}) // {width} * {width}"]
+    if spill == 0:
+        readable = "width"
+    else:  # never negative
+        readable = f"(width - {spill})" if spill <= kw else f"(width - min(width, {spill}))"
+    return [f"    vector_end = min(wo, {readable} // {sx}) // {width} * {width}"]
 
 
 def _rows_ahead(rows, sy: int) -> list[str]:

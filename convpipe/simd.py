@@ -255,9 +255,8 @@ def _items(builder: ir.IRBuilder, tuple_type, value) -> list:
 
 
 def _data(context, builder: ir.IRBuilder, tuple_type, item) -> ir.Value:
-    """Pointer to the first element of a 1-D array held in a Numba tuple."""
-    array_type = tuple_type.dtype if isinstance(tuple_type, types.UniTuple) else tuple_type.types[0]
-    return context.make_array(array_type)(context, builder, value=item).data
+    """Pointer to the first element of a 1-D array held in a Numba tuple (all of one array type)."""
+    return context.make_array(tuple_type.dtype)(context, builder, value=item).data
 
 
 def _prefetch(builder: ir.IRBuilder, rows: list, start: ir.Value, span_bytes: int) -> None:
