@@ -245,7 +245,7 @@ def generate_source(
     taps = _nonzero_taps(bank)
     fused_magnitude = combine == "magnitude" and n_kernels <= KERNELS_PER_PASS
     groups = [list(range(n_kernels))] if fused_magnitude else _kernel_groups(taps)
-    rows = sorted({(c, u) for kernel_taps in taps for c, u, _, _ in kernel_taps})
+    rows = _group_rows(taps, range(n_kernels))  # every input row a tap reads
     channels = sorted({c for c, _ in rows})
     in_simd = sx in SIMD_STRIDES and bool(rows) and simd.supports(input_dtype, bank.dtype)
     block_constants = _simd_block_constants(bank, taps, groups, sx, fused_magnitude, input_dtype) if in_simd else []
@@ -580,7 +580,7 @@ def _simd_block_constants(bank: np.ndarray, taps, groups, sx: int, fused: bool, 
     return lines
 
 
-def _group_rows(taps, group: list[int]) -> list[tuple[int, int]]:
+def _group_rows(taps, group) -> list[tuple[int, int]]:
     """Input rows ``(c, u)`` read by the kernels of ``group``, in order."""
     return sorted({(c, u) for k in group for c, u, _, _ in taps[k]})
 
@@ -595,8 +595,8 @@ def _simd_vector_end(taps, sx: int, kw: int, dtype: np.dtype, input_dtype) -> li
     ``spill`` is handled by ``min(width, spill)`` instead.
     """
     width = simd.block_width(dtype)
-    kernels = tuple(tuple((0, v, 0) for _, _, v, _ in kernel_taps) for kernel_taps in taps)
-    spill = simd.extent(kernels, sx, np.dtype(input_dtype).name, dtype.name) - sx * width
+    last_column = max(v for kernel_taps in taps for _, _, v, _ in kernel_taps)
+    spill = simd.extent(last_column, sx, np.dtype(input_dtype).name, dtype.name) - sx * width
     if sx == 1 and spill <= kw - 1:  # then width - spill >= wo
         return [f"    vector_end = wo // {width} * {width}"]
     if spill == 0:

@@ -64,16 +64,16 @@ def supports(input_dtype: np.dtype, dtype: np.dtype) -> bool:
     return dtype.kind == "f" and dtype.itemsize in (4, 8) and input_dtype.kind in "iuf" and input_dtype.itemsize <= 8
 
 
-def extent(kernels: tuple, stride: int, input: str, output: str) -> int:
+def extent(last_column: int, stride: int, input: str, output: str) -> int:
     """Pixels a block of ``simd_block`` reads from its first column ``stride * j``.
 
-    ``kernels`` as for ``simd_block``. At stride 1 a tap ``v`` reads
-    ``width`` pixels from ``v``; paired integers, ``2 * width`` from
-    ``2 * (v // 2)``; other pixels at stride 2, whole vectors of the
-    block's grid up to the one that holds the end of those.
+    ``last_column`` is the largest column offset ``v`` of the bank's taps. At
+    stride 1 a tap ``v`` reads ``width`` pixels from ``v``; paired integers,
+    ``2 * width`` from ``2 * (v // 2)``; other pixels at stride 2, whole
+    vectors of the block's grid up to the one that holds the end of those.
     """
     width = block_width(output)
-    reach = max(v // stride for kernel in kernels for _, v, _ in kernel)
+    reach = last_column // stride
     if stride == 1:
         return reach + width
     if _paired(np.dtype(input), stride):

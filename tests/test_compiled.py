@@ -222,9 +222,8 @@ def simd_widths(weights, input_dtype, dtype, sx: int) -> list[int]:
     """Block widths around the edge of the first SIMD block, and one with no block at all."""
     block = simd.block_width(dtype)
     kw = weights.shape[-1]
-    kernels = ((tuple((0, v, 0) for v in range(kw))),)
     # the narrowest width with one whole block: block outputs, and the pixels a block reads
-    edge = max(sx * (block - 1) + kw, simd.extent(kernels, sx, np.dtype(input_dtype).name, np.dtype(dtype).name))
+    edge = max(sx * (block - 1) + kw, simd.extent(kw - 1, sx, np.dtype(input_dtype).name, np.dtype(dtype).name))
     return [kw, edge - 1, edge, edge + 1, 3 * block + edge + 3, 6 * block + 7]
 
 
