@@ -244,6 +244,19 @@ def test_simd_blocks_give_the_numpy_bits(input_dtype, dtype):
             assert_same_bits(correlate_block_compiled(block, weights, stride, combine, dtype), expected)
 
 
+@pytest.mark.parametrize("kw", [9, 18, 19, 35])
+@pytest.mark.parametrize("input_dtype, dtype", [(np.float32, np.float32), (np.float64, np.float64), (np.uint8, np.float32)], ids=["f32", "f64", "u8"])
+def test_simd_blocks_of_wide_kernels_give_the_numpy_bits(kw, input_dtype, dtype):
+    """Taps a phase vector or more right of the block (stride 2: v >= block width), every shift of both phases."""
+    rng = np.random.default_rng(kw)
+    weights = rng.standard_normal((2, 1, 2, kw))  # no zero weight: every tap is read
+    for width in simd_widths(weights, input_dtype, dtype, 2):
+        block = random_block(rng, (1, 1, 5, width), input_dtype)
+        for combine in ("none", "magnitude"):
+            expected = correlate_block_numpy(block, weights, (1, 2), combine, dtype)
+            assert_same_bits(correlate_block_compiled(block, weights, (1, 2), combine, dtype), expected)
+
+
 SIMD_CHECK_SCRIPT = """
 import numpy as np
 from convpipe.compiled import correlate_block_compiled
@@ -290,10 +303,10 @@ def before_guard_page(values):
 
 
 rng = np.random.default_rng(6)
-for kw in (1, 2, 3, 4, 5):
+for kw in (1, 2, 3, 4, 5, 16, 19):
     weights = rng.standard_normal((2, 1, 2, kw))
     for input_dtype in (np.float32, np.uint16, np.float64):
-        for width in range(kw, 80):
+        for width in range(kw, 80 + kw):
             block = before_guard_page((rng.random((1, 3, width)) * 100).astype(input_dtype))
             correlate_block_compiled(block, weights, (1, 2), "none")
             correlate_block_compiled(block, weights, (1, 2), "magnitude", np.float64)
