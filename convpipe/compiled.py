@@ -301,8 +301,12 @@ def generate_source(
         lines += _rows_ahead(rows, sy)
     if combine == "none":
         lines += [f"            out{k} = out[n, {k}, i]" for k in range(n_kernels)]
+        if in_simd:
+            lines += [f"            out{k}_ahead = out[n, {k}, later]" for k in range(n_kernels)]
     else:
         lines.append("            out_row = out[n, i]")
+        if in_simd and fused_magnitude:
+            lines.append("            out_row_ahead = out[n, later]")
     for index, group in enumerate(groups):
         window = windows[index] if direct else None
         if in_simd:
@@ -612,7 +616,7 @@ def _simd_vector_end(taps, sx: int, kw: int, dtype: np.dtype, input_dtype) -> li
 
 
 def _rows_ahead(rows, sy: int) -> list[str]:
-    """The input rows output row ``i + PREFETCH_ROWS`` reads and its predecessor does not."""
+    """``later``, output row ``i + PREFETCH_ROWS``, and the input rows it reads and its predecessor does not."""
     new = [(c, u) for c, u in rows if (c, u + sy) not in rows]
     items = "".join(f"x[n, {c}, {_affine('later', sy, u)}], " for c, u in new)
     return [
@@ -622,16 +626,23 @@ def _rows_ahead(rows, sy: int) -> list[str]:
 
 
 def _simd_loop(taps, group: list[int], index: int, combine: Combine, fused: bool, dtype: np.dtype) -> list[str]:
-    """The vector blocks of one kernel group over ``0:vector_end``."""
+    """The vector blocks of one kernel group over ``0:vector_end``.
+
+    Each block prefetches the input rows of output row ``later`` (the first
+    group's blocks) and the rows of ``later`` it writes itself (responses
+    for a magnitude over several groups are scratch rows, in cache).
+    """
     rows = "".join(f"row_c{c}_u{u}, " for c, u in _group_rows(taps, group))
     if fused:
-        outs = "out_row, "
+        outs, outs_ahead = "out_row, ", "out_row_ahead, "
+    elif combine == "none":
+        outs, outs_ahead = "".join(f"out{k}, " for k in group), "".join(f"out{k}_ahead, " for k in group)
     else:
-        outs = "".join(f"{'out' if combine == 'none' else 'response'}{k}, " for k in group)
+        outs, outs_ahead = "".join(f"response{k}, " for k in group), ""
     ahead = "rows_ahead" if index == 0 else "()"
     return [
         f"            for j in range(0, vector_end, {simd.block_width(dtype)}):",
-        f"                BLOCK{index}(({rows}), ({outs}), {ahead}, j)",
+        f"                BLOCK{index}(({rows}), ({outs}), {ahead}, ({outs_ahead}), j)",
     ]
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import subprocess
 import sys
 import textwrap
@@ -281,6 +282,18 @@ def test_simd_blocks_on_older_cpus(cpu, tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "same bits"
 
+
+
+@pytest.mark.parametrize("combine, n_written", [("magnitude", 1), ("none", 2)])
+def test_simd_blocks_prefetch_the_rows_of_a_later_output_row(combine, n_written):
+    """Each block prefetches the later row's new input rows (to read) and its output rows (to write)."""
+    kernel = compiled.compiled_kernel(SOBEL.astype(np.float32), (2, 2), combine, np.dtype(np.float32))
+    llvm = "\n".join(kernel.inspect_llvm().values())
+    calls = re.findall(r"call void @llvm\.prefetch[.\w]*\([^,]+, i32 (\d), i32 3, i32 1\)", llvm)
+    # per block (LLVM unrolls the loop): input rows 2i+3 and 2i+4, two cache lines each
+    # (32 float32 pixels), and one line per output row
+    reads, writes = calls.count("0"), calls.count("1")
+    assert writes >= n_written and reads * n_written == 4 * writes
 
 GUARD_PAGE_SCRIPT = """
 import ctypes
