@@ -237,7 +237,9 @@ def test_simd_blocks_give_the_numpy_bits(input_dtype, dtype):
         combine = ("none", "magnitude")[(index + numbers // 2) % 2]
         stride = (sy, 1 + (index + numbers // 4) % 2)
         bank = weights.astype(dtype)
-        assert "simd_block(" in compiled.generate_source(bank, stride, combine, np.dtype(input_dtype))
+        source = compiled.generate_source(bank, stride, combine, np.dtype(input_dtype))
+        assert "simd_block(" in source
+        assert ("last_block" in source) == (np.dtype(input_dtype).itemsize <= 2)  # the overlapping last block
         for width in simd_widths(weights, input_dtype, dtype, stride[1]):
             block = random_block(rng, (2, weights.shape[1], weights.shape[2] + 2 * sy, width), input_dtype)
             with np.errstate(over="ignore"):  # 64-bit integers squared overflow float32: inf, in both cores
