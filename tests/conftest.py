@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
@@ -11,6 +12,19 @@ import pytest
 from convpipe.sample import write_sample
 
 SAMPLE_SHAPE = (4, 32, 40)  # (frames, height, width), uint8
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Let the ``convpipe`` processes the tests start receive Ctrl-C (SIGINT).
+
+    A shell starts a background job with SIGINT ignored, and an ignored
+    signal stays ignored through ``exec``: Python then installs no
+    KeyboardInterrupt handler, and the Ctrl-C tests saw runs finish with
+    exit 0. A handler here (not inherited; the child starts with the default
+    disposition) keeps those tests independent of how the suite was started.
+    """
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture
