@@ -19,9 +19,10 @@ that loop, so the same bits; what it adds:
   of raw pixels, whose phase-``p`` pixels enter on the right. It replaced
   two splices and a deinterleave per tap: on 2048-square float32 frames
   (interleaved runs, Zen 4) a Sobel pair 8-13 % faster, 5x5 banks and
-  21-wide kernels about 20 %. Integer pixels of up to 4 bytes need no shuffle at all: a
-  pair of pixels is read as one word twice as wide, and the even pixel is
-  its low half (little-endian), the odd one its high half, in column order.
+  21-wide kernels about 20 %. Integer pixels of up to 4 bytes need no
+  shuffle at all: a pair of pixels is read as one word twice as wide, and
+  the even pixel is its low half (little-endian), the odd one its high
+  half, in column order.
 * **Prefetching.** Each block prefetches the same columns of the input
   rows that a later output row reads first, and of that output row's rows
   to write them: the hardware prefetcher starts each new row late, and at
