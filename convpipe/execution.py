@@ -10,7 +10,6 @@ the futures, since Dask's local diagnostics do not see them).
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
 import threading
 from collections.abc import Iterable, Iterator
@@ -18,6 +17,7 @@ from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, ThreadPoolExecuto
 
 import dask
 from dask.callbacks import Callback
+from dask.system import CPU_COUNT
 
 from convpipe.config import ComputeSpec
 
@@ -98,7 +98,7 @@ def run_jobs(
     scheduler = compute.scheduler
     if scheduler in ("threads", "processes", "synchronous"):
         with _progress_bar(total, progress) as bar:
-            threads = os.cpu_count() or 1
+            threads = local_threads()
             if scheduler == "synchronous":
                 _run_one_job_at_a_time(jobs, "synchronous", bar)
             elif scheduler == "threads" and n_jobs is not None and n_jobs < threads:
@@ -110,6 +110,17 @@ def run_jobs(
         return
     with distributed_client(compute) as client, _progress_bar(total, progress) as bar:
         _run_on_cluster(client, jobs, compute.retries, bar)
+
+
+def local_threads() -> int:
+    """Threads of the local schedulers: the CPUs this process may use.
+
+    Dask's count, which honours the CPU affinity mask and a cgroup CPU quota
+    (a container or a batch job given 4 of a node's 64 cores gets 4), not
+    ``os.cpu_count()``, which counts the whole machine: as many tasks in
+    flight as the node has cores would break the memory bound.
+    """
+    return CPU_COUNT
 
 
 class _Stopped(Exception):

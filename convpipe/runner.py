@@ -7,7 +7,6 @@ with a progress bar, then marks the output complete.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -102,7 +101,9 @@ class Plan:
 
 
 def _threads() -> int:
-    return os.cpu_count() or 1
+    from convpipe.execution import local_threads  # imports Dask: only when a summary is printed
+
+    return local_threads()
 
 
 def _mib(n: int) -> str:

@@ -135,7 +135,7 @@ def test_threads_scheduler_uses_every_thread_even_for_a_single_slab(tmp_path, mo
         return core(*args, **kwargs)
 
     monkeypatch.setattr(convpipe.pipeline, "correlate_block", recording_core)
-    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    monkeypatch.setattr("convpipe.execution.local_threads", lambda: 2)
     out, x = run(tmp_path, frames=frames, height=64, width=64, chunks="[16, 16]")
     assert len(threads) == 2
     expected = magnitude(sobel_reference(x)).astype(np.float32)
