@@ -167,10 +167,11 @@ def test_generic_kernel_for_large_banks(monkeypatch, stride, combine):
 
 
 @pytest.mark.parametrize("combine", ["none", "magnitude"])
-def test_banks_longer_than_one_pass(combine):
+@pytest.mark.parametrize("input_dtype", [np.float32, np.uint16], ids=["float32", "uint16"])  # uint16: overlapping last block
+def test_banks_longer_than_one_pass(combine, input_dtype):
     """More kernels than KERNELS_PER_PASS: several loops per row, then the magnitude."""
     weights = _bank((compiled.KERNELS_PER_PASS + 3, 1, 1, 2), 9, integer=False)
-    block = random_block(np.random.default_rng(9), (1, 12, 45), np.float32)
+    block = random_block(np.random.default_rng(9), (1, 12, 45), input_dtype)
     for stride in [(1, 1), (2, 3), (2, 2)]:  # SIMD blocks, rows split, SIMD blocks
         expected = correlate_block_numpy(block, weights, stride, combine)
         assert_same_bits(correlate_block_compiled(block, weights, stride, combine), expected)
