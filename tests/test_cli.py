@@ -489,7 +489,6 @@ def test_console_script_runs_the_shipped_sobel_config(tmp_path: Path) -> None:
     assert list(elsewhere.iterdir()) == []
 
 
-
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="CPU affinity masks are a Linux feature")
 def test_validate_counts_the_cpus_the_process_may_use(tmp_path: Path, sample_zarr: Path, write_config) -> None:
     """Pinned to one CPU (as a container or batch job may be), convpipe plans one task in flight, not one per core."""
@@ -505,6 +504,7 @@ def test_validate_counts_the_cpus_the_process_may_use(tmp_path: Path, sample_zar
     assert proc.returncode == 0, proc.stderr
     memory = next(line for line in proc.stdout.splitlines() if line.startswith("memory"))
     assert memory.endswith("in flight with 1 thread(s)"), memory
+
 
 def test_console_script_bad_config(tmp_path: Path, write_config) -> None:
     config = write_config(tmp_path, SOBEL + "stride: 0\n")

@@ -286,7 +286,6 @@ def test_simd_blocks_on_older_cpus(cpu, tmp_path):
     assert result.stdout.strip() == "same bits"
 
 
-
 @pytest.mark.parametrize("combine, n_written", [("magnitude", 1), ("none", 2)])
 def test_simd_blocks_prefetch_the_rows_of_a_later_output_row(combine, n_written):
     """Each block prefetches the later row's new input rows (to read) and its output rows (to write)."""
@@ -297,6 +296,7 @@ def test_simd_blocks_prefetch_the_rows_of_a_later_output_row(combine, n_written)
     # (32 float32 pixels), and one line per output row
     reads, writes = calls.count("0"), calls.count("1")
     assert writes >= n_written and reads * n_written == 4 * writes
+
 
 GUARD_PAGE_SCRIPT = """
 import ctypes
