@@ -460,6 +460,12 @@ def _convpipe_command() -> list[str]:
     return [sys.executable, "-m", "convpipe.cli"]
 
 
+def run_installed(*args: str | Path, **options) -> subprocess.CompletedProcess:
+    """Run the installed ``convpipe`` command with ``args``; text output captured, 60 s at most."""
+    command = [*_convpipe_command(), *map(str, args)]
+    return subprocess.run(command, capture_output=True, check=False, text=True, timeout=60, **options)
+
+
 def test_console_script_runs_the_shipped_sobel_config(tmp_path: Path) -> None:
     project = tmp_path / "project"
     (project / "configs").mkdir(parents=True)
@@ -470,14 +476,7 @@ def test_console_script_runs_the_shipped_sobel_config(tmp_path: Path) -> None:
     write_sample(str(project / "data" / "sample.zarr"), frames=4, height=32, width=40)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    proc = subprocess.run(
-        [*_convpipe_command(), "run", str(config)],
-        cwd=elsewhere,
-        capture_output=True,
-        check=False,
-        text=True,
-        timeout=60,
-    )
+    proc = run_installed("run", config, cwd=elsewhere)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == ""
     output = project / "out" / "sobel.zarr"
@@ -493,14 +492,8 @@ def test_console_script_runs_the_shipped_sobel_config(tmp_path: Path) -> None:
 def test_validate_counts_the_cpus_the_process_may_use(tmp_path: Path, sample_zarr: Path, write_config) -> None:
     """Pinned to one CPU (as a container or batch job may be), convpipe plans one task in flight, not one per core."""
     config = write_config(tmp_path, SOBEL)
-    proc = subprocess.run(
-        [*_convpipe_command(), "validate", str(config)],
-        capture_output=True,
-        check=False,
-        text=True,
-        timeout=60,
-        preexec_fn=lambda: os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}),
-    )
+    pin_to_one_cpu = lambda: os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+    proc = run_installed("validate", config, preexec_fn=pin_to_one_cpu)
     assert proc.returncode == 0, proc.stderr
     memory = next(line for line in proc.stdout.splitlines() if line.startswith("memory"))
     assert memory.endswith("in flight with 1 thread(s)"), memory
@@ -508,14 +501,7 @@ def test_validate_counts_the_cpus_the_process_may_use(tmp_path: Path, sample_zar
 
 def test_console_script_bad_config(tmp_path: Path, write_config) -> None:
     config = write_config(tmp_path, SOBEL + "stride: 0\n")
-    proc = subprocess.run(
-        [*_convpipe_command(), "run", str(config)],
-        capture_output=True,
-        check=False,
-        text=True,
-        timeout=60,
-        env={**os.environ, "PYTHONWARNINGS": "default"},
-    )
+    proc = run_installed("run", config, env={**os.environ, "PYTHONWARNINGS": "default"})
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert proc.stdout == ""
