@@ -31,7 +31,8 @@ bank, which Numba compiles:
   loop only finishes each row: :mod:`convpipe.simd` computes the rest in
   blocks of one 64-byte vector, written directly in LLVM IR (the next
   output row's input and output rows prefetched, and at stride 2 pixels
-  deinterleaved within 128-bit lanes). Against the loops on a 2048-square
+  deinterleaved within 128-bit lanes, a row's blocks in one loop that
+  carries a loaded vector from each block to the next). Against the loops on a 2048-square
   frame (``benchmarks/kernels.py``): float32 Sobel 1.6x faster at stride 1
   and 1.4x at stride 2, a 5x5 bank 1.5x and a 3-channel bank 4.6x at
   stride 2, uint16 pixels 1.0-1.4x; on float32 frames that fit in the
@@ -263,7 +264,7 @@ def generate_source(
         'Do not edit: the file name is the hash of this source."""',
         "",
         "import numpy as np",
-        *([f"from convpipe.simd import simd_block  # convpipe.simd {simd.source_digest()}"] if in_simd else []),
+        *([f"from convpipe.simd import simd_block, simd_blocks  # convpipe.simd {simd.source_digest()}"] if in_simd else []),
         "",
         f"DTYPE = np.{bank.dtype.name}",
         f"CHANNELS = {tuple(channels)}  # channels with a non-zero weight",
@@ -313,7 +314,8 @@ def generate_source(
     for index, group in enumerate(groups):
         window = windows[index] if direct else None
         if in_simd:
-            lines += _simd_loop(taps, group, index, combine, fused_magnitude, bank.dtype, overlap)
+            runs = _runs_blocks(bank, taps, group, sx, input_dtype)
+            lines += _simd_loop(taps, group, index, combine, fused_magnitude, bank.dtype, overlap, runs)
         first = ("tail_start" if overlap else "vector_end") if in_simd else "0"
         lines += _row_loop(taps, group, sx, convert, combine, fused_magnitude, window, split, first)
     if combine == "magnitude" and not fused_magnitude:
@@ -574,22 +576,34 @@ def _direct_shift(window: dict) -> list[str]:
 
 
 def _simd_block_constants(bank: np.ndarray, taps, groups, sx: int, fused: bool, input_dtype) -> list[str]:
-    """Module constants: one ``simd_block`` intrinsic per kernel group."""
+    """Module constants: one ``simd_block`` (or ``simd_blocks``) intrinsic per kernel group."""
     lines = []
     for index, group in enumerate(groups):
-        group_rows = _group_rows(taps, group)
+        factory = "simd_blocks" if _runs_blocks(bank, taps, group, sx, input_dtype) else "simd_block"
         lines += [
             "",
-            f"BLOCK{index} = simd_block(",
+            f"BLOCK{index} = {factory}(",
             f"    {bank.dtype.name!r},",
             f"    {np.dtype(input_dtype).name!r},",
             "    (  # per kernel: (row, v, weight) for row_c{c}_u{u} in the order of the call",
         ]
-        for k in group:
-            kernel_taps = ", ".join(f"({group_rows.index((c, u))}, {v}, {name})" for c, u, v, name in taps[k])
-            lines.append(f"        ({kernel_taps},)," if kernel_taps else "        (),")
+        for kernel_taps in _block_taps(taps, group):
+            text = ", ".join(f"({row}, {v}, {name})" for row, v, name in kernel_taps)
+            lines.append(f"        ({text},)," if text else "        (),")
         lines += ["    ),", f"    magnitude={fused},", f"    stride={sx},", ")"]
     return lines
+
+
+def _block_taps(taps, group) -> list[list[tuple[int, int, str]]]:
+    """Per kernel of ``group``, its taps as a block takes them: ``(row index, v, weight name)``."""
+    group_rows = _group_rows(taps, group)
+    return [[(group_rows.index((c, u)), v, name) for c, u, v, name in taps[k]] for k in group]
+
+
+def _runs_blocks(bank: np.ndarray, taps, group, sx: int, input_dtype) -> bool:
+    """Whether the group's blocks run as one ``simd_blocks`` loop per row (they carry loads: see convpipe.simd)."""
+    kernels = _block_taps(taps, group)
+    return bool(simd.carried_loads(bank.dtype.name, np.dtype(input_dtype).name, kernels, sx))
 
 
 def _group_rows(taps, group) -> list[tuple[int, int]]:
@@ -657,9 +671,11 @@ def _rows_ahead(rows, sy: int) -> list[str]:
 
 
 def _simd_loop(
-    taps, group: list[int], index: int, combine: Combine, fused: bool, dtype: np.dtype, overlap: bool
+    taps, group: list[int], index: int, combine: Combine, fused: bool, dtype: np.dtype, overlap: bool, runs: bool
 ) -> list[str]:
     """The vector blocks of one kernel group over ``0:vector_end``, and the overlapping one if ``overlap``.
+
+    ``runs``: the group's intrinsic is a ``simd_blocks`` loop, called once.
 
     Each block prefetches the input rows of output row ``later`` (the first
     group's blocks) and the rows of ``later`` it writes itself (responses
@@ -675,14 +691,16 @@ def _simd_loop(
     ahead = "rows_ahead" if index == 0 else "()"
     width = simd.block_width(dtype)
     arguments = f"({rows}), ({outs}), {ahead}, ({outs_ahead})"
-    lines = [
-        f"            for j in range(0, vector_end, {width}):",
-        f"                BLOCK{index}({arguments}, j)",
-    ]
+    if runs:
+        lines = [f"            BLOCK{index}({arguments}, 0, vector_end)"]
+        last = f"last_block, last_block + {width}"
+    else:
+        lines = [f"            for j in range(0, vector_end, {width}):", f"                BLOCK{index}({arguments}, j)"]
+        last = "last_block"
     if overlap:  # at most once: see _simd_vector_end
         lines += [
             f"            for j in range(vector_end, tail_start, {width}):",
-            f"                BLOCK{index}({arguments}, last_block)",
+            f"                BLOCK{index}({arguments}, {last})",
         ]
     return lines
 

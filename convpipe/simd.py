@@ -23,6 +23,11 @@ that loop, so the same bits; what it adds:
   shuffle at all: a pair of pixels is read as one word twice as wide, and
   the even pixel is its low half (little-endian), the odd one its high
   half, in column order.
+* **Loads carried to the next block.** At stride 2 the raw vector that
+  shifts a block's phase vectors is the first one the next block loads;
+  :func:`simd_blocks` runs a row's blocks in one loop that keeps it in a
+  register (:func:`carried_loads`): a float32 Sobel block loads 6 vectors
+  instead of 9 and ran 9-17 % faster on 2048-square frames.
 * **Prefetching.** Each block prefetches the same columns of the input
   rows that a later output row reads first, and of that output row's rows
   to write them: the hardware prefetcher starts each new row late, and at
@@ -136,13 +141,31 @@ def _phase_mask(width: int, itemsize: int, phase: int) -> list[int]:
     return mask
 
 
-def simd_block(
-    output: str,
-    input: str,
-    kernels: tuple,
-    magnitude: bool,
-    stride: int,
-):
+def carried_loads(output: str, input: str, kernels: tuple, stride: int) -> list[tuple[int, int]]:
+    """The ``(row, offset)`` vectors a block loads that the next block loads again.
+
+    Only stride-2 phase vectors (pixels not read as pairs) have them: a block
+    reads the raw vectors at ``group * width`` and ``(group + 1) * width``
+    pixels of its first column for its phase vectors, and the one at
+    ``(group + 2) * width`` to shift them; the next block starts
+    ``2 * width`` pixels later, so that last load is its ``group * width``.
+    """
+    dtype, in_dtype = np.dtype(output), np.dtype(input)
+    width = block_width(dtype)
+    if stride != 2 or _paired(in_dtype, stride):
+        return []
+    offsets: dict[int, set[int]] = {}
+    for kernel in kernels:
+        for row, v, _ in kernel:
+            group, shift = divmod(v // 2, width // 2)
+            loads = offsets.setdefault(row, set())
+            loads.update({group * width, (group + 1) * width})
+            if shift:
+                loads.add((group + 2) * width)
+    return sorted((row, o) for row, loads in offsets.items() for o in loads if o + 2 * width in loads)
+
+
+def simd_block(output: str, input: str, kernels: tuple, magnitude: bool, stride: int):
     """A Numba intrinsic ``block(rows, outs, ahead, outs_ahead, j)`` for one bank at column stride 1 or 2.
 
     Parameters
@@ -165,82 +188,162 @@ def simd_block(
     of the output rows in ``outs_ahead`` (to write). The caller keeps the
     reads inside the rows; a prefetch never faults.
     """
-    dtype, in_dtype = np.dtype(output), np.dtype(input)
-    width = block_width(dtype)
-    value_type = _FLOAT_TYPES[dtype.itemsize]
-    vector = ir.VectorType(value_type, width)
-    in_vector = ir.VectorType(_scalar_ir_type(in_dtype), width)
-    bits = 8 * in_dtype.itemsize
-    paired = _paired(in_dtype, stride)
-    natural_order = stride == 1 or paired
-    words = ir.VectorType(ir.IntType(2 * bits), width)
-    mask_type = ir.VectorType(ir.IntType(32), width)
-    masks = [ir.Constant(mask_type, _phase_mask(width, dtype.itemsize, p)) for p in (0, 1)]
-    order = lane_order(width, dtype.itemsize)
-    restore = ir.Constant(mask_type, [order.index(o) for o in range(width)])
-    shifts = {  # phase vector (lane order) shifted by `shift` outputs; the last ones from the raw vector after it
-        (shift, p): ir.Constant(mask_type, [_shifted(o + shift, order, p) for o in order])
-        for shift in range(1, width // 2)
-        for p in (0, 1)
-    }
-    weights = {w: ir.Constant(vector, [float(w)] * width) for kernel in kernels for _, _, w in kernel}
-    zero = ir.Constant(vector, [0.0] * width)
+    code = _BlockCode(output, input, kernels, magnitude, stride)
 
     def codegen(context, builder, signature, args):
-        rows, outs, ahead, outs_ahead = (
+        rows, outs, ahead, outs_ahead = code.arrays(context, builder, signature, args)
+        code.emit(builder, rows, outs, ahead, outs_ahead, args[4], {})
+        return context.get_dummy_value()
+
+    def typer(typingctx, rows, outs, ahead, outs_ahead, j):
+        return types.void(rows, outs, ahead, outs_ahead, j), codegen
+
+    return intrinsic(typer)
+
+
+def simd_blocks(output: str, input: str, kernels: tuple, magnitude: bool, stride: int):
+    """A Numba intrinsic ``blocks(rows, outs, ahead, outs_ahead, start, end)``: the blocks ``j = start, start + width, ... < end``.
+
+    The same blocks as :func:`simd_block`, in one loop that keeps each
+    :func:`carried_loads` vector in a register for the next block instead of
+    loading it again: 6 loads per float32 Sobel block at stride 2 instead of
+    9, which made it 13-17 % faster on 2048-square frames (paired
+    interleaved runs); 3-channel banks 4 %, 5x5 banks even. Used only where
+    there is something to carry: the same loop without carried loads ran
+    stride 1 and uint16 blocks 5-25 % slower than the per-block calls.
+    """
+    code = _BlockCode(output, input, kernels, magnitude, stride)
+    carried = carried_loads(output, input, kernels, stride)
+    width = code.width
+
+    def codegen(context, builder, signature, args):
+        rows, outs, ahead, outs_ahead = code.arrays(context, builder, signature, args)
+        start, end = args[4], args[5]
+        first_block = builder.append_basic_block("first_block")
+        loop = builder.append_basic_block("blocks")
+        done = builder.append_basic_block("done")
+        builder.cbranch(builder.icmp_signed("<", start, end), first_block, done)  # no load unless a block runs
+        builder.position_at_end(first_block)
+        initial = {key: code.load(builder, rows, start, *key) for key in carried}
+        builder.branch(loop)
+        builder.position_at_end(loop)
+        j = builder.phi(start.type)
+        j.add_incoming(start, first_block)
+        carried_in = {}
+        for key in carried:
+            carried_in[key] = builder.phi(code.vector)
+            carried_in[key].add_incoming(initial[key], first_block)
+        loaded = code.emit(builder, rows, outs, ahead, outs_ahead, j, dict(carried_in))
+        for (row, offset), phi in carried_in.items():
+            phi.add_incoming(loaded[row, offset + 2 * width], builder.basic_block)
+        following = builder.add(j, ir.Constant(j.type, width))
+        j.add_incoming(following, builder.basic_block)
+        builder.cbranch(builder.icmp_signed("<", following, end), loop, done)
+        builder.position_at_end(done)
+        return context.get_dummy_value()
+
+    def typer(typingctx, rows, outs, ahead, outs_ahead, start, end):
+        return types.void(rows, outs, ahead, outs_ahead, start, end), codegen
+
+    return intrinsic(typer)
+
+
+class _BlockCode:
+    """The LLVM IR of one block of a bank: constants built once, :meth:`emit` per use."""
+
+    def __init__(self, output: str, input: str, kernels: tuple, magnitude: bool, stride: int) -> None:
+        self.dtype, self.in_dtype = dtype, in_dtype = np.dtype(output), np.dtype(input)
+        self.kernels, self.magnitude, self.stride = kernels, magnitude, stride
+        self.width = width = block_width(dtype)
+        self.vector = vector = ir.VectorType(_FLOAT_TYPES[dtype.itemsize], width)
+        self.in_vector = ir.VectorType(_scalar_ir_type(in_dtype), width)
+        self.bits = 8 * in_dtype.itemsize
+        self.paired = _paired(in_dtype, stride)
+        self.natural_order = stride == 1 or self.paired
+        self.words = ir.VectorType(ir.IntType(2 * self.bits), width)
+        mask_type = ir.VectorType(ir.IntType(32), width)
+        self.masks = [ir.Constant(mask_type, _phase_mask(width, dtype.itemsize, p)) for p in (0, 1)]
+        order = lane_order(width, dtype.itemsize)
+        self.restore = ir.Constant(mask_type, [order.index(o) for o in range(width)])
+        self.shifts = {  # phase vector (lane order) shifted by `shift` outputs; the last ones from the raw vector after it
+            (shift, p): ir.Constant(mask_type, [_shifted(o + shift, order, p) for o in order])
+            for shift in range(1, width // 2)
+            for p in (0, 1)
+        }
+        self.weights = {w: ir.Constant(vector, [float(w)] * width) for kernel in kernels for _, _, w in kernel}
+        self.zero = ir.Constant(vector, [0.0] * width)
+
+    @staticmethod
+    def arrays(context, builder: ir.IRBuilder, signature, args) -> list[list[ir.Value]]:
+        """Data pointers of the four tuples of rows: input, output, input ahead, output ahead."""
+        return [
             [_data(context, builder, tuple_type, item) for item in _items(builder, tuple_type, value)]
             for tuple_type, value in zip(signature.args[:4], args[:4])
-        )
-        j = args[4]
+        ]
+
+    def load(self, builder: ir.IRBuilder, rows: list, j: ir.Value, row: int, offset: int) -> ir.Value:
+        """The ``width`` pixels of ``rows[row]`` from column ``stride * j + offset``, converted."""
+        first = builder.mul(j, ir.Constant(j.type, self.stride))
+        address = builder.gep(rows[row], [builder.add(first, ir.Constant(j.type, offset))])
+        raw = builder.load(builder.bitcast(address, self.in_vector.as_pointer()), align=self.in_dtype.itemsize)
+        return _convert(builder, raw, self.in_dtype, self.dtype, self.vector)
+
+    def emit(self, builder: ir.IRBuilder, rows, outs, ahead, outs_ahead, j: ir.Value, loaded: dict) -> dict:
+        """Emit the block at output column ``j``; ``loaded`` holds vectors already loaded, by ``(row, offset)``.
+
+        Returns ``loaded`` with every vector the block loaded.
+        """
+        dtype, in_dtype, width, stride = self.dtype, self.in_dtype, self.width, self.stride
+        vector = self.vector
         first = builder.mul(j, ir.Constant(j.type, stride))  # the block's first column
-        loaded, taps = {}, {}
+        taps = {}
 
         def load(row: int, offset: int) -> ir.Value:
             if (row, offset) not in loaded:
-                address = builder.gep(rows[row], [builder.add(first, ir.Constant(j.type, offset))])
-                raw = builder.load(builder.bitcast(address, in_vector.as_pointer()), align=in_dtype.itemsize)
-                loaded[row, offset] = _convert(builder, raw, in_dtype, dtype, vector)
+                loaded[row, offset] = self.load(builder, rows, j, row, offset)
             return loaded[row, offset]
 
         def load_words(row: int, offset: int) -> ir.Value:
             if (row, offset) not in loaded:
                 address = builder.gep(rows[row], [builder.add(first, ir.Constant(j.type, offset))])
-                loaded[row, offset] = builder.load(builder.bitcast(address, words.as_pointer()), align=in_dtype.itemsize)
+                words = builder.bitcast(address, self.words.as_pointer())
+                loaded[row, offset] = builder.load(words, align=in_dtype.itemsize)
             return loaded[row, offset]
 
         def phase(row: int, group: int, p: int) -> ir.Value:
             """Phase ``p`` of the ``2 * width`` pixels from ``first + group * width``, in lane order."""
-            if (row, group, p) not in loaded:
+            if (row, group, p) not in taps:
                 pair = load(row, group * width), load(row, (group + 1) * width)
-                loaded[row, group, p] = builder.shuffle_vector(*pair, masks[p])
-            return loaded[row, group, p]
+                taps[row, group, p] = builder.shuffle_vector(*pair, self.masks[p])
+            return taps[row, group, p]
 
         def tap(row: int, v: int) -> ir.Value:
             if (row, v) not in taps:
                 q, p = divmod(v, 2)
                 if stride == 1:
                     taps[row, v] = load(row, v)
-                elif paired:  # pixel 2*m is the low half of word m (little-endian)
+                elif self.paired:  # pixel 2*m is the low half of word m (little-endian)
                     word = load_words(row, 2 * q)
-                    half = builder.lshr(word, ir.Constant(words, [bits] * width)) if p else word
-                    taps[row, v] = _convert(builder, builder.trunc(half, in_vector), in_dtype, dtype, vector)
+                    half = builder.lshr(word, ir.Constant(self.words, [self.bits] * width)) if p else word
+                    pixels = builder.trunc(half, self.in_vector)
+                    taps[row, v] = _convert(builder, pixels, in_dtype, dtype, vector)
                 else:  # q = group * width/2 + shift outputs right of the block's phase vector
                     group, shift = divmod(q, width // 2)
                     base = phase(row, group, p)
                     if shift:
                         following = load(row, (group + 2) * width)
-                        base = builder.shuffle_vector(base, following, shifts[shift, p])
+                        base = builder.shuffle_vector(base, following, self.shifts[shift, p])
                     taps[row, v] = base
             return taps[row, v]
 
         _prefetch(builder, ahead, first, stride * width * in_dtype.itemsize)
         sums = []
-        for kernel in kernels:
-            acc = zero
+        for kernel in self.kernels:
+            acc = self.zero
             for row, v, weight in kernel:
-                acc = builder.fadd(acc, builder.fmul(tap(row, v), weights[weight]))
+                acc = builder.fadd(acc, builder.fmul(tap(row, v), self.weights[weight]))
             sums.append(acc)
-        if magnitude:
+        if self.magnitude:
             total = builder.fmul(sums[0], sums[0])
             for acc in sums[1:]:
                 total = builder.fadd(total, builder.fmul(acc, acc))
@@ -249,15 +352,12 @@ def simd_block(
             sums = [builder.call(sqrt, [total])]
         _prefetch(builder, outs_ahead, j, width * dtype.itemsize, write=True)
         for out, values in zip(outs, sums):
-            in_order = values if natural_order else builder.shuffle_vector(values, ir.Constant(vector, ir.Undefined), restore)
+            in_order = values
+            if not self.natural_order:
+                in_order = builder.shuffle_vector(values, ir.Constant(vector, ir.Undefined), self.restore)
             address = builder.bitcast(builder.gep(out, [j]), vector.as_pointer())
             builder.store(in_order, address, align=dtype.itemsize)
-        return context.get_dummy_value()
-
-    def typer(typingctx, rows, outs, ahead, outs_ahead, j):
-        return types.void(rows, outs, ahead, outs_ahead, j), codegen
-
-    return intrinsic(typer)
+        return loaded
 
 
 def _scalar_ir_type(dtype: np.dtype) -> ir.Type:

@@ -200,7 +200,7 @@ def test_each_way_of_reading_a_column_stride_gives_the_numpy_bits(case, input_dt
     source = compiled.generate_source(weights.astype(np.float32), (2, sx), "none", np.dtype(input_dtype))
     assert ("carry_" in source or "scratch" in source or "now_" in source) == (mode == "direct")
     assert ("phases = np.empty" in source) == (mode == "split")
-    assert ("simd_block(" in source) == (mode == "simd")
+    assert ("= simd_block" in source) == (mode == "simd")  # simd_block( or simd_blocks(
     rng = np.random.default_rng(kw * 10 + sx)
     for shape in [(2, 2, 9, kw), (3, 2, 11, 41), (2, 5, kw + 3 * sx - 1), (1, 2, 4, 16 * sx + kw + 5)]:
         block = random_block(rng, shape, input_dtype)
@@ -239,7 +239,7 @@ def test_simd_blocks_give_the_numpy_bits(input_dtype, dtype):
         stride = (sy, 1 + (index + numbers // 4) % 2)
         bank = weights.astype(dtype)
         source = compiled.generate_source(bank, stride, combine, np.dtype(input_dtype))
-        assert "simd_block(" in source
+        assert "= simd_block" in source
         assert ("last_block" in source) == (np.dtype(input_dtype).itemsize <= 2)  # the overlapping last block
         for width in simd_widths(weights, input_dtype, dtype, stride[1]):
             block = random_block(rng, (2, weights.shape[1], weights.shape[2] + 2 * sy, width), input_dtype)
@@ -284,6 +284,26 @@ def test_simd_blocks_on_older_cpus(cpu, tmp_path):
     result = subprocess.run([sys.executable, "-c", SIMD_CHECK_SCRIPT], check=False, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "same bits"
+
+
+@pytest.mark.parametrize(
+    "weights, stride, input_dtype, runs",
+    [
+        (SOBEL, 2, np.float32, True),  # taps v = 2 shift phase vectors by the vector after them
+        (SOBEL, 2, np.float64, True),
+        (SOBEL, 2, np.int64, True),
+        (np.ones((1, 1, 2, 2)), 2, np.float32, False),  # v <= 1: no shift, nothing to carry
+        (SOBEL, 2, np.uint16, False),  # pixels read as pairs
+        (SOBEL, 1, np.float32, False),
+    ],
+    ids=["f32", "f64", "i64", "2x2-f32", "u16", "stride1"],
+)
+def test_blocks_that_reload_a_vector_run_as_one_loop_per_row(weights, stride, input_dtype, runs):
+    """simd_blocks (the next block reuses a loaded vector) exactly where simd.carried_loads finds one."""
+    source = compiled.generate_source(weights.astype(np.float32), (1, stride), "magnitude", np.dtype(input_dtype))
+    assert ("= simd_blocks(" in source) == runs
+    assert ("= simd_block(" in source) == (not runs)
+    assert ("0, vector_end)" in source) == runs  # called once per row
 
 
 @pytest.mark.parametrize("combine, n_written", [("magnitude", 1), ("none", 2)])
