@@ -18,7 +18,7 @@ that loop, so the same bits; what it adds:
   outputs: one two-source shuffle of the phase vector and the next vector
   of raw pixels, whose phase-``p`` pixels enter on the right. It replaced
   two splices and a deinterleave per tap: on 2048-square float32 frames
-  (interleaved runs, Zen 4) a Sobel pair 8-13 % faster, 5x5 banks and
+  (interleaved runs, AMD EPYC Zen 5) a Sobel pair 8-13 % faster, 5x5 banks and
   21-wide kernels about 20 %. Integer pixels of up to 4 bytes need no
   shuffle at all: a pair of pixels is read as one word twice as wide, and
   the even pixel is its low half (little-endian), the odd one its high
