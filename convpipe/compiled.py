@@ -32,11 +32,12 @@ bank, which Numba compiles:
   blocks of one 64-byte vector, written directly in LLVM IR (the next
   output row's input and output rows prefetched, and at stride 2 pixels
   deinterleaved within 128-bit lanes, a row's blocks in one loop that
-  carries a loaded vector from each block to the next). Against the loops on a 2048-square
-  frame (``benchmarks/kernels.py``): float32 Sobel 1.6x faster at stride 1
-  and 1.4x at stride 2, a 5x5 bank 1.5x and a 3-channel bank 4.6x at
-  stride 2, uint16 pixels 1.0-1.4x; on float32 frames that fit in the
-  cache the loops are faster at stride 1 (README). With a column stride ``sx > 2`` the loop
+  carries a loaded vector from each block to the next). Against the
+  loops on a 2048-square frame (``benchmarks/kernels.py``): float32 Sobel
+  1.5x faster at stride 1 and 1.9x at stride 2, a 5x5 bank 1.5x and a
+  3-channel bank 4.7x at stride 2, uint16 pixels 1.0-1.7x; on float32
+  frames that fit in the cache the loops are faster at stride 1 (README).
+  With a column stride ``sx > 2`` the loop
   reads, per input row, the ``sx`` consecutive pixels ``row[j*sx + o]`` of a
   window ending at the row's last tap; taps further left are the same
   phase's pixels of earlier iterations, carried in variables (*direct
