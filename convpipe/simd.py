@@ -2,8 +2,8 @@
 
 For column strides 1 and 2, :mod:`convpipe.compiled` computes each output row
 in blocks of :func:`block_width` outputs (one 64-byte vector) with a Numba
-intrinsic from :func:`simd_block`, and only the last columns in its Python
-loop. A block has the same taps, weights, summation order and roundings as
+intrinsic from :func:`simd_block` (one block per call) or :func:`simd_blocks`
+(a row's blocks per call), and only the last columns in its Python loop. A block has the same taps, weights, summation order and roundings as
 that loop, so the same bits; what it adds:
 
 * **Column stride 2 without cross-lane permutes.** Output ``j`` reads
@@ -207,7 +207,7 @@ def simd_blocks(output: str, input: str, kernels: tuple, magnitude: bool, stride
     The same blocks as :func:`simd_block`, in one loop that keeps each
     :func:`carried_loads` vector in a register for the next block instead of
     loading it again: 6 loads per float32 Sobel block at stride 2 instead of
-    9, which made it 13-17 % faster on 2048-square frames (paired
+    9, which made it 9-17 % faster on 2048-square frames (paired
     interleaved runs); 3-channel banks 4 %, 5x5 banks even. Used only where
     there is something to carry: the same loop without carried loads ran
     stride 1 and uint16 blocks 5-25 % slower than the per-block calls.
