@@ -101,6 +101,14 @@ class Config:
 # --------------------------------------------------------------------------- YAML with line numbers
 
 
+_COLLECTION_TAGS = ("tag:yaml.org,2002:map", "tag:yaml.org,2002:seq")
+
+
+def _tag_text(tag: str) -> str:
+    """``tag:yaml.org,2002:python/name:x`` as the user wrote it: ``!!python/name:x``."""
+    return tag.replace("tag:yaml.org,2002:", "!!", 1)
+
+
 class _Doc:
     """A parsed YAML document that remembers the line of every key."""
 
@@ -124,6 +132,8 @@ class _Doc:
 
     def to_python(self, node: yaml.Node, key: tuple = ()) -> Any:
         self.lines.setdefault(key, node.start_mark.line + 1)
+        if not isinstance(node, yaml.ScalarNode) and node.tag not in _COLLECTION_TAGS:
+            raise self.error(key, f"unsupported YAML tag {_tag_text(node.tag)}; write a plain mapping or list")
         if isinstance(node, yaml.MappingNode):
             result: dict[str, Any] = {}
             for key_node, value_node in node.value:
@@ -141,6 +151,8 @@ class _Doc:
         loader = yaml.SafeLoader("")
         try:
             return loader.construct_object(node)
+        except yaml.YAMLError:
+            raise self.error(key, f"unsupported YAML tag {_tag_text(node.tag)}; write a plain value") from None
         finally:
             loader.dispose()
 
@@ -150,7 +162,18 @@ class _Loader(yaml.SafeLoader):
 
     Only ``true`` and ``false`` are booleans (a kernel named ``no`` or ``on``
     stays a string), and floats without a dot (``1e-3``) are numbers.
+    Aliases (``*name``) are refused: a few nested ones expand a small file
+    exponentially (the "billion laughs"), and a config never needs them.
     """
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None, None, f"aliases (*{event.anchor}) are not allowed in a config; write the value out",
+                event.start_mark,
+            )
+        return super().compose_node(parent, index)
 
 
 _Loader.yaml_implicit_resolvers = {

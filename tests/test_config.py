@@ -73,6 +73,23 @@ BAD_CONFIGS = {
         ("input.path: duplicate key",),
     ),
     "non-scalar-key": Bad(VALID + "[stride]: 2\n", 6, ("keys must be plain names",)),
+    "yaml-alias-bomb": Bad(
+        "a: &a [x, x, x]\n"
+        + "".join(f"{b}: &{b} [*{a}, *{a}, *{a}, *{a}]\n" for a, b in zip("abcdefghi", "bcdefghij")),
+        2,
+        ("invalid YAML", "aliases (*a) are not allowed"),
+    ),
+    "yaml-python-tag-scalar": Bad(
+        "input:\n  path: !!python/name:os.system\nkernels: sobel\noutput:\n  path: o.zarr\n",
+        2,
+        ("input.path: unsupported YAML tag !!python/name:os.system",),
+    ),
+    "yaml-python-tag-mapping": Bad(
+        VALID + "compute: !!python/object:os.system {scheduler: threads}\n",
+        6,
+        ("compute: unsupported YAML tag !!python/object:os.system",),
+    ),
+    "yaml-set-tag": Bad(VALID + "stride: !!set {2: null}\n", 6, ("stride: unsupported YAML tag !!set",)),
     # --- unknown keys (typos must not be ignored)
     "unknown-key-top": Bad(VALID + "strides: 2\n", 6, ("strides: unknown key", "expected one of", "stride")),
     "unknown-key-input": Bad(
