@@ -59,6 +59,7 @@ class ComputeSpec:
     workers: int | None = None
     threads_per_worker: int | None = None
     retries: int = 2
+    connect_timeout: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -231,6 +232,10 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _positive_int(doc: _Doc, value: Any, key: tuple, what: str = "a positive integer") -> int:
     if not _is_int(value) or value < 1:
         raise doc.error(key, f"must be {what}, got {_show(value)}")
@@ -351,7 +356,7 @@ def _weights(doc: _Doc, value: Any, key: tuple) -> np.ndarray:
 TOP_KEYS = ("input", "kernels", "stride", "combine", "output", "compute")
 INPUT_KEYS = ("path", "array", "channel_axis", "axes")
 OUTPUT_KEYS = ("path", "overwrite", "dtype", "codec", "format")
-COMPUTE_KEYS = ("chunks", "scheduler", "workers", "threads_per_worker", "retries")
+COMPUTE_KEYS = ("chunks", "scheduler", "workers", "threads_per_worker", "retries", "connect_timeout")
 
 
 def load_config(path: str | Path) -> Config:
@@ -431,7 +436,18 @@ def parse_config(text: str, source: str = "<config>", base: Path | None = None) 
     retries = raw_compute.get("retries", 2)
     if not _is_int(retries) or retries < 0:
         raise doc.error(("compute", "retries"), f"must be a non-negative integer, got {_show(retries)}")
-    compute_spec = ComputeSpec(chunks=chunks, scheduler=scheduler, retries=retries, **optional_ints)
+    connect_timeout = raw_compute.get("connect_timeout", ComputeSpec.connect_timeout)
+    if not _is_number(connect_timeout) or not 0 < connect_timeout < math.inf:
+        raise doc.error(
+            ("compute", "connect_timeout"), f"must be a positive number of seconds, got {_show(connect_timeout)}"
+        )
+    compute_spec = ComputeSpec(
+        chunks=chunks,
+        scheduler=scheduler,
+        retries=retries,
+        connect_timeout=float(connect_timeout),
+        **optional_ints,
+    )
 
     return Config(
         input=input_spec,

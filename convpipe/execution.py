@@ -233,6 +233,51 @@ def _finish_one(window, bar) -> None:
     bar.update(1)
 
 
+def check_scheduler(address: str, timeout: float) -> None:
+    """Raise ``ConfigError`` unless a Dask scheduler at ``address`` answers within ``timeout`` seconds.
+
+    ``distributed.Client`` waits forever on a port that accepts connections
+    but never answers (dask/distributed#8071), so the scheduler is asked for
+    its identity here first, under a deadline of convpipe's own, in an event
+    loop of its own thread (the caller may be running one, as a notebook does).
+    """
+    import asyncio
+    import socket
+
+    from distributed.comm import connect
+    from distributed.comm.addressing import parse_address, parse_host_port
+
+    from convpipe.errors import ConfigError
+
+    async def identity() -> object:
+        scheme, location = parse_address(address)
+        if scheme in ("tcp", "tls"):  # a refused connection fails now, not after Dask's retries
+            host, port = parse_host_port(location)
+            socket.create_connection((host, port), timeout=timeout).close()
+        comm = await connect(address, timeout=timeout)
+        try:
+            await comm.write({"op": "identity", "reply": True})
+            return await comm.read()
+        finally:
+            comm.abort()
+
+    def ask() -> object:
+        return asyncio.run(asyncio.wait_for(identity(), timeout))
+
+    with ThreadPoolExecutor(1) as pool:
+        try:
+            answer = pool.submit(ask).result()
+        except (asyncio.TimeoutError, TimeoutError):
+            raise ConfigError(
+                f"compute.scheduler: the Dask scheduler at {address} did not answer within {timeout:g} s "
+                "(compute.connect_timeout)"
+            ) from None
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"compute.scheduler: cannot connect to the Dask scheduler at {address} ({exc})") from None
+    if not isinstance(answer, dict) or answer.get("type") != "Scheduler":
+        raise ConfigError(f"compute.scheduler: {address} answered, but is not a Dask scheduler")
+
+
 @contextlib.contextmanager
 def distributed_client(compute: ComputeSpec) -> Iterator:
     """A ``distributed.Client``: to a running scheduler, or to a new LocalCluster."""
@@ -255,8 +300,9 @@ def distributed_client(compute: ComputeSpec) -> Iterator:
         ):
             yield client
         return
+    check_scheduler(compute.scheduler, compute.connect_timeout)
     try:
-        client = Client(compute.scheduler, timeout="10s")
+        client = Client(compute.scheduler, timeout=f"{compute.connect_timeout}s")
     except (OSError, TimeoutError) as exc:
         raise ConfigError(
             f"compute.scheduler: cannot connect to the Dask scheduler at {compute.scheduler} ({exc})"

@@ -281,7 +281,7 @@ def execute(
     previous output as it was. With ``resume`` an unfinished output of the
     same run (same fingerprint) is completed, computing only unrecorded blocks.
     """
-    from convpipe.execution import run_jobs
+    from convpipe.execution import check_scheduler, run_jobs
 
     config = plan.config
     if scheduler is not None:
@@ -290,6 +290,8 @@ def execute(
     started = time.perf_counter()
     g = plan.geometry
     final = config.output.path
+    if "://" in config.compute.scheduler:  # an unreachable scheduler is refused before anything is written
+        check_scheduler(config.compute.scheduler, config.compute.connect_timeout)
     target_path, target, done = _open_target(plan, overwrite, resume)
     recorder = BlockRecorder(target_path)
     todo = g.n_tasks - len(done)

@@ -182,6 +182,18 @@ def occupied_port(port: int) -> Iterator[None]:
         holder.close()
 
 
+@contextlib.contextmanager
+def silent_port() -> Iterator[int]:
+    """A port on 127.0.0.1 that accepts connections (the kernel's backlog) but never answers."""
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        server.bind(("127.0.0.1", 0))
+        server.listen(16)
+        yield server.getsockname()[1]
+    finally:
+        server.close()
+
+
 def run_cli(*args: str | Path) -> tuple[int, str]:
     """``convpipe ARGS`` in process (CliRunner); exit code and stderr, progress bar updates split at ``\\r``."""
     result = invoke(*args)
@@ -315,6 +327,36 @@ def test_run_survives_a_worker_killed_mid_run(tmp_path: Path, cluster: DaskClust
     assert output_record(out)["complete"] is True
     assert len(BlockRecorder(str(out)).done()) == big.blocks
     assert_same_bytes(read_output(out), big.reference)
+
+
+@pytest.mark.parametrize("how", ["--scheduler", "compute.scheduler"])
+def test_a_scheduler_that_never_answers_is_refused_before_anything_is_written(tmp_path: Path, how: str) -> None:
+    source, out = tmp_path / "in.zarr", tmp_path / "out.zarr"
+    write_sample(str(source), *ONE_FRAME)
+    with silent_port() as port:
+        address = f"tcp://127.0.0.1:{port}"
+        if how == "--scheduler":
+            config = make_config(tmp_path / "run.yaml", source, out, compute=", connect_timeout: 1")
+            code, stderr = run_cli("run", config, "--scheduler", address)
+        else:
+            config = make_config(tmp_path / "run.yaml", source, out, scheduler=address, compute=", connect_timeout: 1")
+            code, stderr = run_cli("run", config)
+    assert code == 2, stderr
+    assert stderr.strip().splitlines() == [
+        f"error: compute.scheduler: the Dask scheduler at {address} did not answer within 1 s (compute.connect_timeout)"
+    ]
+    assert not out.exists()  # nothing to be refused as "unfinished" by the next plain run
+
+
+@pytest.mark.parametrize("address", ["tcp://h:notaport", "tcp://", "foo://bar", "tcp://127.0.0.1:1"])
+def test_a_bad_scheduler_address_is_one_line(tmp_path: Path, address: str) -> None:
+    source, out = tmp_path / "in.zarr", tmp_path / "out.zarr"
+    write_sample(str(source), *ONE_FRAME)
+    code, stderr = run_cli("run", make_config(tmp_path / "run.yaml", source, out), "--scheduler", address)
+    assert code == 2, stderr
+    [line] = stderr.strip().splitlines()
+    assert line.startswith(f"error: compute.scheduler: cannot connect to the Dask scheduler at {address} (")
+    assert not out.exists()
 
 
 # --------------------------------------------------------------------------- the local schedulers

@@ -155,6 +155,15 @@ BAD_CONFIGS = {
     "compute-workers-0": Bad(
         VALID + "compute:\n  workers: 0\n", 7, ("compute.workers: must be a positive", "0")
     ),
+    "compute-connect-timeout-0": Bad(
+        VALID + "compute:\n  connect_timeout: 0\n", 7, ("compute.connect_timeout: must be a positive number",)
+    ),
+    "compute-connect-timeout-inf": Bad(
+        VALID + "compute:\n  connect_timeout: .inf\n", 7, ("compute.connect_timeout: must be a positive", "inf")
+    ),
+    "compute-connect-timeout-text": Bad(
+        VALID + "compute:\n  connect_timeout: 10s\n", 7, ("compute.connect_timeout: must be a positive", "'10s'")
+    ),
     "compute-retries-neg": Bad(
         VALID + "compute:\n  retries: -1\n", 7, ("compute.retries: must be a non-negative",)
     ),
@@ -362,7 +371,7 @@ def test_explicit_values_are_kept() -> None:
     text = VALID.replace("input:\n", "input:\n  array: 0\n  channel_axis: -1\n") + (
         "  overwrite: true\n  dtype: float64\n  codec: zstd\n  format: zarr2\n"
         "combine: magnitude\ncompute:\n  chunks: [64, 32]\n  scheduler: tcp://10.0.0.1:8786\n"
-        "  workers: 2\n  threads_per_worker: 3\n  retries: 0\n"
+        "  workers: 2\n  threads_per_worker: 3\n  retries: 0\n  connect_timeout: 2.5\n"
     )
     config = parse_config(text)
     assert config.input.array == "0"
@@ -377,6 +386,7 @@ def test_explicit_values_are_kept() -> None:
     assert config.compute.chunks == (64, 32)
     assert config.compute.scheduler == "tcp://10.0.0.1:8786"
     assert (config.compute.workers, config.compute.threads_per_worker, config.compute.retries) == (2, 3, 0)
+    assert config.compute.connect_timeout == 2.5
 
 
 def test_2d_weights_get_a_channel_axis() -> None:
