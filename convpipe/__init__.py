@@ -10,4 +10,7 @@ try:
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+unknown"
 
-__all__ = ["__version__"]
+from convpipe.arrays import correlate
+from convpipe.kernels import BUILTIN_BANKS, KernelBank
+
+__all__ = ["BUILTIN_BANKS", "KernelBank", "__version__", "correlate"]

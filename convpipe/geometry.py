@@ -20,7 +20,12 @@ from __future__ import annotations
 
 import itertools
 import math
+import typing
 from dataclasses import dataclass, replace
+from typing import Literal
+
+Combine = Literal["none", "magnitude"]
+COMBINES = typing.get_args(Combine)
 
 
 def output_length(n: int, k: int, s: int) -> int:

@@ -114,3 +114,75 @@ BANK_ORIENTATION: dict[str, str] = {
     "is brighter than top-right",
     "laplacian": "+ on the dark side of an edge, - on the bright side, 0 on flat areas",
 }
+
+
+def as_bank(kernels: object) -> KernelBank:
+    """A :class:`KernelBank` from any of the forms :func:`convpipe.correlate` accepts.
+
+    ``kernels`` is a built-in bank name (``"sobel"``, ...), a ``KernelBank``,
+    an array of weights shaped ``(kh, kw)``, ``(K, kh, kw)`` or
+    ``(K, C, kh, kw)`` (kernels named ``kernel0``, ``kernel1``, ...), a list of
+    ``(name, weights)`` pairs or a mapping ``name -> weights`` (each weights
+    ``(kh, kw)`` or ``(C, kh, kw)``). Raises ``TypeError`` or ``ValueError``.
+
+    Examples
+    --------
+    >>> as_bank("sobel").names
+    ('sobel-x', 'sobel-y')
+    >>> as_bank({"box": np.ones((3, 3))}).weights.shape
+    (1, 1, 3, 3)
+    """
+    if isinstance(kernels, KernelBank):
+        return kernels
+    if isinstance(kernels, str):
+        if kernels not in BUILTIN_BANKS:
+            raise ValueError(f"kernels: unknown bank {kernels!r}; built-in banks: {', '.join(BUILTIN_BANKS)}")
+        return BUILTIN_BANKS[kernels]
+    if isinstance(kernels, dict):
+        pairs = list(kernels.items())
+    elif isinstance(kernels, (list, tuple)) and kernels and all(
+        isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str) for item in kernels
+    ):
+        pairs = list(kernels)
+    else:
+        weights = _weights_array(kernels, "kernels")
+        if weights.ndim not in (2, 3, 4):
+            raise ValueError(f"kernels: weights of shape {weights.shape}; expected (kh, kw), (K, kh, kw) or (K, C, kh, kw)")
+        if weights.ndim == 2:
+            weights = weights[None, None]
+        elif weights.ndim == 3:
+            weights = weights[:, None]
+        return KernelBank(tuple(f"kernel{k}" for k in range(weights.shape[0])), weights.copy())
+    if not pairs:
+        raise ValueError("kernels: the kernel bank is empty; give at least one kernel")
+    names, arrays = [], []
+    for name, value in pairs:
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"kernels: kernel names must be non-empty strings, got {name!r}")
+        if name in names:
+            raise ValueError(f"kernels: duplicate kernel name {name!r}")
+        weights = _weights_array(value, f"kernels[{name!r}]")
+        if weights.ndim not in (2, 3):
+            raise ValueError(f"kernels[{name!r}]: weights of shape {weights.shape}; expected (kh, kw) or (C, kh, kw)")
+        weights = weights if weights.ndim == 3 else weights[None]
+        if arrays and weights.shape != arrays[0].shape:
+            raise ValueError(
+                f"kernels[{name!r}]: shape {weights.shape} differs from the first kernel's {arrays[0].shape}; "
+                "all kernels of a bank must have one shape"
+            )
+        names.append(name)
+        arrays.append(weights)
+    return KernelBank(tuple(names), np.stack(arrays))
+
+
+def _weights_array(value: object, where: str) -> np.ndarray:
+    """Real, finite float64 weights with no empty axis, or TypeError/ValueError naming ``where``."""
+    try:
+        weights = np.array(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(f"{where}: weights must be an array of real numbers, got {type(value).__name__}") from None
+    if weights.ndim == 0 or 0 in weights.shape:
+        raise ValueError(f"{where}: weights must be a non-empty array, got shape {weights.shape}")
+    if not np.isfinite(weights).all():
+        raise ValueError(f"{where}: weights must be finite numbers")
+    return weights

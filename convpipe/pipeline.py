@@ -11,6 +11,7 @@ from typing import Any
 
 import dask.array as da
 import numpy as np
+from dask.base import tokenize
 
 from convpipe.core import correlate_block
 from convpipe.geometry import StackGeometry, halo
@@ -58,11 +59,24 @@ def result_array(
         chunks=geometry.work_output_chunks,
         dtype=np.dtype(dtype),
         meta=np.empty((0,) * out_ndim, dtype=dtype),
-        token="convpipe-correlate",  # unique keys per slab and per run
+        name=_result_name(work, depth, geometry, weights, dtype),
         **extra,
     )
     order = geometry.output_order
     return result if order == tuple(range(out_ndim)) else result.transpose(order)
+
+
+def _result_name(work: da.Array, depth: dict, geometry: StackGeometry, weights: np.ndarray, dtype: str) -> str:
+    """The Dask name of a result: from the input's name and the weights' bytes, shape and strides.
+
+    ``dask.base.tokenize`` gives an array and its transpose one token (dask
+    2026.8), so a Sobel x kernel and its transpose in one graph would share
+    keys and one result would silently replace the other.
+    """
+    weights_identity = (weights.tobytes(), weights.shape, weights.strides, weights.dtype.str)
+    return "convpipe-correlate-" + tokenize(
+        work.name, depth, geometry.stride, geometry.combine, geometry.work_output_chunks, dtype, weights_identity
+    )
 
 
 class BlockWriter:

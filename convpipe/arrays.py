@@ -1,0 +1,215 @@
+"""``convpipe.correlate``: a kernel bank over a NumPy, Dask or xarray array.
+
+The same graph the CLI runs (``map_overlap`` with trailing halos over
+stride-aligned chunks, see :mod:`convpipe.pipeline`), without the Zarr round
+trip: a Dask input gives a lazy Dask result, a DataArray gives a DataArray
+with named dimensions and the coordinates of the output pixels, a NumPy input
+is computed at once on Dask's threads.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dask.array as da
+import numpy as np
+
+from convpipe import __version__
+from convpipe.geometry import COMBINES, plan_geometry
+from convpipe.kernels import KernelBank, as_bank
+from convpipe.pipeline import result_array
+
+OUTPUT_DTYPES = ("float32", "float64")
+CHANNEL_NAMES = ("c", "channel")
+"""A DataArray dimension with one of these names is the channel axis unless told otherwise."""
+
+
+def correlate(
+    x: Any,
+    kernels: Any,
+    *,
+    stride: int | tuple[int, int] = 1,
+    combine: str = "none",
+    channel_axis: int | str | None = None,
+    dtype: str = "float32",
+) -> Any:
+    """Valid, strided cross-correlation of ``x`` with a kernel bank, as a CNN layer computes it.
+
+    ``out[..., k, i, j] = sum_c sum_u sum_v x[..., c, i*sy + u, j*sx + v] * w[k, c, u, v]``,
+    exact and independent of the chunking (see the README for the definition).
+
+    Parameters
+    ----------
+    x : numpy.ndarray, dask.array.Array or xarray.DataArray
+        At least 2-D. The spatial axes are the last two axes other than the
+        channel axis; every other axis is a batch axis.
+    kernels : str, KernelBank, array, list of (name, weights) or mapping name -> weights
+        A built-in bank name (``"sobel"``, ``"scharr"``, ...) or weights shaped
+        ``(kh, kw)``, ``(K, kh, kw)`` or ``(K, C, kh, kw)``, in correlation
+        orientation (never flipped).
+    stride : int or (sy, sx)
+    combine : {"none", "magnitude"}
+        ``"none"``: one response per kernel, on a kernel axis just before the
+        spatial axes; ``"magnitude"``: ``sqrt(sum_k response_k ** 2)``, no kernel axis.
+    channel_axis : int, str or None
+        The axis holding input channels (summed, CNN-style). For a DataArray
+        a dimension name; a dimension named ``c`` or ``channel`` is the
+        channel axis unless told otherwise.
+    dtype : {"float32", "float64"}
+        Accumulation and output dtype (never the input's: uint8 gradients do not wrap).
+
+    Returns
+    -------
+    The kind it was given: NumPy (computed), a lazy Dask array, or a DataArray
+    (lazy if its data is) whose spatial coordinates are the input's at each
+    window centre and whose kernel dimension ``c`` carries the kernel names.
+
+    Examples
+    --------
+    >>> x = np.arange(16, dtype=np.uint8).reshape(4, 4)
+    >>> correlate(x, np.ones((3, 3)))
+    array([[[45., 54.],
+            [81., 90.]]], dtype=float32)
+    >>> correlate(np.zeros((2, 8, 8)), "sobel", stride=2, combine="magnitude").shape
+    (2, 3, 3)
+    """
+    bank = as_bank(kernels)
+    stride = _stride(stride)
+    if combine not in COMBINES:
+        raise ValueError(f"combine: must be one of {', '.join(COMBINES)}, got {combine!r}")
+    if str(dtype) not in OUTPUT_DTYPES:
+        raise ValueError(f"dtype: must be one of {', '.join(OUTPUT_DTYPES)}, got {dtype!r}")
+    dtype = str(dtype)
+    if _is_dataarray(x):
+        return _correlate_dataarray(x, bank, stride, combine, channel_axis, dtype)
+    if isinstance(channel_axis, str):
+        raise TypeError(f"channel_axis: a dimension name needs an xarray.DataArray, got {type(x).__name__}")
+    if isinstance(x, da.Array):
+        return _correlate_dask(x, bank, stride, combine, channel_axis, dtype)
+    array = np.asarray(x)
+    lazy = _correlate_dask(da.from_array(array, chunks=array.shape, name=False), bank, stride, combine,
+                           channel_axis, dtype)
+    return lazy.compute(scheduler="threads")
+
+
+def _stride(stride: Any) -> tuple[int, int]:
+    pair = (stride, stride) if _is_int(stride) else tuple(stride) if isinstance(stride, (tuple, list)) else ()
+    if len(pair) != 2 or not all(_is_int(s) and s >= 1 for s in pair):
+        raise ValueError(f"stride: must be a positive integer or (sy, sx), got {stride!r}")
+    return int(pair[0]), int(pair[1])
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _is_dataarray(x: Any) -> bool:
+    return type(x).__module__.startswith("xarray") and type(x).__name__ == "DataArray"
+
+
+def _correlate_dask(
+    x: da.Array,
+    bank: KernelBank,
+    stride: tuple[int, int],
+    combine: str,
+    channel_axis: int | None,
+    dtype: str,
+) -> da.Array:
+    """The lazy result; ``x`` is rechunked to stride-aligned chunks first."""
+    if x.dtype.kind not in "uif":
+        raise TypeError(f"x: must hold real numbers (integers or floats), got dtype {x.dtype}")
+    if x.ndim < 2:
+        raise ValueError(f"x: must have at least 2 dimensions, got shape {x.shape}")
+    if any(np.isnan(n) for n in x.shape):
+        raise ValueError("x: has unknown chunk sizes; call x.compute_chunk_sizes() first")
+    channel_axis = _axis(channel_axis, x.ndim)
+    others = [a for a in range(x.ndim) if a != channel_axis]
+    if len(others) < 2:
+        raise ValueError(f"channel_axis: the input {x.shape} has no two spatial axes besides the channel axis")
+    channels = 1 if channel_axis is None else x.shape[channel_axis]
+    if bank.channels not in (1, channels):
+        raise ValueError(
+            f"kernels: the kernels have {bank.channels} channels but the input has {channels} "
+            f"(shape {x.shape}, channel_axis = {channel_axis})"
+        )
+    (kh, kw), (h, w) = bank.kernel_shape, (x.shape[others[-2]], x.shape[others[-1]])
+    if kh > h or kw > w:
+        raise ValueError(f"kernels: the kernels ({kh}x{kw}) are larger than the image frames ({h}x{w})")
+    geometry = plan_geometry(
+        x.shape,
+        x.chunksize,
+        x.dtype.itemsize,
+        np.dtype(dtype).itemsize,
+        channel_axis,
+        (kh, kw),
+        len(bank.names),
+        stride,
+        combine,
+    )
+    return result_array(x.rechunk(geometry.input_chunks), geometry, bank.for_channels(channels), dtype)
+
+
+def _axis(axis: Any, ndim: int) -> int | None:
+    if axis is None:
+        return None
+    if not _is_int(axis):
+        raise TypeError(f"channel_axis: must be an integer axis or None, got {axis!r}")
+    if not -ndim <= axis < ndim:
+        raise ValueError(f"channel_axis: {axis} is out of range for a {ndim}-D input (valid: {-ndim}..{ndim - 1})")
+    return int(axis) % ndim
+
+
+def _correlate_dataarray(x, bank, stride, combine, channel_axis, dtype):
+    """A DataArray result: dims, window-centre coordinates, kernel names, attributes and provenance."""
+    import xarray as xr
+
+    dims = list(x.dims)
+    if channel_axis is None:
+        channel_axis = next((d for d in CHANNEL_NAMES if d in dims), None)
+    if isinstance(channel_axis, str):
+        if channel_axis not in dims:
+            raise ValueError(f"channel_axis: {channel_axis!r} is not a dimension of x; dimensions: {dims}")
+        channel_axis = dims.index(channel_axis)
+    data = x.data if isinstance(x.data, da.Array) else np.asarray(x.data)
+    result = correlate(data, bank, stride=stride, combine=combine, channel_axis=channel_axis, dtype=dtype)
+    axis = _axis(channel_axis, x.ndim)
+    others = [d for i, d in enumerate(dims) if i != axis]
+    batch, spatial = others[:-2], others[-2:]
+    kernel_dim = "c" if "c" not in batch else "kernel"
+    out_dims = batch + ([kernel_dim] if combine == "none" else []) + spatial
+    coords: dict[str, Any] = {}
+    for name, coord in x.coords.items():
+        coord_dims = set(coord.dims)
+        if coord_dims & set(spatial) or (axis is not None and dims[axis] in coord_dims):
+            continue  # recomputed below for 1-D spatial coordinates; dropped otherwise
+        coords[name] = coord
+    for dim, k, s, n in zip(spatial, bank.kernel_shape, stride, result.shape[-2:]):
+        if dim in x.coords and x.coords[dim].ndim == 1:
+            centres = _window_centres(x.coords[dim].values, k, s, n)
+            if centres is not None:
+                coords[dim] = (dim, centres, x.coords[dim].attrs)
+    if combine == "none":
+        coords[kernel_dim] = (kernel_dim, list(bank.names))
+    attrs = dict(x.attrs)
+    attrs.update(
+        convpipe_version=__version__,
+        convpipe_kernels=list(bank.names),
+        convpipe_weights=bank.weights.tolist(),
+        convpipe_stride=list(stride),
+        convpipe_combine=combine,
+    )
+    return xr.DataArray(result, dims=out_dims, coords=coords, attrs=attrs, name=x.name)
+
+
+def _window_centres(values: np.ndarray, k: int, s: int, n: int) -> np.ndarray | None:
+    """The coordinate at the centre of each of ``n`` windows of size ``k`` at stride ``s``.
+
+    Odd kernels centre on an input pixel (its value, any dtype); even ones
+    between two (the mean of two numeric values; None for other coordinates).
+    """
+    first = np.arange(n) * s + (k - 1) // 2
+    if k % 2:
+        return values[first]
+    if values.dtype.kind not in "uif":
+        return None
+    return (values[first].astype(np.float64) + values[first + 1]) / 2
