@@ -41,7 +41,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -51,28 +50,29 @@ from benchdata import ensure_stack
 from checks import RTOL, BenchmarkError, Reference, reference_name
 from convpipe_rows import core_rows, pipeline_cases
 from peak_memory import bench_memory
-from peers import daskimage_case, floor_case, frame_peer_rows
+from peers import daskimage_cases, floor_case, frame_peer_rows
 from report import compute_ratios, load_average, machine_info, print_report, to_json
 from results import Results
 from timing import Case, frame_case, scratch_dir, time_cases
 
 DEFAULT_DATA_DIR = Path(__file__).resolve().parent.parent / "bench-data"
 
-StackSection = Callable[[Reference, Results, argparse.Namespace, Path], list[Case]]
-
-STACK_SECTIONS: dict[str, StackSection] = {
-    "floor": lambda reference, results, args, scratch: [
-        floor_case(reference, results, args.floor_writer, scratch)
-    ],
-    "convpipe": lambda reference, results, args, scratch: pipeline_cases(reference, results, scratch),
-    "daskimage": lambda reference, results, args, scratch: [
-        case for case in [daskimage_case(reference, results, scratch)] if case is not None
-    ],
-}
-"""Disk-to-disk sections, in the order they are timed (interleaved with each other)."""
-
-SECTIONS = (*STACK_SECTIONS, "core")
+SECTIONS = ("floor", "convpipe", "daskimage", "core")
 """Timed sections, as named by ``--only``."""
+
+
+def stack_cases(
+    sections: list[str], reference: Reference, results: Results, args: argparse.Namespace, scratch: Path
+) -> list[Case]:
+    """The disk-to-disk rows of the requested sections, verified, in the order they are timed."""
+    cases = []
+    if "floor" in sections:
+        cases.append(floor_case(reference, results, args.floor_writer, scratch))
+    if "convpipe" in sections:
+        cases += pipeline_cases(reference, results, scratch)
+    if "daskimage" in sections:
+        cases += daskimage_cases(reference, results, scratch)
+    return cases
 
 
 def frame_cases(reference: Reference, results: Results) -> list[Case]:
@@ -196,12 +196,7 @@ def main(argv: list[str] | None = None) -> int:
             reference = Reference(input_path)
             print(f"checks (reference: {reference_name()}; rtol {RTOL:g})", flush=True)
             with scratch_dir(args.data_dir) as scratch:
-                cases = [
-                    case
-                    for section, build in STACK_SECTIONS.items()
-                    if section in args.only
-                    for case in build(reference, results, args, scratch)
-                ]
+                cases = stack_cases(args.only, reference, results, args, scratch)
                 if cases:
                     print(f"timing {len(cases)} stack pipeline(s), {args.repeats} round(s)", flush=True)
                     time_cases(cases, args.repeats, results)

@@ -68,13 +68,16 @@ def floor_case(reference: Reference, results: Results, floor_writer: str, scratc
     return pipeline_case(name, "floor", reference.megapixels, run, verify, scratch, f"da.{floor_writer}")
 
 
-def daskimage_case(reference: Reference, results: Results, scratch: Path) -> Case | None:
-    """The dask-image pipeline a user would write: correlate each kernel, crop, hypot, store."""
+def daskimage_cases(reference: Reference, results: Results, scratch: Path) -> list[Case]:
+    """The dask-image pipeline a user would write: correlate each kernel, crop, hypot, store.
+
+    No row (and a note) when dask-image is not installed.
+    """
     try:
         from dask_image import ndfilters
     except ImportError:
         results.note("dask-image is not installed (pip install -e '.[bench]'): skipping its row")
-        return None
+        return []
     import dask.array as da
     import zarr
 
@@ -102,7 +105,7 @@ def daskimage_case(reference: Reference, results: Results, scratch: Path) -> Cas
 
     chunks = tuple(c[0] for c in pipeline().chunks)
     name = "dask-image (2 x correlate, hypot)"
-    return pipeline_case(name, "daskimage", reference.megapixels, run, verify, scratch, f"chunks {chunks}")
+    return [pipeline_case(name, "daskimage", reference.megapixels, run, verify, scratch, f"chunks {chunks}")]
 
 
 def frame_peer_rows(frame: np.ndarray, want: np.ndarray, results: Results) -> list[FrameRow]:
