@@ -14,16 +14,19 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 BENCH = Path(__file__).resolve().parent.parent / "benchmarks" / "bench.py"
 TINY = ["--frames", "2", "--size", "64", "--chunk", "32", "--repeats", "1"]
 TINY_STACK = "stack-2x64x64-chunk32-seed0.zarr"
 
-# Makes `import cv2` and `import dask_image` fail in the child, as if they were not installed.
+# Makes `import cv2` and `import dask_image` fail in the child, as if they were not installed, then
+# runs the script as Python would (its folder first on sys.path, for the modules beside it).
 WITHOUT_PEERS = (
-    "import runpy, sys; sys.modules['cv2'] = None; sys.modules['dask_image'] = None; "
-    "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
+    "import os, runpy, sys; sys.modules['cv2'] = None; sys.modules['dask_image'] = None; "
+    "sys.argv = sys.argv[1:]; sys.path.insert(0, os.path.dirname(sys.argv[0])); "
+    "runpy.run_path(sys.argv[0], run_name='__main__')"
 )
 
 
@@ -121,14 +124,31 @@ def test_an_unknown_section_is_a_usage_error(data_dir: Path) -> None:
     assert "--only" in result.stderr
 
 
-def test_a_wrong_answer_aborts_the_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+@pytest.fixture
+def bench(monkeypatch: pytest.MonkeyPatch):
+    """``benchmarks/bench.py`` loaded by path, with its folder on ``sys.path`` as when run as a script.
+
+    The benchmark's own modules (``checks``, ``timing``, ...) are dropped from
+    ``sys.modules`` afterwards, so no other test sees them.
+    """
+    before = set(sys.modules)
+    monkeypatch.syspath_prepend(str(BENCH.parent))
     spec = importlib.util.spec_from_file_location("convpipe_bench", BENCH)
-    bench = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, bench)  # its dataclasses look themselves up there
-    spec.loader.exec_module(bench)
-    monkeypatch.setattr(
-        bench, "reference_magnitude", lambda frame: bench.np.ones((62, 62))
-    )  # a wrong reference
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)
+    spec.loader.exec_module(module)
+    yield module
+    for name in set(sys.modules) - before:
+        if str(BENCH.parent) in str(getattr(sys.modules[name], "__file__", None) or ""):
+            del sys.modules[name]
+
+
+def test_a_wrong_answer_aborts_the_run(
+    bench, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    import checks  # the benchmark's reference, imported by bench.py from its folder
+
+    monkeypatch.setattr(checks, "reference_magnitude", lambda frame: np.ones((62, 62)))  # a wrong reference
     code = bench.main([*TINY, "--only", "floor,core", "--data-dir", str(tmp_path / "bench-data")])
     err = capsys.readouterr().err
     assert code == 1

@@ -1,0 +1,88 @@
+"""The benchmark's input: a generated uint16 stack, written once to Zarr and cached."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from convpipe_rows import default_compressors
+
+GENERATOR_VERSION = 1
+"""Bump when :func:`scene_frame` changes, so cached stacks are regenerated."""
+
+
+def scene_frame(t: int, size: int, seed: int) -> np.ndarray:
+    """Frame ``t`` of the benchmark stack: a smooth drifting scene plus Gaussian noise, uint16.
+
+    Each frame depends only on ``(t, size, seed)``, so a stack can be written
+    frame by frame and the first frames of a long stack equal a short one.
+    """
+    rng = np.random.default_rng([seed, t])
+    coords = (np.arange(size, dtype=np.float32) + 0.5) / size
+    y, x = coords[:, None], coords[None, :]
+    drift = np.float32(0.02 * t)
+    scene = 16000 + 6000 * (np.sin(2 * np.pi * (2.5 * x + drift)) * np.cos(2 * np.pi * (1.5 * y - drift)))
+    for cy, cx, radius, amplitude in (
+        (0.3, 0.35, 0.08, 20000),
+        (0.65, 0.6, 0.15, -9000),
+        (0.8, 0.2, 0.04, 25000),
+    ):
+        gy = np.exp(-((y - (cy + drift / 4)) ** 2) / (2 * radius**2))
+        gx = np.exp(-((x - cx) ** 2) / (2 * radius**2))
+        scene += np.float32(amplitude) * gy * gx  # separable: an outer product, not a 2-D exp
+    scene += rng.standard_normal((size, size), dtype=np.float32) * np.float32(300)
+    return np.clip(np.rint(scene), 0, 65535).astype(np.uint16)
+
+
+def stack_path(data_dir: Path, frames: int, size: int, chunk: int, seed: int) -> Path:
+    return data_dir / f"stack-{frames}x{size}x{size}-chunk{chunk}-seed{seed}.zarr"
+
+
+def ensure_stack(data_dir: Path, frames: int, size: int, chunk: int, seed: int) -> Path:
+    """The benchmark stack as a Zarr v3 array, generated once (frame by frame) and cached.
+
+    Written with Blosc LZ4 and chunks ``(1, chunk, chunk)``; an attribute
+    written last marks it complete, so an interrupted generation is redone.
+    """
+    import zarr
+
+    path = stack_path(data_dir, frames, size, chunk, seed)
+    wanted = {"frames": frames, "size": size, "chunk": chunk, "seed": seed, "generator": GENERATOR_VERSION}
+    if path.exists():
+        with contextlib.suppress(Exception):
+            if dict(zarr.open_array(str(path), mode="r").attrs).get("convpipe_bench") == {
+                **wanted,
+                "complete": True,
+            }:
+                print(f"  using cached {relative(path)}", flush=True)
+                return path
+        shutil.rmtree(path)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    chunks = (1, min(chunk, size), min(chunk, size))
+    array = zarr.create_array(
+        store=str(path),
+        shape=(frames, size, size),
+        chunks=chunks,
+        dtype="uint16",
+        compressors=default_compressors(),
+        dimension_names=["t", "y", "x"],
+        attributes={"convpipe_bench": {**wanted, "complete": False}},
+    )
+    for t in range(frames):
+        array[t] = scene_frame(t, size, seed)
+    array.attrs["convpipe_bench"] = {**wanted, "complete": True}
+    print(f"  generated {relative(path)} in {time.perf_counter() - started:.1f} s", flush=True)
+    return path
+
+
+def relative(path: Path) -> str:
+    """``path`` relative to the working directory when it is below it (for shorter messages)."""
+    with contextlib.suppress(ValueError):
+        return str(path.relative_to(Path.cwd()))
+    return str(path)
+

@@ -1,0 +1,111 @@
+"""Every use of convpipe's own code in the benchmark: its codec, its pipeline rows and its core rows.
+
+The rest of the benchmark (data, reference, peers, timing, report) only
+calls the functions here, so a change of convpipe's module layout is
+followed by changing the imports below and nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+import convpipe
+from convpipe.config import parse_config
+from convpipe.core import correlate_block
+from convpipe.runner import execute, make_plan
+from convpipe.store import compressors_for, open_output_array
+
+from checks import SOBEL_BANK, Reference, check_stack_output
+from results import Results
+from timing import Case, FrameRow, pipeline_case
+
+
+def version() -> str:
+    return convpipe.__version__
+
+
+def default_compressors():
+    """convpipe's default output codec (Blosc LZ4, bit shuffle), used by every row and the input."""
+    return compressors_for("blosc-lz4", 3)
+
+
+def open_output(path: Path):
+    """A finished convpipe output, read-only."""
+    return open_output_array(str(path))
+
+
+def config_text(input_path: Path, output_path: Path, stride: int) -> str:
+    """A convpipe YAML config for the Sobel magnitude of ``input_path``."""
+    return "\n".join(
+        [
+            "input:",
+            f"  path: {json.dumps(str(input_path))}",
+            "kernels: sobel",
+            f"stride: {stride}",
+            "combine: magnitude",
+            "output:",
+            f"  path: {json.dumps(str(output_path))}",
+            "  dtype: float32",
+            "  codec: blosc-lz4",
+            "compute:",
+            "  scheduler: threads",
+            "",
+        ]
+    )
+
+
+def run_command(config_path: Path) -> list[str]:
+    """``convpipe run CONFIG -q`` in a fresh Python process."""
+    return [sys.executable, "-m", "convpipe.cli", "run", str(config_path), "-q"]
+
+
+def pipeline_cases(reference: Reference, results: Results, scratch: Path) -> list[Case]:
+    """The whole pipeline from a config text, Sobel magnitude, stride 1 and 2."""
+    input_path = reference.path
+    cases = []
+    for stride in (1, 2):
+        plan = make_plan(parse_config(config_text(input_path, scratch / "plan.zarr", stride)))
+        g = plan.geometry
+        results.note(
+            f"convpipe stride {stride} plan: {g.n_tasks} tasks, processing chunks "
+            f"{tuple(c[0] for c in g.input_chunks)}, output Zarr chunks {g.zarr_chunks}, "
+            f"~{plan.task_memory() / 2**20:.0f} MiB per task"
+        )
+
+        def run(output: Path, stride: int = stride) -> None:
+            execute(make_plan(parse_config(config_text(input_path, output, stride))), progress=False)
+
+        def verify(output: Path, stride: int = stride) -> None:
+            label = f"convpipe stride {stride}"
+            worst = check_stack_output(label, open_output(output), reference, stride)
+            results.agree(
+                f"{label}: {reference.frames_text()} vs the reference"
+                + ("[::2, ::2]" if stride == 2 else "")
+                + f" (max rel err {worst:.1e})"
+            )
+
+        name = f"convpipe stride {stride}"
+        cases.append(pipeline_case(name, "convpipe", reference.megapixels, run, verify, scratch))
+    return cases
+
+
+def core_rows(frame: np.ndarray, raw: np.ndarray, want: np.ndarray) -> list[FrameRow]:
+    """The core alone on one frame, stride 1 and 2: the float32 ``frame``, then the stack's own ``raw`` frame.
+
+    ``want`` is the reference magnitude of that frame. The raw frame is what
+    the pipeline hands the core (pixels converted tap by tap).
+    """
+
+    def core(pixels: np.ndarray, stride: int):
+        block = pixels[None]  # (C=1, H, W)
+        return lambda: correlate_block(block, SOBEL_BANK, (stride, stride), "magnitude", np.float32)
+
+    rows = [FrameRow(f"convpipe core stride {s}", core(frame, s), want[::s, ::s]) for s in (1, 2)]
+    rows += [
+        FrameRow(f"convpipe core stride {s}, {raw.dtype} frame", core(raw, s), want[::s, ::s]) for s in (1, 2)
+    ]
+    return rows

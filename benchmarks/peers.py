@@ -1,0 +1,141 @@
+"""What convpipe is measured against: the I/O floor, dask-image, and SciPy and OpenCV on one frame.
+
+Each peer is the code a user would write with that library. Every stack
+pipeline writes with convpipe's default codec and the threads scheduler, so
+only the computation differs between rows. A peer that is not installed is
+skipped with a note, and the ratios that need it print ``n/a``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from checks import SOBEL_X, SOBEL_Y, BenchmarkError, Reference, check_stack_output
+from convpipe_rows import default_compressors
+from results import Results
+from timing import Case, FrameRow, pipeline_case
+
+
+def threads_scheduler():
+    import dask
+
+    return dask.config.set(scheduler="threads")
+
+
+def create_output_array(path: Path, shape, chunks, dimension_names=("t", "y", "x")):
+    """An empty float32 Zarr v3 array with convpipe's default codec."""
+    import zarr
+
+    return zarr.create_array(
+        store=str(path),
+        shape=shape,
+        chunks=chunks,
+        dtype="float32",
+        compressors=default_compressors(),
+        fill_value=np.nan,
+        dimension_names=list(dimension_names),
+    )
+
+
+def floor_case(reference: Reference, results: Results, floor_writer: str, scratch: Path) -> Case:
+    """Read, cast to float32, write with the input's chunks: the cost of the I/O alone."""
+    import dask.array as da
+    import zarr
+
+    source = reference.array
+
+    def run(output: Path) -> None:
+        stack = da.from_zarr(source)  # one Dask block per stored chunk
+        target = create_output_array(output, stack.shape, source.chunks)
+        with threads_scheduler():
+            if floor_writer == "to_zarr":
+                da.to_zarr(stack.astype(np.float32), target)
+            else:
+                # Into an existing array, da.to_zarr first rechunks to "auto" blocks (8 frames,
+                # 128 MiB here): another task layout. da.store writes blocks == chunks as they are.
+                da.store(stack.astype(np.float32), target, lock=False)
+
+    def verify(output: Path) -> None:
+        written = zarr.open_array(str(output), mode="r")
+        for t in reference.frames:
+            if not np.array_equal(written[t], source[t].astype(np.float32)):
+                raise BenchmarkError(f"I/O floor: frame {t} of the output is not the input cast to float32")
+        results.agree(f"I/O floor: {reference.frames_text()} equal the input cast to float32")
+
+    name = "I/O floor (read, cast, write)"
+    return pipeline_case(name, "floor", reference.megapixels, run, verify, scratch, f"da.{floor_writer}")
+
+
+def daskimage_cases(reference: Reference, results: Results, scratch: Path) -> list[Case]:
+    """The dask-image pipeline a user would write: correlate each kernel, crop, hypot, store.
+
+    No row (and a note) when dask-image is not installed.
+    """
+    try:
+        from dask_image import ndfilters
+    except ImportError:
+        results.note("dask-image is not installed (pip install -e '.[bench]'): skipping its row")
+        return []
+    import dask.array as da
+    import zarr
+
+    source = reference.array
+
+    def pipeline():
+        x = da.from_zarr(source).astype(np.float32)
+        gx = ndfilters.correlate(x, SOBEL_X[None].astype(np.float32))
+        gy = ndfilters.correlate(x, SOBEL_Y[None].astype(np.float32))
+        magnitude = da.hypot(gx, gy)[..., 1:-1, 1:-1]  # crop to the valid region
+        # Cropping makes the first and last blocks one pixel shorter; store with blocks == chunks.
+        if any(len(set(c[:-1])) > 1 or c[-1] > c[0] for c in magnitude.chunks):
+            magnitude = magnitude.rechunk(tuple(max(c) for c in magnitude.chunks))
+        return magnitude
+
+    def run(output: Path) -> None:
+        magnitude = pipeline()
+        target = create_output_array(output, magnitude.shape, tuple(c[0] for c in magnitude.chunks))
+        with threads_scheduler():
+            da.store(magnitude, target, lock=False)
+
+    def verify(output: Path) -> None:
+        worst = check_stack_output("dask-image", zarr.open_array(str(output), mode="r"), reference)
+        results.agree(f"dask-image: {reference.frames_text()} vs the reference (max rel err {worst:.1e})")
+
+    chunks = tuple(c[0] for c in pipeline().chunks)
+    name = "dask-image (2 x correlate, hypot)"
+    return [pipeline_case(name, "daskimage", reference.megapixels, run, verify, scratch, f"chunks {chunks}")]
+
+
+def frame_peer_rows(frame: np.ndarray, want: np.ndarray, results: Results) -> list[FrameRow]:
+    """SciPy and OpenCV on one float32 frame, one thread, each cropped to the valid region."""
+    kx, ky = SOBEL_X.astype(np.float32), SOBEL_Y.astype(np.float32)
+    rows = []
+    try:
+        from scipy import ndimage
+    except ImportError:
+        results.note("SciPy is not installed: skipping the scipy.ndimage row")
+    else:
+
+        def scipy_sobel() -> np.ndarray:
+            gx = ndimage.correlate(frame, kx, output=np.float32)[1:-1, 1:-1]
+            gy = ndimage.correlate(frame, ky, output=np.float32)[1:-1, 1:-1]
+            return np.hypot(gx, gy)
+
+        rows.append(FrameRow("scipy.ndimage.correlate x2 + hypot", scipy_sobel, want))
+
+    try:
+        import cv2
+    except ImportError:
+        results.note("OpenCV is not installed (pip install -e '.[bench]'): skipping its row")
+    else:
+        cv2.setNumThreads(1)
+
+        def opencv_sobel() -> np.ndarray:
+            gx = cv2.filter2D(frame, cv2.CV_32F, kx, borderType=cv2.BORDER_ISOLATED)
+            gy = cv2.filter2D(frame, cv2.CV_32F, ky, borderType=cv2.BORDER_ISOLATED)
+            return cv2.magnitude(gx, gy)[1:-1, 1:-1]
+
+        rows.append(FrameRow("OpenCV filter2D x2 + magnitude", opencv_sobel, want))
+    return rows
