@@ -20,7 +20,13 @@ from __future__ import annotations
 
 import itertools
 import math
+import typing
 from dataclasses import dataclass, replace
+
+#: How the responses of a bank are combined: one output channel per kernel
+#: (``"none"``) or the root of their sum of squares (``"magnitude"``).
+Combine = typing.Literal["none", "magnitude"]
+COMBINES: tuple[str, ...] = typing.get_args(Combine)
 
 
 def output_length(n: int, k: int, s: int) -> int:
