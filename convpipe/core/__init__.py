@@ -1,16 +1,11 @@
 """The convolution core: one block in, one block out (no Dask).
 
 The contract (formula, summation order, argument checks) and the NumPy
-reference live in :mod:`convpipe.core.reference`; :mod:`convpipe.core.compiled`
+reference are :mod:`convpipe.core.reference`; :mod:`convpipe.core.compiled`
 returns the same bits from generated, Numba-compiled loops.
-:func:`correlate_block` picks one of them:
-
-* the ``backend`` argument, else
-* the environment variable ``CONVPIPE_CORE``, else
-* ``"compiled"``.
-
-``"numpy"`` is 15-40x slower; it is there as the reference and for
-benchmarks.
+:func:`correlate_block` runs the ``backend`` argument, else the one named by
+``$CONVPIPE_CORE``, else ``"compiled"`` (``"numpy"`` is 15-40x slower: it is
+the reference, and a baseline for benchmarks).
 """
 
 from __future__ import annotations

@@ -2,45 +2,29 @@
 
 :func:`correlate_block_compiled` has the contract of
 :func:`convpipe.core.reference.correlate_block_numpy` and returns the same
-bits: each output pixel is summed in the reference's order with one rounding
-per operation (no ``fastmath``, so LLVM may neither reassociate nor contract a
-multiply and an add into an FMA).
+bits: the reference's summation order, one rounding per operation (no
+``fastmath``: LLVM may neither reassociate nor contract into FMAs).
 
-Generated kernels
------------------
 A bank is a list of **taps** ``(channel, row offset, column offset, weight)``
-per kernel, zero weights dropped (:func:`bank_taps`). For a bank (cast to the
+per kernel, zero weights dropped (:func:`bank_taps`). For a bank (in the
 output dtype), a stride and a combine mode, :func:`generate_source` writes a
-small module with one loop over the output columns ``j`` per output row::
+module with, per output row, one loop over the output columns ``j``::
 
     for j in range(wo):
-        x_0_1_0 = DTYPE(row_0_1[j * sx + 0])        # each pixel a tap reads, loaded once
-        ...
-        acc0 = ZERO + x_0_0_0 * W0_0 + x_0_1_0 * W0_1 + ...   # weights are literals
-        acc1 = ...
-        out_row[j] = np.sqrt(acc0 * acc0 + acc1 * acc1)     # or out0[j] = acc0; ...
+        x_0_1_0 = DTYPE(row_0_1[j * sx + 0])               # each pixel loaded once
+        acc0 = ZERO + x_0_0_0 * W0_0 + x_0_1_0 * W0_1 ...  # weights are literals
+        out_row[j] = np.sqrt(acc0 * acc0 + acc1 * acc1)    # or out0[j] = acc0; ...
 
-The whole bank and its magnitude are computed in one pass, so responses
-never reach memory; strided outputs are computed directly and the code does
-not depend on the stride's size. At column stride 1 the loads are contiguous
-and LLVM vectorises the loop. Banks with many kernels or taps take several
-such loops per row (:func:`_kernel_groups`): LLVM stops vectorising a loop
-with too many stored and loaded rows.
+The bank and its magnitude take one pass; strided outputs are computed
+directly, by code that does not depend on the stride's size. At column stride
+1 the loads are contiguous and LLVM vectorises the loop. Banks with more
+non-zero weights than ``MAX_UNROLLED_TAPS`` (slow to compile unrolled) run
+through one generic kernel per pair of dtypes that takes a table of the taps.
 
-Banks with more than ``MAX_UNROLLED_TAPS`` non-zero weights would take long
-to compile unrolled; they run through one generic kernel per pair of dtypes
-that takes a table of the taps (``_TAP_TABLE_SOURCE``), adding four taps per
-pass over each output row, in the same order.
-
-Compile cache
--------------
-Kernels are cached in the process (keyed by every argument of
-:func:`generate_source`) and on disk: a generated module is written under the
-hash of its source to :func:`cache_dir`, imported from there and compiled with
-``cache=True``, so a second process (a Dask worker, the next run) loads
-machine code instead of compiling. Files are written atomically with a fixed
-modification time, so processes that race to write the same module agree on
-Numba's cache index. The kernels release the GIL (``nogil=True``).
+Kernels are cached in the process and on disk: a generated module is written
+under the hash of its source to :func:`cache_dir` and compiled with
+``cache=True``, so the next process (a Dask worker, the next run) loads
+machine code. The kernels release the GIL (``nogil=True``).
 """
 
 from __future__ import annotations
@@ -68,13 +52,14 @@ CACHE_DIR_ENV = "CONVPIPE_CACHE_DIR"
 #: Banks with more non-zero weights than this use the generic tap-table kernel.
 MAX_UNROLLED_TAPS = 256
 
-#: Accumulators kept in registers by one loop over an output row.
+#: With ``combine="none"``, most kernels (stored rows) in one loop over an output row.
 KERNELS_PER_PASS = 8
 
-#: Most (stored rows x loaded pixels) pairs in one loop over an output row.
+#: With ``combine="none"``, most (stored rows x loaded pixels) pairs in one loop.
 #: LLVM's loop vectoriser gives up on loops with more possible dependences
-#: between stores and loads (its ``max-dependences`` is 100).
-MAX_STORE_LOAD_PAIRS = 96
+#: between stores and loads (its ``max-dependences`` is 100): 11 Sobel-sized
+#: kernels in one loop ran 4x slower than in two.
+MAX_STORE_LOAD_PAIRS = 100
 
 _SOURCE_MTIME = 946684800  # fixed mtime (2000-01-01) of generated modules: see _write_once
 _KERNELS: dict[tuple, numba.core.dispatcher.Dispatcher] = {}
@@ -138,11 +123,7 @@ def correlate_block_compiled(
 
 
 def _native_block(block: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """The block as an aligned, C-contiguous array of a dtype Numba reads (copied only if needed).
-
-    Half floats are widened to ``dtype`` (exact, as the reference does tap
-    by tap); non-native byte order is swapped.
-    """
+    """The block C-contiguous, aligned, native; half floats widened to ``dtype`` (exact). Copied only if needed."""
     if block.flags.c_contiguous and block.flags.aligned and block.dtype.isnative and block.dtype != np.float16:
         return block
     native = dtype if block.dtype == np.float16 else block.dtype.newbyteorder("=")
@@ -183,11 +164,6 @@ def _array(dtype: np.dtype, ndim: int, readonly: bool = False) -> numba.types.Ar
     return numba.types.Array(numba.from_dtype(np.dtype(dtype)), ndim, "C", readonly=readonly)
 
 
-# --------------------------------------------------------------------------
-# Source generation
-# --------------------------------------------------------------------------
-
-
 def generate_source(bank: np.ndarray, stride: tuple[int, int], combine: Combine, input_dtype: np.dtype) -> str:
     """Python source of a module whose ``correlate_bank(x, out)`` applies ``bank``.
 
@@ -199,7 +175,7 @@ def generate_source(bank: np.ndarray, stride: tuple[int, int], combine: Combine,
     n_kernels = len(taps)
     sy, sx = stride
     convert = np.dtype(input_dtype) != bank.dtype
-    fused = combine == "magnitude" and n_kernels <= KERNELS_PER_PASS
+    fused = combine == "magnitude"  # one store per pixel: the whole bank in one loop, however large
     groups = [list(range(n_kernels))] if fused else _kernel_groups(taps)
     rows = sorted({(t.channel, t.row) for kernel in taps for t in kernel})
     lines = [
@@ -219,21 +195,14 @@ def generate_source(bank: np.ndarray, stride: tuple[int, int], combine: Combine,
         "def correlate_bank(x, out):",
         "    ho, wo = out.shape[-2], out.shape[-1]",
     ]
-    if combine == "magnitude" and not fused:
-        lines.append(f"    responses = np.empty(({n_kernels}, wo), DTYPE)")
     lines += ["    for n in range(x.shape[0]):", "        for i in range(ho):"]
     lines += [f"            row_{c}_{u} = x[n, {c}, {_affine('i', sy, u)}]" for c, u in rows]
     if combine == "none":
         lines += [f"            out{k} = out[n, {k}, i]" for k in range(n_kernels)]
     else:
         lines.append("            out_row = out[n, i]")
-        if not fused:
-            lines += [f"            out{k} = responses[{k}]" for k in range(n_kernels)]
     for group in groups:
         lines += _row_loop(taps, group, sx, convert, fused)
-    if combine == "magnitude" and not fused:
-        squares = " + ".join(f"out{k}[j] * out{k}[j]" for k in range(n_kernels))
-        lines += ["            for j in range(wo):", f"                out_row[j] = np.sqrt({squares})"]
     return "\n".join(lines) + "\n"
 
 
@@ -256,7 +225,7 @@ def _row_loop(taps: list[list[Tap]], group: list[int], sx: int, convert: bool, f
 
 
 def _kernel_groups(taps: list[list[Tap]]) -> list[list[int]]:
-    """Split the kernels into runs computed by one loop each, in order.
+    """Split the kernels of ``combine="none"`` into runs computed by one loop each, in order.
 
     A run grows while it has at most ``KERNELS_PER_PASS`` kernels and
     ``MAX_STORE_LOAD_PAIRS`` pairs of a stored row (one per kernel) and a
@@ -358,25 +327,12 @@ def _tap_table_kernel(input_dtype: np.dtype, dtype: np.dtype) -> numba.core.disp
         module = _import_generated(_TAP_TABLE_SOURCE.format(input=np.dtype(input_dtype).name, output=dtype.name))
         index = _array(np.intp, 1, readonly=True)
         pair = numba.types.UniTuple(numba.types.intp, 2)
-        signature = (
-            _array(input_dtype, 4, readonly=True),  # x
-            index,  # channels
-            index,  # rows
-            index,  # columns
-            _array(dtype, 1, readonly=True),  # weights
-            index,  # starts
-            pair,  # stride
-            _array(dtype, 2),  # responses
-            _array(dtype, 4),  # out: (N, K, Ho, Wo), or an (N, 1, Ho, Wo) view for a magnitude
-        )
+        # x, channels, rows, columns, weights, starts, stride, responses, out (N, K or 1, Ho, Wo)
+        weights, responses, out = _array(dtype, 1, readonly=True), _array(dtype, 2), _array(dtype, 4)
+        signature = (_array(input_dtype, 4, readonly=True), index, index, index, weights, index, pair, responses, out)
         return numba.njit(signature, nogil=True, cache=module.__file__ is not None)(module.correlate_taps)
 
     return _cached_kernel(("tap table", np.dtype(input_dtype).str, dtype.str), build)
-
-
-# --------------------------------------------------------------------------
-# Generated modules on disk
-# --------------------------------------------------------------------------
 
 
 def cache_dir() -> Path:
