@@ -177,7 +177,7 @@ def test_sums_of_zeros_are_positive_zero(zero):
 def test_banks_longer_than_one_pass(combine):
     """More kernels than one loop keeps in registers: several loops per row, then the magnitude."""
     weights = random_bank(np.random.default_rng(9), (compiled.KERNELS_PER_PASS + 3, 1, 2, 3), integer=False)
-    block = random_block(np.random.default_rng(9), (2, 12, 45), np.uint16)
+    block = random_block(np.random.default_rng(9), (2, 1, 12, 45), np.uint16)
     for stride in [(1, 1), (2, 3)]:
         expected = correlate_block_numpy(block, weights, stride, combine)
         assert_same_bits(correlate_block_compiled(block, weights, stride, combine), expected)
