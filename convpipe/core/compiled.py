@@ -17,7 +17,9 @@ module with, per output row, one loop over the output columns ``j``::
 
 The bank and its magnitude take one pass; strided outputs are computed
 directly, by code that does not depend on the stride's size. At column stride
-1 the loads are contiguous and LLVM vectorises the loop. Banks with more
+1 the loads are contiguous and LLVM vectorises the loop; at larger strides it
+may use gathers, or (4- and 8-byte pixels, many taps) leave the loop scalar
+because it would need too many run-time checks. Banks with more
 non-zero weights than ``MAX_UNROLLED_TAPS`` (slow to compile unrolled) run
 through one generic kernel per pair of dtypes that takes a table of the taps.
 
