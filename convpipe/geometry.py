@@ -27,6 +27,11 @@ from typing import Literal
 Combine = Literal["none", "magnitude"]
 COMBINES = typing.get_args(Combine)
 
+#: How the responses of a bank are combined: one output channel per kernel
+#: (``"none"``) or the root of their sum of squares (``"magnitude"``).
+Combine = typing.Literal["none", "magnitude"]
+COMBINES: tuple[str, ...] = typing.get_args(Combine)
+
 
 def output_length(n: int, k: int, s: int) -> int:
     """Number of valid kernel positions along an axis (may be <= 0 if ``k > n``).

@@ -1,4 +1,4 @@
-"""The NumPy core against independent references (direct loop, SciPy)."""
+"""The block contract: the NumPy core against independent references, argument checks, the backend switch."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from reference import correlate_loop, correlate_scipy, magnitude
 
-from convpipe.core import correlate_block, correlate_block_numpy, output_shape
+import convpipe.core
+from convpipe.core import BACKEND_ENV, correlate_block, correlate_block_numpy
 
 INPUT_DTYPES = ["uint8", "uint16", "int16", "int32", "float32", "float64"]
 
@@ -75,22 +76,76 @@ def test_uint8_gradients_do_not_wrap():
 
 
 @pytest.mark.parametrize("dtype", INPUT_DTYPES)
-def test_dispatching_core_matches_numpy_core_bit_for_bit(dtype):
+def test_backends_give_the_same_bits(dtype):
     rng = np.random.default_rng(1)
     x = (rng.random((2, 2, 19, 23)) * 200).astype(dtype)
     w = rng.normal(size=(3, 2, 3, 4))
     for stride in [(1, 1), (2, 3)]:
         for combine in ["none", "magnitude"]:
-            a = correlate_block(x, w, stride, combine, np.float32)
-            b = correlate_block_numpy(x, w, stride, combine, np.float32)
+            a = correlate_block(x, w, stride, combine, np.float32, backend="compiled")
+            b = correlate_block(x, w, stride, combine, np.float32, backend="numpy")
             assert a.tobytes() == b.tobytes()
 
 
-def test_output_shape():
-    assert output_shape((10, 4, 4), (3, 3), (1, 1)) == (2, 2)
-    assert output_shape((9, 9), (2, 2), (3, 3)) == (3, 3)
+@pytest.fixture
+def spy_numpy_core(monkeypatch):
+    """Record whether correlate_block ran the NumPy core."""
+    calls = []
+
+    def spy(*args):
+        calls.append(args)
+        return correlate_block_numpy(*args)
+
+    monkeypatch.setattr(convpipe.core, "correlate_block_numpy", spy)
+    return calls
 
 
-def test_block_smaller_than_kernel_is_refused():
-    with pytest.raises(ValueError, match="smaller than the kernel"):
-        correlate_block_numpy(np.zeros((1, 2, 2)), np.ones((1, 1, 3, 3)))
+@pytest.mark.parametrize(
+    "env, backend, numpy_used",
+    [(None, None, False), ("numpy", None, True), ("compiled", None, False), ("numpy", "compiled", False), (None, "numpy", True)],
+    ids=["default", "env-numpy", "env-compiled", "argument-wins", "argument-numpy"],
+)
+def test_backend_switch(monkeypatch, spy_numpy_core, env, backend, numpy_used):
+    if env is None:
+        monkeypatch.delenv(BACKEND_ENV, raising=False)
+    else:
+        monkeypatch.setenv(BACKEND_ENV, env)
+    got = correlate_block(np.arange(16, dtype=np.uint8).reshape(1, 4, 4), np.ones((1, 1, 3, 3)), backend=backend)
+    np.testing.assert_array_equal(got[0], [[45, 54], [81, 90]])
+    assert bool(spy_numpy_core) == numpy_used
+
+
+def test_unknown_backend_is_refused(monkeypatch):
+    x, w = np.zeros((1, 4, 4)), np.ones((1, 1, 3, 3))
+    monkeypatch.setenv(BACKEND_ENV, "simd")
+    with pytest.raises(ValueError, match=BACKEND_ENV):
+        correlate_block(x, w)
+    monkeypatch.delenv(BACKEND_ENV)
+    with pytest.raises(ValueError, match="backend must be one of"):
+        correlate_block(x, w, backend="fast")
+
+
+@pytest.mark.parametrize("backend", ["numpy", "compiled"])
+@pytest.mark.parametrize(
+    "block_shape, weights_shape, options, message",
+    [
+        ((2, 8, 8), (1, 3, 3, 3), {}, "channels"),
+        ((1, 2, 8), (1, 1, 3, 3), {}, "smaller than the kernel"),
+        ((8, 8), (1, 1, 3, 3), {}, "shape"),
+        ((1, 8, 8), (1, 1, 0, 3), {}, "kh, kw >= 1"),
+        ((1, 8, 8), (0, 1, 3, 3), {"combine": "magnitude"}, "at least one kernel"),
+        ((1, 8, 8), (1, 1, 3, 3), {"stride": (0, 1)}, "stride"),
+        ((1, 8, 8), (1, 1, 3, 3), {"combine": "sum"}, "combine"),
+        ((1, 8, 8), (1, 1, 3, 3), {"dtype": np.float16}, "dtype"),
+    ],
+    ids=["channels", "too-small", "no-channel-axis", "empty-kernel", "empty-bank", "stride", "combine", "dtype"],
+)
+def test_invalid_arguments(backend, block_shape, weights_shape, options, message):
+    with pytest.raises(ValueError, match=message):
+        correlate_block(np.zeros(block_shape, np.uint8), np.ones(weights_shape), backend=backend, **options)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "compiled"])
+def test_complex_pixels_are_refused(backend):
+    with pytest.raises(TypeError, match="real numbers"):
+        correlate_block(np.zeros((1, 4, 4), np.complex64), np.ones((1, 1, 3, 3)), backend=backend)

@@ -1,52 +1,39 @@
-"""The convolution core: one block in, one block out, NumPy only (no Dask).
+"""The block contract and its NumPy reference implementation.
 
 "Convolution" is what CNNs call convolution: valid cross-correlation with a
 stride. For a block ``x`` of shape ``(..., C, H, W)`` and a kernel bank ``w``
 of shape ``(K, C, kh, kw)``::
 
     out[..., k, i, j] = sum_c sum_u sum_v x[..., c, i*sy + u, j*sx + v] * w[k, c, u, v]
-    for 0 <= i <= (H - kh) // sy  and  0 <= j <= (W - kw) // sx
+    for 0 <= i < output_length(H, kh, sy)  and  0 <= j < output_length(W, kw, sx)
 
 ``combine="magnitude"`` returns ``sqrt(sum_k out[..., k, :, :] ** 2)`` without
 the kernel axis.
 
-Every output pixel is summed in one fixed order (``c``, then ``u``, then
-``v``; zero weights skipped) in the output dtype, so the value of a pixel does
-not depend on which block it was computed in: chunked and unchunked results
-are bit-identical. Integer data with integer weights give the exact formula
-value as long as the sums are representable in the output dtype.
+Every output pixel is summed in one fixed order, in the output dtype, with
+one rounding per operation::
 
-Two implementations share these semantics: :func:`correlate_block_numpy`
-(plain NumPy, one vectorised pass per kernel tap) and the compiled core in
-:mod:`convpipe.compiled` (one fused pass per row for the whole bank).
-:func:`correlate_block` picks the compiled one when it is available.
+    acc = 0
+    for c, u, v (row-major), skipping zero weights:
+        acc += dtype(x[c, i*sy + u, j*sx + v]) * w[k, c, u, v]
+    magnitude = sqrt(acc_0 * acc_0 + acc_1 * acc_1 + ...)   # left to right
+
+so the value of a pixel does not depend on which block it was computed in
+(chunked and unchunked results are bit-identical), and every backend returns
+the same bits. Integer data with integer weights give the exact value of the
+formula as long as the sums are representable in the output dtype. Skipping
+zero weights also means a NaN or infinite pixel under a zero weight does not
+reach the result.
 """
 
 from __future__ import annotations
 
-from typing import Literal
-
 import numpy as np
 
-Combine = Literal["none", "magnitude"]
+from convpipe.geometry import COMBINES, Combine, output_length
 
-
-def output_shape(
-    block_shape: tuple[int, ...],
-    kernel_shape: tuple[int, int],
-    stride: tuple[int, int],
-) -> tuple[int, int]:
-    """Spatial shape of the valid, strided output of a block.
-
-    Examples
-    --------
-    >>> output_shape((4, 4), (3, 3), (1, 1))
-    (2, 2)
-    >>> output_shape((7, 8), (3, 2), (2, 3))
-    (3, 3)
-    """
-    (h, w), (kh, kw), (sy, sx) = block_shape[-2:], kernel_shape, stride
-    return (h - kh) // sy + 1, (w - kw) // sx + 1
+#: Output (and accumulation) dtypes.
+OUTPUT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def check_block_arguments(
@@ -55,13 +42,13 @@ def check_block_arguments(
     stride: tuple[int, int],
     combine: str,
     dtype: np.dtype,
-) -> None:
-    """Raise ``ValueError`` for arguments no core can correlate (shared by both cores)."""
-    if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
+) -> tuple[int, int]:
+    """Raise ``ValueError`` for arguments no backend can correlate; return the output's ``(Ho, Wo)``."""
+    if dtype not in OUTPUT_DTYPES:
         raise ValueError(f"dtype must be float32 or float64, got {dtype}")
-    if combine not in ("none", "magnitude"):
-        raise ValueError(f"combine must be 'none' or 'magnitude', got {combine!r}")
-    if min(stride) < 1:
+    if combine not in COMBINES:
+        raise ValueError(f"combine must be one of {COMBINES}, got {combine!r}")
+    if len(stride) != 2 or min(stride) < 1:
         raise ValueError(f"stride must be positive integers (sy, sx), got {stride}")
     if weights.ndim != 4 or 0 in weights.shape[2:]:
         raise ValueError(f"weights must have shape (K, C, kh, kw) with kh, kw >= 1, got {weights.shape}")
@@ -69,12 +56,16 @@ def check_block_arguments(
         raise ValueError("combine='magnitude' needs at least one kernel, got an empty bank")
     if block.ndim < 3:
         raise ValueError(f"block must have shape (..., C, H, W), got {block.shape}")
+    if block.dtype.kind not in "biuf":
+        raise TypeError(f"block must hold real numbers, got dtype {block.dtype}")
     n_channels, kh, kw = weights.shape[1:]
     if block.shape[-3] != n_channels:
         raise ValueError(f"block has {block.shape[-3]} channels, kernel bank has {n_channels}")
-    ho, wo = output_shape(block.shape, (kh, kw), stride)
+    (h, w), (sy, sx) = block.shape[-2:], stride
+    ho, wo = output_length(h, kh, sy), output_length(w, kw, sx)
     if ho <= 0 or wo <= 0:
         raise ValueError(f"block {block.shape[-2:]} is smaller than the kernel {(kh, kw)}")
+    return ho, wo
 
 
 def correlate_block_numpy(
@@ -85,6 +76,9 @@ def correlate_block_numpy(
     dtype: np.dtype | type = np.float32,
 ) -> np.ndarray:
     """Valid strided cross-correlation of one block with a bank, in NumPy.
+
+    One vectorised pass per kernel tap: the reference every other backend
+    must match bit for bit.
 
     Parameters
     ----------
@@ -111,14 +105,12 @@ def correlate_block_numpy(
             [81., 90.]]], dtype=float32)
     """
     dtype = np.dtype(dtype)
-    check_block_arguments(block, weights, stride, combine, dtype)
+    ho, wo = check_block_arguments(block, weights, stride, combine, dtype)
     n_kernels, n_channels, kh, kw = weights.shape
     sy, sx = stride
-    ho, wo = output_shape(block.shape, (kh, kw), stride)
-    batch_shape = block.shape[:-3]
     w = weights.astype(dtype, copy=False)
 
-    responses = np.zeros(batch_shape + (n_kernels, ho, wo), dtype=dtype)
+    responses = np.zeros(block.shape[:-3] + (n_kernels, ho, wo), dtype=dtype)
     for k in range(n_kernels):
         acc = responses[..., k, :, :]
         for c in range(n_channels):
@@ -135,22 +127,3 @@ def correlate_block_numpy(
     for k in range(1, n_kernels):
         magnitude += responses[..., k, :, :] * responses[..., k, :, :]
     return np.sqrt(magnitude, out=magnitude)
-
-
-def correlate_block(
-    block: np.ndarray,
-    weights: np.ndarray,
-    stride: tuple[int, int] = (1, 1),
-    combine: Combine = "none",
-    dtype: np.dtype | type = np.float32,
-) -> np.ndarray:
-    """Valid strided cross-correlation of one block; the fastest exact core.
-
-    Same contract as :func:`correlate_block_numpy`; uses the compiled core of
-    :mod:`convpipe.compiled` when Numba is importable.
-    """
-    try:
-        from convpipe.compiled import correlate_block_compiled
-    except ImportError:  # Numba missing: the NumPy core gives the same bits
-        return correlate_block_numpy(block, weights, stride, combine, dtype)
-    return correlate_block_compiled(block, weights, stride, combine, dtype)
