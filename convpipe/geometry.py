@@ -22,10 +22,6 @@ import itertools
 import math
 import typing
 from dataclasses import dataclass, replace
-from typing import Literal
-
-Combine = Literal["none", "magnitude"]
-COMBINES = typing.get_args(Combine)
 
 #: How the responses of a bank are combined: one output channel per kernel
 #: (``"none"``) or the root of their sum of squares (``"magnitude"``).
