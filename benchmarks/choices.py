@@ -37,11 +37,12 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from bench import stack_path
 
 from convpipe import geometry
+from convpipe.codecs import compressors_for
 from convpipe.config import CODECS, parse_config
 from convpipe.core import correlate_block
 from convpipe.kernels import BUILTIN_BANKS
-from convpipe.runner import execute, make_plan
-from convpipe.store import compressors_for
+from convpipe.planner import make_plan
+from convpipe.runner import execute
 
 
 def median_seconds(action, repeats: int, prepare=None) -> float:

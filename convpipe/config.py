@@ -10,20 +10,19 @@ expected, e.g. ``configs/x.yaml:7: stride: must be a positive integer or
 from __future__ import annotations
 
 import math
-import re
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
-from convpipe.errors import ConfigError
+from convpipe.errors import ConfigError, ConvpipeError
+from convpipe.geometry import COMBINES, Combine
 from convpipe.kernels import BUILTIN_BANKS, KernelBank
+from convpipe.yamldoc import YamlDoc, parse_yaml
 
 SCHEDULERS = ("threads", "processes", "synchronous", "local")
-COMBINES = ("none", "magnitude")
 OUTPUT_DTYPES = ("float32", "float64")
 CODECS = ("blosc-lz4", "blosc-lz4hc", "blosc-zstd", "zstd", "gzip", "none")
 OUTPUT_FORMATS = ("zarr3", "zarr2")
@@ -69,7 +68,7 @@ class Config:
     kernels: KernelBank
     bank_name: str | None
     stride: tuple[int, int]
-    combine: str
+    combine: Combine
     output: OutputSpec
     compute: ComputeSpec = field(default_factory=ComputeSpec)
     source: str = "<config>"
@@ -86,6 +85,10 @@ class Config:
             parts.pop()
         return self.source
 
+    def error(self, kind: type[ConvpipeError], key: str, message: str) -> ConvpipeError:
+        """A ``kind`` error about ``key``, its text led by the file, the YAML line and the key."""
+        return kind(f"{self.where(key)}: {key}: {message}", key=key)
+
     def to_dict(self) -> dict[str, Any]:
         """The resolved config as plain JSON-able data (for output attributes)."""
         return {
@@ -98,99 +101,10 @@ class Config:
         }
 
 
-# --------------------------------------------------------------------------- YAML with line numbers
-
-
-class _Doc:
-    """A parsed YAML document that remembers the line of every key."""
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-        self.lines: dict[tuple, int] = {}
-
-    def error(self, key: tuple, message: str) -> ConfigError:
-        line = self._line_of(key)
-        where = f"{self.source}:{line}" if line else self.source
-        name = ".".join(str(part) if isinstance(part, str) else f"[{part}]" for part in key)
-        name = name.replace(".[", "[")
-        return ConfigError(f"{where}: {name}: {message}" if name else f"{where}: {message}")
-
-    def _line_of(self, key: tuple) -> int | None:
-        while key:
-            if key in self.lines:
-                return self.lines[key]
-            key = key[:-1]
-        return self.lines.get(())
-
-    def to_python(self, node: yaml.Node, key: tuple = ()) -> Any:
-        self.lines.setdefault(key, node.start_mark.line + 1)
-        if isinstance(node, yaml.MappingNode):
-            result: dict[str, Any] = {}
-            for key_node, value_node in node.value:
-                if not isinstance(key_node, yaml.ScalarNode):
-                    line = key_node.start_mark.line + 1
-                    raise ConfigError(f"{self.source}:{line}: keys must be plain names, got a {key_node.id}")
-                name = key_node.value
-                self.lines[key + (name,)] = key_node.start_mark.line + 1
-                if name in result:
-                    raise self.error(key + (name,), "duplicate key")
-                result[name] = self.to_python(value_node, key + (name,))
-            return result
-        if isinstance(node, yaml.SequenceNode):
-            return [self.to_python(item, key + (i,)) for i, item in enumerate(node.value)]
-        loader = yaml.SafeLoader("")
-        try:
-            return loader.construct_object(node)
-        finally:
-            loader.dispose()
-
-
-class _Loader(yaml.SafeLoader):
-    """SafeLoader that resolves plain scalars as YAML 1.2 does where 1.1 surprises.
-
-    Only ``true`` and ``false`` are booleans (a kernel named ``no`` or ``on``
-    stays a string), and floats without a dot (``1e-3``) are numbers.
-    """
-
-
-_Loader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:bool",
-    re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
-    list("tTfF"),
-)
-
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
-    list("-+0123456789"),
-)
-
-
-def _parse_yaml(text: str, source: str) -> tuple[Any, _Doc]:
-    doc = _Doc(source)
-    try:
-        node = yaml.compose(text, Loader=_Loader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        context = getattr(exc, "context", None)
-        if context and problem.startswith("but "):  # "expected a single document ..., but found ..."
-            problem = f"{context}, {problem}"
-        raise ConfigError(f"{source}{line}: invalid YAML: {problem}") from None
-    if node is None:
-        raise ConfigError(f"{source}: the config is empty; expected a mapping with input, kernels, output")
-    return doc.to_python(node), doc
-
-
 # --------------------------------------------------------------------------- value checks
 
 
-def _mapping(doc: _Doc, value: Any, key: tuple, allowed: tuple[str, ...]) -> dict[str, Any]:
+def _mapping(doc: YamlDoc, value: Any, key: tuple, allowed: tuple[str, ...]) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise doc.error(key, f"must be a mapping with keys {', '.join(allowed)}, got {_show(value)}")
     for name in value:
@@ -208,13 +122,13 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _positive_int(doc: _Doc, value: Any, key: tuple, what: str = "a positive integer") -> int:
+def _positive_int(doc: YamlDoc, value: Any, key: tuple, what: str = "a positive integer") -> int:
     if not _is_int(value) or value < 1:
         raise doc.error(key, f"must be {what}, got {_show(value)}")
     return value
 
 
-def _pair(doc: _Doc, value: Any, key: tuple, what: str) -> tuple[int, int]:
+def _pair(doc: YamlDoc, value: Any, key: tuple, what: str) -> tuple[int, int]:
     """An int or a [y, x] list of two positive ints."""
     if _is_int(value) and value >= 1:
         return value, value
@@ -223,19 +137,19 @@ def _pair(doc: _Doc, value: Any, key: tuple, what: str) -> tuple[int, int]:
     raise doc.error(key, f"must be {what}, got {_show(value)}")
 
 
-def _choice(doc: _Doc, value: Any, key: tuple, choices: tuple[str, ...]) -> str:
+def _choice(doc: YamlDoc, value: Any, key: tuple, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise doc.error(key, f"must be one of {', '.join(choices)}, got {_show(value)}")
     return value
 
 
-def _bool(doc: _Doc, value: Any, key: tuple) -> bool:
+def _bool(doc: YamlDoc, value: Any, key: tuple) -> bool:
     if not isinstance(value, bool):
         raise doc.error(key, f"must be true or false, got {_show(value)}")
     return value
 
 
-def _path(doc: _Doc, value: Any, key: tuple, base: Path | None) -> str:
+def _path(doc: YamlDoc, value: Any, key: tuple, base: Path | None) -> str:
     if not isinstance(value, str) or not value.strip():
         raise doc.error(key, f"must be a path or URL string, got {_show(value)}")
     return resolve_path(value, base)
@@ -254,7 +168,7 @@ def resolve_path(value: str, base: Path | None) -> str:
 # --------------------------------------------------------------------------- kernels
 
 
-def parse_kernels(doc: _Doc, value: Any, key: tuple = ("kernels",)) -> tuple[KernelBank, str | None]:
+def parse_kernels(doc: YamlDoc, value: Any, key: tuple = ("kernels",)) -> tuple[KernelBank, str | None]:
     """A built-in bank name, or a list of ``{name, weights}`` -> a :class:`KernelBank`."""
     if isinstance(value, str):
         if value not in BUILTIN_BANKS:
@@ -296,7 +210,7 @@ def _shape_text(weights: np.ndarray) -> str:
     )
 
 
-def _weights(doc: _Doc, value: Any, key: tuple) -> np.ndarray:
+def _weights(doc: YamlDoc, value: Any, key: tuple) -> np.ndarray:
     """Nested lists of numbers -> float64 array of shape (C, kh, kw)."""
     expected = "a non-empty 2-D [kh][kw] or 3-D [C][kh][kw] list of numbers"
 
@@ -347,7 +261,7 @@ def load_config(path: str | Path) -> Config:
 
 def parse_config(text: str, source: str = "<config>", base: Path | None = None) -> Config:
     """Validate config ``text``; relative paths resolve against ``base``."""
-    raw, doc = _parse_yaml(text, source)
+    raw, doc = parse_yaml(text, source)
     top = _mapping(doc, raw, (), TOP_KEYS)
     for required in ("input", "kernels", "output"):
         if required not in top:
@@ -395,7 +309,7 @@ def parse_config(text: str, source: str = "<config>", base: Path | None = None) 
     if chunks is not None:
         chunks = _pair(doc, chunks, ("compute", "chunks"), "null or [cy, cx] positive integers")
     scheduler = raw_compute.get("scheduler", "threads")
-    if not isinstance(scheduler, str) or not (scheduler in SCHEDULERS or "://" in scheduler):
+    if not is_scheduler(scheduler):
         raise doc.error(
             ("compute", "scheduler"),
             f"must be one of {', '.join(SCHEDULERS)} or a scheduler address tcp://HOST:PORT, "
@@ -425,3 +339,18 @@ def parse_config(text: str, source: str = "<config>", base: Path | None = None) 
             if key and all(isinstance(part, str) for part in key)
         },
     )
+
+
+def is_scheduler(value: Any) -> bool:
+    """Whether ``value`` names a scheduler: one of :data:`SCHEDULERS` or an address such as ``tcp://HOST:PORT``."""
+    return isinstance(value, str) and (value in SCHEDULERS or "://" in value)
+
+
+def with_scheduler(config: Config, scheduler: str) -> Config:
+    """``config`` with ``compute.scheduler`` replaced (the ``--scheduler`` option), checked as in the file."""
+    if not is_scheduler(scheduler):
+        raise ConfigError(
+            f"--scheduler: expected one of {', '.join(SCHEDULERS)} or tcp://HOST:PORT, got {scheduler!r}",
+            key="--scheduler",
+        )
+    return replace(config, compute=replace(config.compute, scheduler=scheduler))
