@@ -30,7 +30,9 @@ from convpipe.outputs import (
     swap_into_place,
 )
 from convpipe.paths import path_exists, remove_path
-from convpipe.planner import Plan
+from convpipe.planner import Plan, make_plan  # make_plan: benchmarks/bench.py still imports it from here
+
+__all__ = ["RunSummary", "execute", "make_plan", "provenance", "resume_command"]
 
 
 @dataclass(frozen=True)
