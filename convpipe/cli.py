@@ -86,9 +86,8 @@ def run(
                 plan, overwrite=overwrite or None, scheduler=scheduler, progress=not quiet, resume=resume
             )
         except KeyboardInterrupt:
-            typer.echo(
-                f"interrupted; finished blocks are kept. Resume with: {resume_command(plan, scheduler)}", err=True
-            )
+            command = resume_command(plan, scheduler)
+            typer.echo(f"interrupted; finished blocks are kept. Resume with: {command}", err=True)
             raise typer.Exit(INTERRUPTED) from None
     if not quiet:
         typer.echo(summary.line(), err=True)

@@ -189,7 +189,7 @@ class StackGeometry:
 
     @property
     def has_kernel_axis(self) -> bool:
-        """Whether the output keeps one channel per kernel (``combine: none``), rather than one combined value."""
+        """Whether the output has one channel per kernel (``combine: none``), not one combined value."""
         return self.combine == "none"
 
     @property

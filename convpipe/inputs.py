@@ -85,10 +85,18 @@ def open_input(path: str, array: str | None = None) -> InputStack:
         raise InputError(f"{path} does not exist", key="input.path")
     node, _ = open_zarr_array(path, array, keys=("input.path", "input.array"))
     if node.ndim < 2:
-        raise InputError(f"{path} has {node.ndim} dimension(s) {node.shape}; expected at least 2-D", key="input.path")
+        message = f"{path} has {node.ndim} dimension(s) {node.shape}; expected at least 2-D"
+        raise InputError(message, key="input.path")
     if node.dtype.kind not in "uif":
-        raise InputError(f"{path} has dtype {node.dtype}; expected one of {', '.join(INPUT_DTYPES)}", key="input.path")
+        message = f"{path} has dtype {node.dtype}; expected one of {', '.join(INPUT_DTYPES)}"
+        raise InputError(message, key="input.path")
     return InputStack(path, array, tuple(node.shape), np.dtype(node.dtype), tuple(node.chunks), node)
+
+
+def dimension_names(array: zarr.Array) -> tuple[str | None, ...] | None:
+    """The axis names of a Zarr array: ``dimension_names`` (format 3) or ``_ARRAY_DIMENSIONS`` (format 2)."""
+    names = getattr(array.metadata, "dimension_names", None) or array.attrs.get("_ARRAY_DIMENSIONS")
+    return None if names is None else tuple(names)
 
 
 def open_zarr_array(
@@ -116,7 +124,7 @@ def open_zarr_array(
         raise InputError(f"no such Zarr array or group: {path} (it does not exist)", key=path_key)
     try:
         node = zarr.open(store=store_argument(path), mode=mode, use_consolidated=False)
-    except (FileNotFoundError, NotADirectoryError, ValueError, KeyError) as exc:  # zarr's own errors are ValueErrors
+    except (FileNotFoundError, NotADirectoryError, ValueError, KeyError) as exc:  # zarr's are ValueErrors
         raise InputError(f"{path} is not a readable Zarr array or group ({exc})", key=path_key) from None
     if isinstance(node, zarr.Array):
         if array is not None:
@@ -142,22 +150,23 @@ def pick_array(
         name = default
         if default not in names:
             listed = ", ".join(repr(n) for n in names) or "none"
-            raise InputError(
-                f"{path} has no array {default!r} (arrays: {listed}); choose one with {array_key}", key=array_key
-            )
+            message = f"{path} has no array {default!r} (arrays: {listed}); choose one with {array_key}"
+            raise InputError(message, key=array_key)
     if name is None:
         if len(names) == 1:
             return group[names[0]], names[0]
         if not names:
             raise InputError(f"the Zarr group {path} holds no array", key=path_key)
-        raise InputError(
-            f"the Zarr group {path} holds several arrays ({', '.join(names)}); set {array_key} to the one to read",
-            key=array_key,
+        message = (
+            f"the Zarr group {path} holds several arrays ({', '.join(names)}); "
+            f"set {array_key} to the one to read"
         )
+        raise InputError(message, key=array_key)
     try:
         node = group[name]
     except KeyError:
         node = None
     if not isinstance(node, zarr.Array):
-        raise InputError(f"no array {name!r} in {path}; arrays there: {', '.join(names) or 'none'}", key=array_key)
+        message = f"no array {name!r} in {path}; arrays there: {', '.join(names) or 'none'}"
+        raise InputError(message, key=array_key)
     return node, name

@@ -10,7 +10,7 @@ import zarr
 
 from convpipe.completion import BlockRecorder
 from convpipe.errors import storage_errors
-from convpipe.inputs import open_zarr_array
+from convpipe.inputs import dimension_names, open_zarr_array
 from convpipe.paths import local_path
 
 
@@ -50,7 +50,7 @@ def inspect_report(path: str, array: str | None = None) -> dict[str, Any]:
 
 def _report(path: str, array: str | None) -> dict[str, Any]:
     node, name = open_zarr_array(path, array, default="0", keys=("PATH", "--array"))
-    dims = getattr(node.metadata, "dimension_names", None) or node.attrs.get("_ARRAY_DIMENSIONS")
+    dims = dimension_names(node)
     report: dict[str, Any] = {
         "path": path,
         "array": name or None,

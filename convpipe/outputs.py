@@ -35,7 +35,9 @@ def check_output_location(output: str, input_path: str) -> None:
                 f"{output} is inside the input {input_path}; choose a path outside it", key="output.path"
             )
         if out_p in in_p.parents:
-            raise OutputError(f"{output} contains the input {input_path}; choose another path", key="output.path")
+            raise OutputError(
+                f"{output} contains the input {input_path}; choose another path", key="output.path"
+            )
         return
     out_u, in_u = output.rstrip("/"), input_path.rstrip("/")
     if out_u == in_u or out_u.startswith(in_u + "/") or in_u.startswith(out_u + "/"):
@@ -112,7 +114,9 @@ def create_output(
 def _write_labels(group: zarr.Group, dimension: str, values: list[str], zarr_format: int) -> None:
     text = np.array(values, dtype=np.dtypes.StringDType())
     if zarr_format == 3:
-        coordinate = group.create_array(dimension, shape=text.shape, dtype=text.dtype, dimension_names=[dimension])
+        coordinate = group.create_array(
+            dimension, shape=text.shape, dtype=text.dtype, dimension_names=[dimension]
+        )
     else:
         coordinate = group.create_array(
             dimension, shape=text.shape, dtype=str, attributes={"_ARRAY_DIMENSIONS": [dimension]}

@@ -178,7 +178,8 @@ def channel_axis_of(config: Config, ndim: int) -> int | None:
     axis = config.input.channel_axis
     axes = config.input.axes
     if axes is not None and len(axes) != ndim:
-        raise config.error(ConfigError, "input.axes", f"{axes!r} names {len(axes)} axes but the input has {ndim}")
+        message = f"{axes!r} names {len(axes)} axes but the input has {ndim}"
+        raise config.error(ConfigError, "input.axes", message)
     if axis is None:
         return axes.index("c") if axes and "c" in axes else None
     if not -ndim <= axis < ndim:

@@ -30,7 +30,7 @@ import zarr
 
 from convpipe.errors import InputError, OutputError, storage_errors
 from convpipe.imagefiles import is_image_source, open_image_stack
-from convpipe.inputs import open_zarr_array, pick_array
+from convpipe.inputs import dimension_names, open_zarr_array, pick_array
 
 LOW_PERCENTILE = 0.5
 HIGH_PERCENTILE = 99.5
@@ -275,10 +275,14 @@ def side_by_side(left: np.ndarray, right: np.ndarray, gap: int = PANEL_GAP) -> n
 
 def _open_source(path_or_array: Any, array: str | None) -> _Source:
     if isinstance(path_or_array, zarr.Group):
-        return _group_array(path_or_array, array, label="the Zarr group")
+        label = "the Zarr group"
+        node, name = pick_array(
+            path_or_array, label, array, default=DEFAULT_GROUP_ARRAY, take_single=False, keys=ARRAY_KEYS
+        )
+        return _Source(node, dimension_names(node), f"{label}/{name}")
     if isinstance(path_or_array, zarr.Array):
         _refuse_array_name(array, "the Zarr array")
-        return _Source(path_or_array, _zarr_dimension_names(path_or_array), "the Zarr array")
+        return _Source(path_or_array, dimension_names(path_or_array), "the Zarr array")
     if not isinstance(path_or_array, (str, os.PathLike)):
         if not hasattr(path_or_array, "shape") or not hasattr(path_or_array, "__getitem__"):
             raise InputError(f"cannot preview an object of type {type(path_or_array).__name__}")
@@ -291,25 +295,12 @@ def _open_source(path_or_array: Any, array: str | None) -> _Source:
         stack = open_image_stack(label)
         return _Source(stack, ("t", "y", "x", "c")[: stack.ndim], label)
     node, name = open_zarr_array(label, array, default=DEFAULT_GROUP_ARRAY, take_single=False, keys=ARRAY_KEYS)
-    return _Source(node, _zarr_dimension_names(node), label if name is None else f"{label}/{name}")
-
-
-def _group_array(group: zarr.Group, name: str | None, label: str) -> _Source:
-    """The array ``name`` (default ``"0"``; may be a path like ``"s0/image"``) of an open group."""
-    node, name = pick_array(group, label, name, default=DEFAULT_GROUP_ARRAY, take_single=False, keys=ARRAY_KEYS)
-    return _Source(node, _zarr_dimension_names(node), f"{label}/{name}")
+    return _Source(node, dimension_names(node), label if name is None else f"{label}/{name}")
 
 
 def _refuse_array_name(array: str | None, label: str) -> None:
     if array is not None:
         raise InputError(f"array={array!r} selects an array inside a group, but {label} is not a group")
-
-
-def _zarr_dimension_names(node: zarr.Array) -> tuple[str | None, ...] | None:
-    names = getattr(node.metadata, "dimension_names", None)
-    if names is None:
-        names = node.attrs.get("_ARRAY_DIMENSIONS")
-    return None if names is None else tuple(names)
 
 
 def _normalise_names(names: Sequence[str | None] | None, ndim: int) -> tuple[str | None, ...] | None:

@@ -112,7 +112,8 @@ def execute(
             jobs = _slab_jobs(plan, target, recorder, done)
             run_jobs(jobs, todo, config.compute, progress=progress, n_jobs=len(g.batch_groups()))
         if len(recorder.done()) != g.n_tasks:
-            raise RuntimeError(f"{target_path}: {g.n_tasks - len(recorder.done())} blocks have no completion record")
+            missing = g.n_tasks - len(recorder.done())
+            raise RuntimeError(f"{target_path}: {missing} blocks have no completion record")
         record = dict(target.attrs["convpipe"])
         record["complete"] = True
         target.attrs["convpipe"] = record
@@ -179,9 +180,8 @@ def _open_target(plan: Plan, overwrite: bool, resume: bool):
                 "or --overwrite to start again",
                 key="output.path",
             )
-        raise OutputError(
-            f"output.path: {final} already exists; pass --overwrite (or output.overwrite: true)", key="output.path"
-        )
+        message = f"output.path: {final} already exists; pass --overwrite (or output.overwrite: true)"
+        raise OutputError(message, key="output.path")
     target_path = staged if path_exists(final) else final
     if path_exists(target_path):
         remove_path(target_path)  # a stale, abandoned replacement

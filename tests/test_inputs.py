@@ -50,10 +50,12 @@ def test_image_files_open_as_a_stack(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("arrays", "array", "key", "fragment"),
     [
-        pytest.param({"raw": STACK, "mask": STACK}, None, "input.array", "several arrays (mask, raw)", id="several"),
+        pytest.param(
+            {"raw": STACK, "mask": STACK}, None, "input.array", "several arrays (mask, raw)", id="several"
+        ),
         pytest.param({"raw": STACK}, "labels", "input.array", "no array 'labels'", id="unknown-name"),
         pytest.param({}, None, "input.path", "holds no array", id="empty-group"),
-        pytest.param({"line": np.arange(5)}, None, "input.path", "expected at least 2-D", id="one-dimensional"),
+        pytest.param({"line": np.arange(5)}, None, "input.path", "expected at least 2-D", id="1-d"),
         pytest.param({"flags": np.zeros((2, 3, 3), bool)}, None, "input.path", "dtype bool", id="bool-dtype"),
     ],
 )

@@ -44,7 +44,9 @@ def test_input_axis_names(ndim, channel_axis, axes, expected) -> None:
         pytest.param((4, 20, 30), None, "none", None, ("t", "c", "y", "x"), id="kernel-axis-before-space"),
         pytest.param((4, 20, 30), None, "magnitude", None, ("t", "y", "x"), id="magnitude-has-none"),
         pytest.param((4, 20, 30, 3), 3, "none", None, ("t", "c", "y", "x"), id="input-channels-consumed"),
-        pytest.param((2, 5, 20, 30), None, "none", ("t", "z", "y", "x"), ("t", "c", "z", "y", "x"), id="before-z"),
+        pytest.param(
+            (2, 5, 20, 30), None, "none", ("t", "z", "y", "x"), ("t", "c", "z", "y", "x"), id="before-z"
+        ),
     ],
 )
 def test_output_axis_names(shape, channel_axis, combine, names, expected) -> None:
