@@ -146,12 +146,12 @@ def pick_array(
     path_key, array_key = keys
     names = sorted(group.array_keys())
     name = array
-    if name is None and default is not None and (default in names or not take_single):
+    if name is None and default in names:
         name = default
-        if default not in names:
-            listed = ", ".join(repr(n) for n in names) or "none"
-            message = f"{path} has no array {default!r} (arrays: {listed}); choose one with {array_key}"
-            raise InputError(message, key=array_key)
+    elif name is None and default is not None and not take_single:
+        listed = ", ".join(repr(n) for n in names) or "none"
+        message = f"{path} has no array {default!r} (arrays: {listed}); choose one with {array_key}"
+        raise InputError(message, key=array_key)
     if name is None:
         if len(names) == 1:
             return group[names[0]], names[0]
