@@ -46,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from benchdata import ensure_stack, stack_path  # noqa: F401  (choices.py imports stack_path from here)
+from benchdata import ensure_stack
 from checks import RTOL, BenchmarkError, Reference, reference_name
 from convpipe_rows import core_rows, pipeline_cases
 from peak_memory import bench_memory

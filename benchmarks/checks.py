@@ -108,6 +108,6 @@ def compare(label: str, got: np.ndarray, want: np.ndarray) -> float:
 def check_stack_output(label: str, written, reference: Reference, stride: int = 1) -> float:
     """Compare the checked frames of a written stack (subsampled by ``stride``); the worst relative error."""
     return max(
-        compare(f"{label}, frame {t}", written[t], reference.magnitude(t)[::stride, ::stride])
+        compare(f"{label}, frame {t}", np.asarray(written[t]), reference.magnitude(t)[::stride, ::stride])
         for t in reference.frames
     )

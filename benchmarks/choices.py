@@ -34,14 +34,14 @@ import zarr
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from bench import stack_path
+from benchdata import stack_path
 
+import convpipe
 from convpipe import geometry
-from convpipe.config import CODECS, parse_config
+from convpipe.codecs import compressors_for
+from convpipe.config import CODECS
 from convpipe.core import correlate_block
 from convpipe.kernels import BUILTIN_BANKS
-from convpipe.runner import execute, make_plan
-from convpipe.store import compressors_for
 
 
 def median_seconds(action, repeats: int, prepare=None) -> float:
@@ -98,11 +98,12 @@ def geometry_setting(name: str, value):
 def timed_run(source: Path, scratch: Path, repeats: int):
     """The plan of a Sobel-magnitude run of ``source`` and its median seconds (output deleted untimed)."""
     out = scratch / "run.zarr"
-    text = f"input: {{path: {source}}}\nkernels: sobel\ncombine: magnitude\noutput: {{path: {out}}}\n"
-    plan = make_plan(parse_config(text))
+    plan = convpipe.plan(
+        {"input": {"path": str(source)}, "kernels": "sobel", "combine": "magnitude", "output": {"path": str(out)}}
+    )
 
     def run() -> None:
-        execute(plan, progress=False)
+        convpipe.run(plan, progress=False)
 
     def remove_output() -> None:  # deleting a GiB of chunks is not the run's cost
         shutil.rmtree(out, ignore_errors=True)

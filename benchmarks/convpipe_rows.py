@@ -7,17 +7,16 @@ followed by changing the imports below and nothing else.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
+import yaml
+
 import convpipe
-from convpipe.config import parse_config
+from convpipe.codecs import compressors_for
 from convpipe.core import correlate_block
-from convpipe.runner import execute, make_plan
-from convpipe.store import compressors_for, open_output_array
 
 from checks import SOBEL_BANK, Reference, check_stack_output
 from results import Results
@@ -34,28 +33,25 @@ def default_compressors():
 
 
 def open_output(path: Path):
-    """A finished convpipe output, read-only."""
-    return open_output_array(str(path))
+    """A finished convpipe output, read-only (a lazy DataArray)."""
+    return convpipe.open_output(str(path))
+
+
+def config(input_path: Path, output_path: Path, stride: int) -> dict:
+    """A convpipe config for the Sobel magnitude of ``input_path``, as a mapping."""
+    return {
+        "input": {"path": str(input_path)},
+        "kernels": "sobel",
+        "stride": stride,
+        "combine": "magnitude",
+        "output": {"path": str(output_path), "dtype": "float32", "codec": "blosc-lz4"},
+        "compute": {"scheduler": "threads"},
+    }
 
 
 def config_text(input_path: Path, output_path: Path, stride: int) -> str:
-    """A convpipe YAML config for the Sobel magnitude of ``input_path``."""
-    return "\n".join(
-        [
-            "input:",
-            f"  path: {json.dumps(str(input_path))}",
-            "kernels: sobel",
-            f"stride: {stride}",
-            "combine: magnitude",
-            "output:",
-            f"  path: {json.dumps(str(output_path))}",
-            "  dtype: float32",
-            "  codec: blosc-lz4",
-            "compute:",
-            "  scheduler: threads",
-            "",
-        ]
-    )
+    """The same config as a YAML file's text."""
+    return yaml.safe_dump(config(input_path, output_path, stride), sort_keys=False)
 
 
 def run_command(config_path: Path) -> list[str]:
@@ -68,7 +64,7 @@ def pipeline_cases(reference: Reference, results: Results, scratch: Path) -> lis
     input_path = reference.path
     cases = []
     for stride in (1, 2):
-        plan = make_plan(parse_config(config_text(input_path, scratch / "plan.zarr", stride)))
+        plan = convpipe.plan(config(input_path, scratch / "plan.zarr", stride))
         g = plan.geometry
         results.note(
             f"convpipe stride {stride} plan: {g.n_tasks} tasks, processing chunks "
@@ -77,7 +73,7 @@ def pipeline_cases(reference: Reference, results: Results, scratch: Path) -> lis
         )
 
         def run(output: Path, stride: int = stride) -> None:
-            execute(make_plan(parse_config(config_text(input_path, output, stride))), progress=False)
+            convpipe.run(config(input_path, output, stride), progress=False)
 
         def verify(output: Path, stride: int = stride) -> None:
             label = f"convpipe stride {stride}"

@@ -1,8 +1,16 @@
 """convpipe: exact strided valid cross-correlation of kernel banks over image
-stacks larger than memory, chunk by chunk with Dask, from Zarr to Zarr."""
+stacks larger than memory, chunk by chunk with Dask, from Zarr to Zarr.
+
+The verbs: :func:`correlate` (NumPy, Dask and xarray arrays, lazily where
+they are lazy), :func:`load_config`, :func:`plan` and :func:`run` (what the
+``convpipe`` command runs), :func:`open_output` (a result as a DataArray).
+They are imported on first use, so ``import convpipe`` (and every ``convpipe``
+command) loads only what it needs.
+"""
 
 from __future__ import annotations
 
+import importlib
 from importlib.metadata import PackageNotFoundError, version
 
 try:
@@ -10,7 +18,30 @@ try:
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+unknown"
 
-from convpipe.arrays import correlate
-from convpipe.kernels import BUILTIN_BANKS, KernelBank
+_EXPORTS = {
+    "correlate": "convpipe.arrays",
+    "open_output": "convpipe.arrays",
+    "Config": "convpipe.config",
+    "load_config": "convpipe.config",
+    "ConvpipeError": "convpipe.errors",
+    "BUILTIN_BANKS": "convpipe.kernels",
+    "KernelBank": "convpipe.kernels",
+    "Plan": "convpipe.planner",
+    "plan": "convpipe.planner",
+    "RunSummary": "convpipe.runner",
+    "run": "convpipe.runner",
+}
 
-__all__ = ["BUILTIN_BANKS", "KernelBank", "__version__", "correlate"]
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'convpipe' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,4 +1,4 @@
-"""``convpipe.correlate``: a kernel bank over a NumPy, Dask or xarray array.
+"""Arrays in and out: ``convpipe.correlate`` over NumPy, Dask or xarray arrays; ``open_output`` as a DataArray.
 
 The same graph the CLI runs (``map_overlap`` with trailing halos over
 stride-aligned chunks, see :mod:`convpipe.pipeline`), without the Zarr round
@@ -16,7 +16,9 @@ import numpy as np
 
 from convpipe import __version__
 from convpipe.geometry import COMBINES, plan_geometry
+from convpipe.errors import OutputError
 from convpipe.kernels import KernelBank, as_bank
+from convpipe.outputs import open_output_array
 from convpipe.pipeline import result_array
 
 OUTPUT_DTYPES = ("float32", "float64")
@@ -213,3 +215,31 @@ def _window_centres(values: np.ndarray, k: int, s: int, n: int) -> np.ndarray | 
     if values.dtype.kind not in "uif":
         return None
     return (values[first].astype(np.float64) + values[first + 1]) / 2
+
+
+def open_output(path: str) -> Any:
+    """A convpipe output as a lazy ``xarray.DataArray``: its dims, kernel names and pixel positions.
+
+    The result array ``0`` of the output group at ``path`` with its
+    dimension names, the kernel names as the coordinate of the kernel
+    dimension ``c`` (``combine: none``), and spatial coordinates in input
+    pixels: output pixel ``i`` sits at the centre of its window,
+    ``i * stride + (kernel - 1) / 2``. Attributes hold convpipe's
+    provenance record (``attrs["convpipe"]``). An unfinished output opens too;
+    its unwritten pixels read as NaN and ``attrs["convpipe"]["complete"]`` is false.
+    """
+    import xarray as xr
+
+    array = open_output_array(path)
+    record = dict(array.attrs.get("convpipe", {}))
+    if not record:
+        raise OutputError(f"{path} is not a convpipe output (its array 0 has no 'convpipe' attribute)", key="path")
+    dims = tuple(array.metadata.dimension_names or array.attrs.get("_ARRAY_DIMENSIONS") or ())
+    weights = np.asarray(record["kernels"]["weights"])
+    coords: dict[str, Any] = {}
+    for dim, n, k, s in zip(dims[-2:], array.shape[-2:], weights.shape[-2:], record["stride"]):
+        coords[dim] = (dim, np.arange(n) * s + (k - 1) / 2)
+    if "c" in dims and record.get("combine") == "none":
+        coords["c"] = ("c", list(record["kernels"]["names"]))
+    data = da.from_zarr(array)
+    return xr.DataArray(data, dims=dims, coords=coords, attrs={"convpipe": record}, name="0")

@@ -1,14 +1,13 @@
 """The ``convpipe`` command line: a thin Typer layer over the library.
 
-User mistakes (:class:`~convpipe.errors.ConvpipeError`) become one line on
-stderr and exit code 2; anything else is a bug and keeps its traceback.
+User mistakes and storage refusals (:class:`~convpipe.errors.ConvpipeError`)
+become one line on stderr and the error's exit code (2, or 1 when the
+storage refused); anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import errno
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,44 +26,17 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 
-STORAGE_ERROR = 1
-USER_ERROR = 2
 INTERRUPTED = 130
-
-#: OS errors that say the storage refused (full, no permission, read-only,
-#: failing): reported in one line like a user error, not as a traceback.
-STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.EIO})
-#: Those of them that only writing raises.
-WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
-
-
-@dataclasses.dataclass
-class _Failure:
-    """What the command writes to, named by a write error that does not say where."""
-
-    output: str | None = None
 
 
 @contextlib.contextmanager
-def user_errors(after_storage_error: str = "") -> Iterator[_Failure]:
-    """One line on stderr for a ConvpipeError (exit 2) or a storage failure (exit 1).
-
-    ``after_storage_error`` is appended to the storage message (how to
-    resume). Any other exception keeps its traceback: that is a bug.
-    """
-    failure = _Failure()
+def user_errors() -> Iterator[None]:
+    """One line on stderr for a ConvpipeError, and its exit code; anything else keeps its traceback."""
     try:
-        yield failure
+        yield
     except ConvpipeError as exc:
         typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(USER_ERROR) from None
-    except OSError as exc:
-        if exc.errno not in STORAGE_ERRNOS:
-            raise
-        place = exc.filename or (f"writing {failure.output}" if exc.errno in WRITE_ERRNOS else None)
-        where = f" ({place})" if place else ""
-        typer.echo(f"error: {exc.strerror or exc}{where}{after_storage_error}", err=True)
-        raise typer.Exit(STORAGE_ERROR) from None
+        raise typer.Exit(exc.exit_code) from None
 
 
 def _version(value: bool) -> None:
@@ -103,23 +75,16 @@ def run(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no summary.")] = False,
 ) -> None:
     """Run the config: read the input, correlate every block, write the output Zarr."""
-    from convpipe.config import SCHEDULERS, load_config
-    from convpipe.runner import execute, make_plan
+    from convpipe.planner import plan as make_plan
+    from convpipe.runner import resume_command, run as run_plan
 
-    resume_command = f"convpipe run {config} --resume" + (f" --scheduler {scheduler}" if scheduler else "")
-    with user_errors(f"; finished blocks are kept. Once fixed, resume with: {resume_command}") as failure:
-        if scheduler is not None and scheduler not in SCHEDULERS and "://" not in scheduler:
-            raise ConvpipeError(
-                f"--scheduler: expected one of {', '.join(SCHEDULERS)} or tcp://HOST:PORT, got {scheduler!r}"
-            )
-        plan = make_plan(load_config(config))
-        failure.output = plan.config.output.path
+    with user_errors():
+        plan = make_plan(config)
         try:
-            summary = execute(
-                plan, overwrite=overwrite or None, scheduler=scheduler, progress=not quiet, resume=resume
-            )
+            summary = run_plan(plan, overwrite=overwrite, scheduler=scheduler, progress=not quiet, resume=resume)
         except KeyboardInterrupt:
-            typer.echo(f"interrupted; finished blocks are kept. Resume with: {resume_command}", err=True)
+            command = resume_command(plan, scheduler)
+            typer.echo(f"interrupted; finished blocks are kept. Resume with: {command}", err=True)
             raise typer.Exit(INTERRUPTED) from None
     if not quiet:
         typer.echo(summary.line(), err=True)
@@ -128,12 +93,11 @@ def run(
 @app.command()
 def validate(config: ConfigArg) -> None:
     """Check the config and the input without computing; print the resolved plan."""
-    from convpipe.config import load_config
-    from convpipe.runner import make_plan
+    from convpipe.planner import plan as make_plan
 
     with user_errors():
-        plan = make_plan(load_config(config))
-    typer.echo(plan.describe())
+        plan = make_plan(config)
+    typer.echo(str(plan))
     typer.echo("ok: the config is valid")
 
 
@@ -164,18 +128,6 @@ def inspect(
     typer.echo(report_json(report) if as_json else format_report(report))
 
 
-def _parse_chunks(text: str | None) -> tuple[int, ...] | None:
-    if text is None:
-        return None
-    try:
-        chunks = tuple(int(part) for part in text.replace("x", ",").split(","))
-    except ValueError:
-        raise ConvpipeError(f"--chunks: expected comma-separated positive integers such as 1,1024,1024, got {text!r}")
-    if any(c < 1 for c in chunks):
-        raise ConvpipeError(f"--chunks: chunk sizes must be positive, got {text!r}")
-    return chunks
-
-
 @app.command()
 def ingest(
     source: Annotated[str, typer.Argument(help="Image folder, glob ('frames/*.png') or multi-page TIFF.")],
@@ -187,11 +139,12 @@ def ingest(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Convert image files into a chunked Zarr stack, so that runs read Zarr."""
-    from convpipe.imagefiles import ingest as ingest_images
+    from convpipe.ingest import ingest as ingest_images
+    from convpipe.ingest import parse_chunks_text
 
-    with user_errors() as failure:
-        failure.output = dest
-        array = ingest_images(source, dest, chunks=_parse_chunks(chunks), overwrite=overwrite, progress=not quiet)
+    with user_errors():
+        shape = parse_chunks_text(chunks)
+        array = ingest_images(source, dest, chunks=shape, overwrite=overwrite, progress=not quiet)
     if not quiet:
         typer.echo(f"wrote {array.shape} {array.dtype} chunks {array.chunks} -> {dest}", err=True)
 
@@ -212,8 +165,7 @@ def preview(
     """Render one frame to an 8-bit PNG with robust (percentile) contrast."""
     from convpipe.preview import write_preview
 
-    with user_errors() as failure:
-        failure.output = str(output)
+    with user_errors():
         written = write_preview(path, output, index=index, channel=channel, compare_with=compare, array=array)
     typer.echo(f"wrote {written}", err=True)
 

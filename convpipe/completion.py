@@ -21,6 +21,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from convpipe.paths import local_path
+
 MARKER_FOLDER = "0/.convpipe-done"
 
 
@@ -45,8 +47,6 @@ class BlockRecorder:
         return f"{self.output_path}/{MARKER_FOLDER}"
 
     def _local_folder(self) -> Path | None:
-        from convpipe.store import local_path
-
         local = local_path(self.output_path)
         return None if local is None else local / MARKER_FOLDER
 

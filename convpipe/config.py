@@ -10,20 +10,20 @@ expected, e.g. ``configs/x.yaml:7: stride: must be a positive integer or
 from __future__ import annotations
 
 import math
-import re
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-import yaml
 
-from convpipe.errors import ConfigError
+from convpipe.errors import ConfigError, ConvpipeError
+from convpipe.geometry import COMBINES, Combine
 from convpipe.kernels import BUILTIN_BANKS, KernelBank
+from convpipe.yamldoc import YamlDoc, parse_yaml
 
 SCHEDULERS = ("threads", "processes", "synchronous", "local")
-COMBINES = ("none", "magnitude")
 OUTPUT_DTYPES = ("float32", "float64")
 CODECS = ("blosc-lz4", "blosc-lz4hc", "blosc-zstd", "zstd", "gzip", "none")
 OUTPUT_FORMATS = ("zarr3", "zarr2")
@@ -70,7 +70,7 @@ class Config:
     kernels: KernelBank
     bank_name: str | None
     stride: tuple[int, int]
-    combine: str
+    combine: Combine
     output: OutputSpec
     compute: ComputeSpec = field(default_factory=ComputeSpec)
     source: str = "<config>"
@@ -87,6 +87,10 @@ class Config:
             parts.pop()
         return self.source
 
+    def error(self, kind: type[ConvpipeError], key: str, message: str) -> ConvpipeError:
+        """A ``kind`` error about ``key``, its text led by the file, the YAML line and the key."""
+        return kind(f"{self.where(key)}: {key}: {message}", key=key)
+
     def to_dict(self) -> dict[str, Any]:
         """The resolved config as plain JSON-able data (for output attributes)."""
         return {
@@ -99,122 +103,10 @@ class Config:
         }
 
 
-# --------------------------------------------------------------------------- YAML with line numbers
-
-
-_COLLECTION_TAGS = ("tag:yaml.org,2002:map", "tag:yaml.org,2002:seq")
-
-
-def _tag_text(tag: str) -> str:
-    """``tag:yaml.org,2002:python/name:x`` as the user wrote it: ``!!python/name:x``."""
-    return tag.replace("tag:yaml.org,2002:", "!!", 1)
-
-
-class _Doc:
-    """A parsed YAML document that remembers the line of every key."""
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-        self.lines: dict[tuple, int] = {}
-
-    def error(self, key: tuple, message: str) -> ConfigError:
-        line = self._line_of(key)
-        where = f"{self.source}:{line}" if line else self.source
-        name = ".".join(str(part) if isinstance(part, str) else f"[{part}]" for part in key)
-        name = name.replace(".[", "[")
-        return ConfigError(f"{where}: {name}: {message}" if name else f"{where}: {message}")
-
-    def _line_of(self, key: tuple) -> int | None:
-        while key:
-            if key in self.lines:
-                return self.lines[key]
-            key = key[:-1]
-        return self.lines.get(())
-
-    def to_python(self, node: yaml.Node, key: tuple = ()) -> Any:
-        self.lines.setdefault(key, node.start_mark.line + 1)
-        if not isinstance(node, yaml.ScalarNode) and node.tag not in _COLLECTION_TAGS:
-            raise self.error(key, f"unsupported YAML tag {_tag_text(node.tag)}; write a plain mapping or list")
-        if isinstance(node, yaml.MappingNode):
-            result: dict[str, Any] = {}
-            for key_node, value_node in node.value:
-                if not isinstance(key_node, yaml.ScalarNode):
-                    line = key_node.start_mark.line + 1
-                    raise ConfigError(f"{self.source}:{line}: keys must be plain names, got a {key_node.id}")
-                name = key_node.value
-                self.lines[key + (name,)] = key_node.start_mark.line + 1
-                if name in result:
-                    raise self.error(key + (name,), "duplicate key")
-                result[name] = self.to_python(value_node, key + (name,))
-            return result
-        if isinstance(node, yaml.SequenceNode):
-            return [self.to_python(item, key + (i,)) for i, item in enumerate(node.value)]
-        loader = yaml.SafeLoader("")
-        try:
-            return loader.construct_object(node)
-        except yaml.YAMLError:
-            raise self.error(key, f"unsupported YAML tag {_tag_text(node.tag)}; write a plain value") from None
-        finally:
-            loader.dispose()
-
-
-class _Loader(yaml.SafeLoader):
-    """SafeLoader that resolves plain scalars as YAML 1.2 does where 1.1 surprises.
-
-    Only ``true`` and ``false`` are booleans (a kernel named ``no`` or ``on``
-    stays a string), and floats without a dot (``1e-3``) are numbers.
-    Aliases (``*name``) are refused: a few nested ones expand a small file
-    exponentially (the "billion laughs"), and a config never needs them.
-    """
-
-    def compose_node(self, parent, index):
-        if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()
-            raise yaml.composer.ComposerError(
-                None, None, f"aliases (*{event.anchor}) are not allowed in a config; write the value out",
-                event.start_mark,
-            )
-        return super().compose_node(parent, index)
-
-
-_Loader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:bool",
-    re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
-    list("tTfF"),
-)
-
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
-    list("-+0123456789"),
-)
-
-
-def _parse_yaml(text: str, source: str) -> tuple[Any, _Doc]:
-    doc = _Doc(source)
-    try:
-        node = yaml.compose(text, Loader=_Loader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        context = getattr(exc, "context", None)
-        if context and problem.startswith("but "):  # "expected a single document ..., but found ..."
-            problem = f"{context}, {problem}"
-        raise ConfigError(f"{source}{line}: invalid YAML: {problem}") from None
-    if node is None:
-        raise ConfigError(f"{source}: the config is empty; expected a mapping with input, kernels, output")
-    return doc.to_python(node), doc
-
-
 # --------------------------------------------------------------------------- value checks
 
 
-def _mapping(doc: _Doc, value: Any, key: tuple, allowed: tuple[str, ...]) -> dict[str, Any]:
+def _mapping(doc: YamlDoc, value: Any, key: tuple, allowed: tuple[str, ...]) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise doc.error(key, f"must be a mapping with keys {', '.join(allowed)}, got {_show(value)}")
     for name in value:
@@ -236,13 +128,13 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _positive_int(doc: _Doc, value: Any, key: tuple, what: str = "a positive integer") -> int:
+def _positive_int(doc: YamlDoc, value: Any, key: tuple, what: str = "a positive integer") -> int:
     if not _is_int(value) or value < 1:
         raise doc.error(key, f"must be {what}, got {_show(value)}")
     return value
 
 
-def _pair(doc: _Doc, value: Any, key: tuple, what: str) -> tuple[int, int]:
+def _pair(doc: YamlDoc, value: Any, key: tuple, what: str) -> tuple[int, int]:
     """An int or a [y, x] list of two positive ints."""
     if _is_int(value) and value >= 1:
         return value, value
@@ -251,19 +143,19 @@ def _pair(doc: _Doc, value: Any, key: tuple, what: str) -> tuple[int, int]:
     raise doc.error(key, f"must be {what}, got {_show(value)}")
 
 
-def _choice(doc: _Doc, value: Any, key: tuple, choices: tuple[str, ...]) -> str:
+def _choice(doc: YamlDoc, value: Any, key: tuple, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise doc.error(key, f"must be one of {', '.join(choices)}, got {_show(value)}")
     return value
 
 
-def _bool(doc: _Doc, value: Any, key: tuple) -> bool:
+def _bool(doc: YamlDoc, value: Any, key: tuple) -> bool:
     if not isinstance(value, bool):
         raise doc.error(key, f"must be true or false, got {_show(value)}")
     return value
 
 
-def _path(doc: _Doc, value: Any, key: tuple, base: Path | None) -> str:
+def _path(doc: YamlDoc, value: Any, key: tuple, base: Path | None) -> str:
     if not isinstance(value, str) or not value.strip():
         raise doc.error(key, f"must be a path or URL string, got {_show(value)}")
     return resolve_path(value, base)
@@ -282,7 +174,7 @@ def resolve_path(value: str, base: Path | None) -> str:
 # --------------------------------------------------------------------------- kernels
 
 
-def parse_kernels(doc: _Doc, value: Any, key: tuple = ("kernels",)) -> tuple[KernelBank, str | None]:
+def parse_kernels(doc: YamlDoc, value: Any, key: tuple = ("kernels",)) -> tuple[KernelBank, str | None]:
     """A built-in bank name, or a list of ``{name, weights}`` -> a :class:`KernelBank`."""
     if isinstance(value, str):
         if value not in BUILTIN_BANKS:
@@ -324,7 +216,7 @@ def _shape_text(weights: np.ndarray) -> str:
     )
 
 
-def _weights(doc: _Doc, value: Any, key: tuple) -> np.ndarray:
+def _weights(doc: YamlDoc, value: Any, key: tuple) -> np.ndarray:
     """Nested lists of numbers -> float64 array of shape (C, kh, kw)."""
     expected = "a non-empty 2-D [kh][kw] or 3-D [C][kh][kw] list of numbers"
 
@@ -359,9 +251,22 @@ OUTPUT_KEYS = ("path", "overwrite", "dtype", "codec", "format")
 COMPUTE_KEYS = ("chunks", "scheduler", "workers", "threads_per_worker", "retries", "connect_timeout")
 
 
-def load_config(path: str | Path) -> Config:
-    """Read and validate a YAML config file."""
-    path = Path(path)
+def load_config(config: str | Path | Mapping[str, Any]) -> Config:
+    """Read and validate a YAML config file, or a mapping with the same keys.
+
+    A mapping holds what the YAML file would (plain values, lists for
+    weights); its relative paths resolve against the current folder, and
+    its errors name the key under the source ``<mapping>``.
+
+    Examples
+    --------
+    >>> config = load_config({"input": {"path": "in.zarr"}, "kernels": "sobel", "output": {"path": "out.zarr"}})
+    >>> config.kernels.names, config.stride
+    (('sobel-x', 'sobel-y'), (1, 1))
+    """
+    if isinstance(config, Mapping):
+        return _config_from(dict(config), YamlDoc("<mapping>"), "<mapping>", Path.cwd())
+    path = Path(config)
     source = str(path)
     if not path.is_file():
         what = "is a folder" if path.is_dir() else "does not exist"
@@ -375,7 +280,11 @@ def load_config(path: str | Path) -> Config:
 
 def parse_config(text: str, source: str = "<config>", base: Path | None = None) -> Config:
     """Validate config ``text``; relative paths resolve against ``base``."""
-    raw, doc = _parse_yaml(text, source)
+    raw, doc = parse_yaml(text, source)
+    return _config_from(raw, doc, source, base)
+
+
+def _config_from(raw: Any, doc: YamlDoc, source: str, base: Path | None) -> Config:
     top = _mapping(doc, raw, (), TOP_KEYS)
     for required in ("input", "kernels", "output"):
         if required not in top:
@@ -423,7 +332,7 @@ def parse_config(text: str, source: str = "<config>", base: Path | None = None) 
     if chunks is not None:
         chunks = _pair(doc, chunks, ("compute", "chunks"), "null or [cy, cx] positive integers")
     scheduler = raw_compute.get("scheduler", "threads")
-    if not isinstance(scheduler, str) or not (scheduler in SCHEDULERS or "://" in scheduler):
+    if not is_scheduler(scheduler):
         raise doc.error(
             ("compute", "scheduler"),
             f"must be one of {', '.join(SCHEDULERS)} or a scheduler address tcp://HOST:PORT, "
@@ -464,3 +373,18 @@ def parse_config(text: str, source: str = "<config>", base: Path | None = None) 
             if key and all(isinstance(part, str) for part in key)
         },
     )
+
+
+def is_scheduler(value: Any) -> bool:
+    """Whether ``value`` names a scheduler: one of :data:`SCHEDULERS` or an address such as ``tcp://HOST:PORT``."""
+    return isinstance(value, str) and (value in SCHEDULERS or "://" in value)
+
+
+def with_scheduler(config: Config, scheduler: str) -> Config:
+    """``config`` with ``compute.scheduler`` replaced (the ``--scheduler`` option), checked as in the file."""
+    if not is_scheduler(scheduler):
+        raise ConfigError(
+            f"--scheduler: expected one of {', '.join(SCHEDULERS)} or tcp://HOST:PORT, got {scheduler!r}",
+            key="--scheduler",
+        )
+    return replace(config, compute=replace(config.compute, scheduler=scheduler))

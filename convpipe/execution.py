@@ -270,12 +270,15 @@ def check_scheduler(address: str, timeout: float) -> None:
         except (asyncio.TimeoutError, TimeoutError):
             raise ConfigError(
                 f"compute.scheduler: the Dask scheduler at {address} did not answer within {timeout:g} s "
-                "(compute.connect_timeout)"
+                "(compute.connect_timeout)",
+                key="compute.scheduler",
             ) from None
         except (OSError, ValueError) as exc:
-            raise ConfigError(f"compute.scheduler: cannot connect to the Dask scheduler at {address} ({exc})") from None
+            raise ConfigError(
+                f"compute.scheduler: cannot connect to the Dask scheduler at {address} ({exc})", key="compute.scheduler"
+            ) from None
     if not isinstance(answer, dict) or answer.get("type") != "Scheduler":
-        raise ConfigError(f"compute.scheduler: {address} answered, but is not a Dask scheduler")
+        raise ConfigError(f"compute.scheduler: {address} answered, but is not a Dask scheduler", key="compute.scheduler")
 
 
 @contextlib.contextmanager

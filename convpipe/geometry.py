@@ -22,6 +22,10 @@ import itertools
 import math
 import typing
 from dataclasses import dataclass, replace
+from typing import Literal
+
+Combine = Literal["none", "magnitude"]
+COMBINES = typing.get_args(Combine)
 
 #: How the responses of a bank are combined: one output channel per kernel
 #: (``"none"``) or the root of their sum of squares (``"magnitude"``).
@@ -178,7 +182,7 @@ class StackGeometry:
     kernel_shape: tuple[int, int]
     n_kernels: int
     stride: tuple[int, int]
-    combine: str
+    combine: Combine
     input_chunks: tuple[tuple[int, ...], ...]
     """Processing chunks of the input, in the input's own axis order."""
     batch_zarr_chunks: tuple[int, ...] = ()
@@ -187,6 +191,11 @@ class StackGeometry:
     """With ``combine: none``, how many batch axes precede the kernel axis in the
     output (default: all of them, so the kernel axis sits just before the
     spatial axes). A z stack puts it before ``z``, as OME-NGFF orders t, c, z."""
+
+    @property
+    def has_kernel_axis(self) -> bool:
+        """Whether the output has one channel per kernel (``combine: none``), not one combined value."""
+        return self.combine == "none"
 
     @property
     def spatial_axes(self) -> tuple[int, int]:
@@ -223,7 +232,7 @@ class StackGeometry:
             output_chunks(self.input_chunks[ax], kw, sx),
         )
         batch = tuple(self.input_chunks[a] for a in self.batch_axes)
-        kernel = ((self.n_kernels,),) if self.combine == "none" else ()
+        kernel = ((self.n_kernels,),) if self.has_kernel_axis else ()
         return batch + kernel + spatial
 
     @property
@@ -231,7 +240,7 @@ class StackGeometry:
         """Transpose from work order to output order (moves the kernel axis)."""
         n_batch = len(self.batch_axes)
         order = list(range(len(self.work_output_chunks)))
-        if self.combine == "none" and self.kernel_position is not None:
+        if self.has_kernel_axis and self.kernel_position is not None:
             order.insert(self.kernel_position, order.pop(n_batch))
         return tuple(order)
 
@@ -310,7 +319,7 @@ def plan_geometry(
     kernel_shape: tuple[int, int],
     n_kernels: int,
     stride: tuple[int, int],
-    combine: str,
+    combine: Combine,
     spatial_chunks: tuple[int, int] | None = None,
     task_bytes: int | None = None,
     kernel_position: int | None = None,
@@ -332,7 +341,7 @@ def plan_geometry(
     probe = StackGeometry(input_shape, channel_axis, kernel_shape, n_kernels, stride, combine, ())
     (ay, ax), (kh, kw), (sy, sx) = probe.spatial_axes, kernel_shape, stride
     h, w = input_shape[ay], input_shape[ax]
-    out_per_pixel = output_itemsize * (n_kernels if combine == "none" else 1) / (sy * sx)
+    out_per_pixel = output_itemsize * (n_kernels if probe.has_kernel_axis else 1) / (sy * sx)
     per_pixel = input_itemsize * probe.channels + out_per_pixel
 
     if spatial_chunks is not None:

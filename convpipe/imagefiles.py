@@ -1,4 +1,4 @@
-"""Image files (PNG, JPEG, TIFF) as a lazy Dask stack, and their ingestion into Zarr.
+"""Image files (PNG, JPEG, TIFF) as a lazy Dask stack.
 
 A *source* is a folder of image files, a glob pattern, or a single image file
 (a multi-page TIFF gives one frame per page). Frames are ordered by a natural
@@ -9,11 +9,8 @@ Opening a source reads only file headers: every frame's shape and dtype are
 checked against the first one before any pixel is decoded, so a mismatched
 file is reported at once, by name. Pixels are decoded inside Dask tasks, one
 task per frame, by a module-level function taking plain arguments, so the
-graph can be shipped to worker processes.
-
-:func:`ingest` copies a source into a chunked Zarr (format 3) stack: a group
-holding the array ``0`` with ``dimension_names`` ``("t", "y", "x")``, or
-``("t", "y", "x", "c")`` for RGB(A) frames.
+graph can be shipped to worker processes. Converting a source to Zarr is
+:mod:`convpipe.ingest`.
 """
 
 from __future__ import annotations
@@ -21,10 +18,7 @@ from __future__ import annotations
 import glob
 import os
 import re
-import shutil
-import sys
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,25 +26,16 @@ import dask.array as da
 import imageio.v3 as iio
 import numpy as np
 import tifffile
-import zarr
 from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
-from tqdm import tqdm
 
-from convpipe.errors import InputError, OutputError
-from convpipe.store import compressors_for
+from convpipe.errors import InputError
 
 TIFF_SUFFIXES = frozenset({".tif", ".tiff"})
 PILLOW_SUFFIXES = frozenset({".png", ".jpg", ".jpeg"})
 IMAGE_SUFFIXES = TIFF_SUFFIXES | PILLOW_SUFFIXES
 ZARR_MARKERS = ("zarr.json", ".zarray", ".zgroup")
 GLOB_CHARACTERS = frozenset("*?[")
-
-MAX_CHUNK_BYTES = 16 * 2**20
-"""Upper bound for the default Zarr chunk of :func:`ingest` (16 MiB)."""
-DEFAULT_TILE = 1024
-"""Spatial tile edge used when a whole frame is larger than :data:`MAX_CHUNK_BYTES`."""
-
 _TIFF_PLANAR_SEPARATE = 2
 
 
@@ -238,7 +223,7 @@ def stack_frames(frames: Sequence[Frame]) -> da.Array:
     name = "imread-" + tokenize([_identity(frame) for frame in frames])
     zeros = (0,) * len(first.shape)
     graph = {
-        (name, i, *zeros): (read_frame_block, *_task_args(frame, first)) for i, frame in enumerate(frames)
+        (name, i, *zeros): (read_frame_block, *frame_task_args(frame, first)) for i, frame in enumerate(frames)
     }
     chunks = ((1,) * len(frames), *((size,) for size in first.shape))
     dtype = np.dtype(first.dtype)
@@ -261,121 +246,6 @@ def check_frames_match(frames: Sequence[Frame]) -> None:
                 f"first frame {first.label} has shape {first.shape} and dtype {np.dtype(first.dtype)}; "
                 "all frames must match"
             )
-
-
-def default_ingest_chunks(
-    frame_shape: tuple[int, ...],
-    dtype: np.dtype | str,
-    max_bytes: int = MAX_CHUNK_BYTES,
-    tile: int = DEFAULT_TILE,
-) -> tuple[int, ...]:
-    """Zarr chunks for a stack of frames: one whole frame, or square tiles of it.
-
-    A chunk is ``(1, H, W[, C])`` when that fits in ``max_bytes``; otherwise the
-    frame is cut into ``tile`` x ``tile`` tiles (halved until they fit), colour
-    samples always kept together.
-
-    Examples
-    --------
-    >>> default_ingest_chunks((512, 512), "uint16")
-    (1, 512, 512)
-    >>> default_ingest_chunks((8192, 8192, 3), "uint8")
-    (1, 1024, 1024, 3)
-    """
-    itemsize = np.dtype(dtype).itemsize
-    height, width, *colour = frame_shape
-    samples = int(np.prod(colour, dtype=np.int64))
-    if height * width * samples * itemsize <= max_bytes:
-        return (1, height, width, *colour)
-    while tile > 1 and tile * tile * samples * itemsize > max_bytes:
-        tile //= 2
-    return (1, min(height, tile), min(width, tile), *colour)
-
-
-def ingest(
-    source: str | os.PathLike[str],
-    dest: str | os.PathLike[str],
-    chunks: Sequence[int] | None = None,
-    overwrite: bool = False,
-    progress: bool = True,
-) -> zarr.Array:
-    """Copy an image source into a new Zarr (format 3) stack at ``dest``.
-
-    ``dest`` becomes a group holding the array ``0``: shape ``(N, H, W)`` with
-    ``dimension_names`` ``("t", "y", "x")``, or ``(N, H, W, C)`` with
-    ``("t", "y", "x", "c")``; the source dtype; the default ``blosc-lz4`` codec (bit shuffle:
-    on uint16 frames a ratio of 1.27 against 1.03 with byte shuffle).
-    Frames are written in slabs of ``chunks[0]`` frames (one frame by default),
-    so memory stays bounded. The array's ``convpipe_ingest`` attribute records
-    the source path, frame and file counts, first and last file names, and
-    ``complete`` (set to true only after the last frame is written). If writing
-    fails, the partly written ``dest`` is removed. The source is never modified.
-
-    Parameters
-    ----------
-    source
-        Folder, glob pattern or image file; see :func:`list_frames`.
-    dest
-        Local path of the new Zarr group.
-    chunks
-        Zarr chunk shape, one positive int per axis; for colour stacks the
-        channel entry may be left out (channels stay in one chunk). Default:
-        :func:`default_ingest_chunks`.
-    overwrite
-        Replace an existing Zarr store at ``dest``. It is removed only after the
-        source, the chunks and ``dest`` have been validated. Folders that are not
-        Zarr stores (and are not empty) are never removed.
-    progress
-        Show a tqdm progress bar on stderr.
-
-    Raises
-    ------
-    InputError
-        The source cannot be opened; see :func:`open_image_stack`.
-    OutputError
-        ``dest`` exists (without ``overwrite``), is not a Zarr store, would
-        overlap the source, invalid ``chunks``, or writing failed.
-    """
-    frames = list_frames(source)
-    check_frames_match(frames)
-    stack = stack_frames(frames)
-    chunk_shape = _parse_chunks(chunks, stack.shape, stack.dtype)
-    dest_path = Path(os.path.abspath(os.fspath(dest)))
-    _check_dest(dest_path, frames, overwrite)
-    if dest_path.exists():
-        shutil.rmtree(dest_path)
-
-    files = list(dict.fromkeys(frame.path for frame in frames))
-    provenance = {
-        "source": os.path.abspath(os.fspath(source)),
-        "frame_count": len(frames),
-        "file_count": len(files),
-        "first_file": os.path.basename(files[0]),
-        "last_file": os.path.basename(files[-1]),
-        "frame_order": "natural sort of file paths, then TIFF page",
-        "complete": False,
-    }
-    dimension_names = ("t", "y", "x", "c")[: stack.ndim]
-    try:
-        group = zarr.open_group(str(dest_path), mode="w-", zarr_format=3)
-        array = group.create_array(
-            "0",
-            shape=stack.shape,
-            dtype=stack.dtype,
-            chunks=chunk_shape,
-            compressors=compressors_for("blosc-lz4", 3),
-            fill_value=0,
-            dimension_names=dimension_names,
-            attributes={"convpipe_ingest": provenance},
-        )
-        _write_frames(frames, array, chunk_shape[0], progress, desc=f"ingest {dest_path.name}")
-        array.update_attributes({"convpipe_ingest": {**provenance, "complete": True}})
-    except BaseException as exc:
-        shutil.rmtree(dest_path, ignore_errors=True)
-        if isinstance(exc, OSError):
-            raise OutputError(f"cannot write {dest_path}: {exc}") from exc
-        raise
-    return array
 
 
 def _source_files(text: str) -> list[str]:
@@ -477,63 +347,6 @@ def _identity(frame: Frame) -> tuple[object, ...]:
     return frame.path, frame.page, frame.ifd_offset, stat.st_size, stat.st_mtime_ns
 
 
-def _parse_chunks(chunks: Sequence[int] | None, shape: tuple[int, ...], dtype: np.dtype) -> tuple[int, ...]:
-    if chunks is None:
-        return default_ingest_chunks(shape[1:], dtype)
-    values = tuple(chunks)
-    if len(values) == len(shape) - 1 == 3:
-        values = (*values, shape[3])
-    if len(values) != len(shape) or not all(
-        isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0 for v in values
-    ):
-        names = ", ".join(("t", "y", "x", "c")[: len(shape)])
-        raise OutputError(
-            f"chunks must be {len(shape)} positive integers ({names}) for a stack of shape "
-            f"{shape}, got {list(chunks)}"
-        )
-    return tuple(min(int(v), size) for v, size in zip(values, shape, strict=True))
-
-
-def _check_dest(dest: Path, frames: Sequence[Frame], overwrite: bool) -> None:
-    """Refuse a destination that exists (unless overwriting a Zarr store) or holds the source."""
-    folders = {Path(frame.path).parent for frame in frames}
-    if any(dest == Path(frame.path) for frame in frames) or any(
-        dest == folder or dest in folder.parents for folder in folders
-    ):
-        raise OutputError(f"output {dest} would overwrite the image source; choose another path")
-    if not (dest.exists() or dest.is_symlink()):
-        return
-    if not overwrite:
-        raise OutputError(f"output {dest} already exists; pass --overwrite (overwrite=True) to replace it")
-    is_store = (
-        dest.is_dir()
-        and not dest.is_symlink()
-        and (any((dest / marker).exists() for marker in ZARR_MARKERS) or not any(dest.iterdir()))
-    )
-    if not is_store:
-        raise OutputError(f"output {dest} exists and is not a Zarr store; refusing to delete it")
-
-
-def _write_frames(frames: Sequence[Frame], array: zarr.Array, slab: int, progress: bool, desc: str) -> None:
-    """Write frames in slabs of ``slab`` frames, decoding the next slab while writing one."""
-
-    def read_slab(start: int) -> np.ndarray:
-        return np.concatenate(
-            [read_frame_block(*_task_args(frame, frames[0])) for frame in frames[start : start + slab]]
-        )
-
-    with (
-        tqdm(total=len(frames), desc=desc, unit="frame", file=sys.stderr, disable=not progress) as bar,
-        ThreadPoolExecutor(max_workers=1) as reader,
-    ):
-        pending = reader.submit(read_slab, 0)
-        for start in range(0, len(frames), slab):
-            pixels = pending.result()
-            if start + slab < len(frames):
-                pending = reader.submit(read_slab, start + slab)
-            array[start : start + len(pixels)] = pixels
-            bar.update(len(pixels))
-
-
-def _task_args(frame: Frame, first: Frame) -> tuple[object, ...]:
+def frame_task_args(frame: Frame, first: Frame) -> tuple[object, ...]:
+    """The arguments of :func:`read_frame_block` for ``frame``, checked against the ``first`` frame's header."""
     return frame.path, frame.page, frame.ifd_offset, first.shape, first.dtype

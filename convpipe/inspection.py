@@ -9,26 +9,9 @@ from typing import Any
 import zarr
 
 from convpipe.completion import BlockRecorder
-from convpipe.errors import InputError
-from convpipe.store import local_path
-
-
-def _open(path: str, array: str | None) -> tuple[zarr.Array, zarr.Group | None, str]:
-    local = local_path(path)
-    if local is not None and not local.exists():
-        raise InputError(f"{path} does not exist")
-    try:
-        # never the consolidated copy: attributes (completeness) must be read as they are now
-        node = zarr.open(store=str(local) if local is not None else path, mode="r", use_consolidated=False)
-    except (OSError, ValueError, KeyError) as exc:  # zarr's errors for "not a Zarr store" are ValueErrors
-        raise InputError(f"{path} is not a readable Zarr array or group ({exc})") from None
-    if isinstance(node, zarr.Array):
-        return node, None, ""
-    names = sorted(node.array_keys())
-    name = array if array is not None else ("0" if "0" in names else (names[0] if len(names) == 1 else None))
-    if name is None or name not in names:
-        raise InputError(f"{path}: choose an array with --array; arrays there: {', '.join(names) or 'none'}")
-    return node[name], node, name
+from convpipe.errors import storage_errors
+from convpipe.inputs import dimension_names, open_zarr_array
+from convpipe.paths import local_path
 
 
 def _size_on_disk(path: str) -> int | None:
@@ -57,9 +40,17 @@ def _codec_detail(codec: Any) -> str:
 
 
 def inspect_report(path: str, array: str | None = None) -> dict[str, Any]:
-    """Facts about the array at ``path`` (and its convpipe record, if any)."""
-    node, group, name = _open(path, array)
-    dims = getattr(node.metadata, "dimension_names", None) or node.attrs.get("_ARRAY_DIMENSIONS")
+    """Facts about the array at ``path`` (and its convpipe record, if any).
+
+    A group gives its array ``0`` (a convpipe output), else its only array, else ``array``.
+    """
+    with storage_errors():
+        return _report(path, array)
+
+
+def _report(path: str, array: str | None) -> dict[str, Any]:
+    node, name = open_zarr_array(path, array, default="0", keys=("PATH", "--array"))
+    dims = dimension_names(node)
     report: dict[str, Any] = {
         "path": path,
         "array": name or None,
@@ -74,7 +65,7 @@ def inspect_report(path: str, array: str | None = None) -> dict[str, Any]:
     }
     record = node.attrs.get("convpipe")
     if isinstance(record, dict):
-        root = _output_root(path, group is not None, name)
+        root = _output_root(path, name)
         done = len(BlockRecorder(root).done()) if root is not None else None
         total = record.get("blocks")
         report["complete"] = bool(record.get("complete"))
@@ -84,12 +75,12 @@ def inspect_report(path: str, array: str | None = None) -> dict[str, Any]:
     return report
 
 
-def _output_root(path: str, is_group: bool, name: str) -> str | None:
+def _output_root(path: str, name: str | None) -> str | None:
     """The convpipe output group holding the inspected array ``0`` (whose markers count the blocks).
 
-    ``path`` is the group itself, or the array inside it (``out.zarr/0``).
+    ``path`` is the group itself (``name`` is the array's name in it), or the array inside it (``out.zarr/0``).
     """
-    if is_group:
+    if name is not None:
         return path if name == "0" else None
     parent, _, last = path.rstrip("/").rpartition("/")
     return parent if last == "0" and parent else None

@@ -34,7 +34,7 @@ def kernel_axis_position(batch_names: tuple[str, ...]) -> int:
 def output_axis_names(geometry: StackGeometry, input_names: tuple[str, ...]) -> tuple[str, ...]:
     """Output dimension names: batch names with ``c`` for the kernel axis, then spatial names."""
     names = [input_names[a] for a in geometry.batch_axes] + ["c"] + [input_names[a] for a in geometry.spatial_axes]
-    work_names = names if geometry.combine == "none" else names[:-3] + names[-2:]
+    work_names = names if geometry.has_kernel_axis else names[:-3] + names[-2:]
     return tuple(work_names[a] for a in geometry.output_order)
 
 
@@ -79,7 +79,7 @@ def ome_multiscales(
         ],
     }
     omero = None
-    if geometry.combine == "none":
+    if geometry.has_kernel_axis:
         omero = {"channels": [{"label": name, "active": True} for name in kernel_names]}
     if version == "0.4":
         multiscale["version"] = "0.4"

@@ -1,7 +1,7 @@
 """Dask wiring: input stack -> map_overlap(core) -> one write task per output block.
 
 This module only assembles the graph; the maths lives in :mod:`convpipe.core`
-and :mod:`convpipe.geometry`, the storage in :mod:`convpipe.store`.
+and :mod:`convpipe.geometry`, the storage in :mod:`convpipe.outputs`.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def result_array(
     core = functools.partial(
         correlate_block, weights=weights, stride=geometry.stride, combine=geometry.combine, dtype=dtype
     )
-    extra: dict[str, Any] = {"drop_axis": [ndim - 3]} if geometry.combine == "magnitude" else {}
+    extra: dict[str, Any] = {} if geometry.has_kernel_axis else {"drop_axis": [ndim - 3]}
     out_ndim = ndim - len(extra.get("drop_axis", []))
     result = da.map_overlap(
         core,

@@ -28,8 +28,9 @@ import imageio.v3 as iio
 import numpy as np
 import zarr
 
-from convpipe.errors import InputError, OutputError
+from convpipe.errors import InputError, OutputError, storage_errors
 from convpipe.imagefiles import is_image_source, open_image_stack
+from convpipe.inputs import dimension_names, open_zarr_array, pick_array
 
 LOW_PERCENTILE = 0.5
 HIGH_PERCENTILE = 99.5
@@ -41,6 +42,8 @@ GAP_VALUE = 255
 MAX_PERCENTILE_SAMPLES = 4_000_000
 """Percentiles of larger frames are estimated from an evenly strided sample."""
 DEFAULT_GROUP_ARRAY = "0"
+ARRAY_KEYS = ("path", "array=")
+"""How errors name the source and the array argument."""
 
 Index = int | Sequence[int] | None
 
@@ -218,7 +221,16 @@ def write_preview(
     OutputError
         ``out_png`` does not end in .png, its folder does not exist, or it
         cannot be written.
+    StorageError
+        The storage refused (see :func:`convpipe.errors.storage_errors`).
     """
+    with storage_errors(writing=os.fspath(out_png)):
+        return _write_preview(src, out_png, index, channel, compare_with, array)
+
+
+def _write_preview(
+    src: Any, out_png: str | os.PathLike[str], index: Index, channel: int | None, compare_with: Any, array: str | None
+) -> Path:
     out_path = Path(out_png)
     if out_path.suffix.lower() != ".png":
         raise OutputError(f"preview file must end in .png, got {out_path}")
@@ -263,10 +275,14 @@ def side_by_side(left: np.ndarray, right: np.ndarray, gap: int = PANEL_GAP) -> n
 
 def _open_source(path_or_array: Any, array: str | None) -> _Source:
     if isinstance(path_or_array, zarr.Group):
-        return _group_array(path_or_array, array, label="the Zarr group")
+        label = "the Zarr group"
+        node, name = pick_array(
+            path_or_array, label, array, default=DEFAULT_GROUP_ARRAY, take_single=False, keys=ARRAY_KEYS
+        )
+        return _Source(node, dimension_names(node), f"{label}/{name}")
     if isinstance(path_or_array, zarr.Array):
         _refuse_array_name(array, "the Zarr array")
-        return _Source(path_or_array, _zarr_dimension_names(path_or_array), "the Zarr array")
+        return _Source(path_or_array, dimension_names(path_or_array), "the Zarr array")
     if not isinstance(path_or_array, (str, os.PathLike)):
         if not hasattr(path_or_array, "shape") or not hasattr(path_or_array, "__getitem__"):
             raise InputError(f"cannot preview an object of type {type(path_or_array).__name__}")
@@ -278,41 +294,13 @@ def _open_source(path_or_array: Any, array: str | None) -> _Source:
         _refuse_array_name(array, label)
         stack = open_image_stack(label)
         return _Source(stack, ("t", "y", "x", "c")[: stack.ndim], label)
-    try:
-        node = zarr.open(label, mode="r")
-    except FileNotFoundError as exc:
-        raise InputError(f"no such Zarr array or group: {label}") from exc
-    except (zarr.errors.NodeNotFoundError, ValueError, KeyError) as exc:
-        raise InputError(f"{label} is not a readable Zarr array or group: {exc}") from exc
-    if isinstance(node, zarr.Group):
-        return _group_array(node, array, label)
-    _refuse_array_name(array, label)
-    return _Source(node, _zarr_dimension_names(node), label)
-
-
-def _group_array(group: zarr.Group, name: str | None, label: str) -> _Source:
-    """The array ``name`` (default ``"0"``; may be a path like ``"s0/image"``) of a group."""
-    name = DEFAULT_GROUP_ARRAY if name is None else name
-    try:
-        node = group[name]
-    except KeyError:
-        node = None
-    if not isinstance(node, zarr.Array):
-        available = ", ".join(repr(a) for a in sorted(group.array_keys())) or "none"
-        raise InputError(f"{label} has no array {name!r} (arrays: {available}); choose one with array=")
-    return _Source(node, _zarr_dimension_names(node), f"{label}/{name}")
+    node, name = open_zarr_array(label, array, default=DEFAULT_GROUP_ARRAY, take_single=False, keys=ARRAY_KEYS)
+    return _Source(node, dimension_names(node), label if name is None else f"{label}/{name}")
 
 
 def _refuse_array_name(array: str | None, label: str) -> None:
     if array is not None:
         raise InputError(f"array={array!r} selects an array inside a group, but {label} is not a group")
-
-
-def _zarr_dimension_names(node: zarr.Array) -> tuple[str | None, ...] | None:
-    names = getattr(node.metadata, "dimension_names", None)
-    if names is None:
-        names = node.attrs.get("_ARRAY_DIMENSIONS")
-    return None if names is None else tuple(names)
 
 
 def _normalise_names(names: Sequence[str | None] | None, ndim: int) -> tuple[str | None, ...] | None:

@@ -36,7 +36,7 @@ def write_sample(
     """
     import zarr
 
-    from convpipe.store import compressors_for
+    from convpipe.codecs import compressors_for
 
     if rgb:
         data = np.stack([sample_stack(frames, height, width, seed=s) for s in range(3)], axis=-1)

@@ -49,7 +49,8 @@ from test_resume import (
 
 from convpipe.completion import BlockRecorder
 from convpipe.config import parse_config
-from convpipe.runner import execute, make_plan
+from convpipe.planner import make_plan
+from convpipe.runner import execute
 from convpipe.sample import sample_stack, write_sample
 
 DASK = str(Path(sys.executable).parent / "dask")

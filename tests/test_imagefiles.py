@@ -17,14 +17,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from convpipe.errors import InputError, OutputError
-from convpipe.imagefiles import (
-    default_ingest_chunks,
-    ingest,
-    is_image_source,
-    list_frames,
-    natural_sort_key,
-    open_image_stack,
-)
+from convpipe.imagefiles import is_image_source, list_frames, natural_sort_key, open_image_stack
+from convpipe.ingest import default_ingest_chunks, ingest
 
 N_FRAMES = 11  # frame10 must sort after frame2
 

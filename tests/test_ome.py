@@ -23,7 +23,8 @@ from ome_zarr.io import parse_url
 from ome_zarr.reader import Multiscales, Reader
 
 from convpipe.config import load_config
-from convpipe.runner import execute, make_plan
+from convpipe.planner import make_plan
+from convpipe.runner import execute
 from convpipe.sample import sample_stack
 
 FRAMES, HEIGHT, WIDTH = 3, 20, 26

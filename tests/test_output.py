@@ -13,7 +13,8 @@ from reference import correlate_loop, magnitude
 
 from convpipe.config import parse_config
 from convpipe.kernels import BUILTIN_BANKS
-from convpipe.runner import execute, make_plan
+from convpipe.planner import make_plan
+from convpipe.runner import execute
 from convpipe.sample import sample_stack, write_sample
 
 

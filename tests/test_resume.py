@@ -36,9 +36,10 @@ from typer.testing import CliRunner, Result
 from convpipe.cli import app
 from convpipe.completion import BlockRecorder
 from convpipe.config import load_config, parse_config
-from convpipe.runner import execute, make_plan
+from convpipe.planner import make_plan
+from convpipe.runner import execute
 from convpipe.sample import write_sample
-from convpipe.store import staging_path
+from convpipe.outputs import staging_path
 
 CONVPIPE = str(Path(sys.executable).parent / "convpipe")
 SPATIAL_CHUNKS = (32, 32)

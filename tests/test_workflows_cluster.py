@@ -23,7 +23,8 @@ import pytest
 import zarr
 
 from convpipe.config import load_config
-from convpipe.runner import execute, make_plan
+from convpipe.planner import make_plan
+from convpipe.runner import execute
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "workflows" / "cluster_run.sh"

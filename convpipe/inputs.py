@@ -1,0 +1,172 @@
+"""Opening the input stack lazily: a Zarr array or group, or image files.
+
+:func:`open_zarr_array` is the one place that opens a Zarr store and picks
+its array; the input, ``convpipe inspect``, ``convpipe preview`` and the
+output's reopening all go through it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import zarr
+
+from convpipe import imagefiles
+from convpipe.errors import InputError
+from convpipe.paths import local_path, store_argument
+
+INPUT_DTYPES = ("uint8", "uint16", "int8", "int16", "int32", "uint32", "float32", "float64")
+
+
+@dataclass(frozen=True)
+class InputStack:
+    """The input, opened lazily: its geometry and how to read it with Dask."""
+
+    path: str
+    array_path: str | None
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    stored_chunks: tuple[int, ...]
+    source: Any  # a zarr.Array, or an image-file stack (dask array)
+
+    def to_dask(self, chunks: tuple[tuple[int, ...], ...]):
+        """The stack as a Dask array with the given explicit chunks."""
+        import dask.array as da
+
+        if isinstance(self.source, zarr.Array):
+            return da.from_zarr(self.source, chunks=chunks)
+        return self.source.rechunk(chunks)
+
+    def identity(self) -> dict[str, Any]:
+        """What identifies this input for provenance and resume fingerprints."""
+        return {
+            "path": self.path,
+            "array": self.array_path,
+            "shape": list(self.shape),
+            "dtype": str(self.dtype),
+            "chunks": list(self.stored_chunks),
+            "sampled_content": self.content_signature(),
+        }
+
+    def content_signature(self, samples: int = 4) -> str:
+        """Hash of a few stored chunks spread over the stack (first, last, between).
+
+        Cheap (``samples`` chunk reads) and enough to notice an input rewritten
+        in place between an interrupted run and its resume.
+        """
+        grid = [-(-n // c) for n, c in zip(self.shape, self.stored_chunks)]
+        total = math.prod(grid)
+        picks = sorted({round(i * (total - 1) / max(1, samples - 1)) for i in range(samples)})
+        digest = hashlib.sha256()
+        for flat in picks:
+            index = np.unravel_index(flat, grid)
+            region = tuple(
+                slice(i * c, min((i + 1) * c, n)) for i, c, n in zip(index, self.stored_chunks, self.shape)
+            )
+            block = self.source[region]
+            digest.update(np.ascontiguousarray(np.asarray(block)).tobytes())
+        return digest.hexdigest()[:32]
+
+
+def open_input(path: str, array: str | None = None) -> InputStack:
+    """Open a Zarr array or group (format 2 or 3), or an image-file source, lazily.
+
+    Errors carry the config key they are about (``input.path`` or ``input.array``).
+    """
+    local = local_path(path)
+    if local is not None and imagefiles.is_image_source(str(local)):
+        stack = imagefiles.open_image_stack(str(local))
+        return InputStack(path, None, stack.shape, stack.dtype, tuple(c[0] for c in stack.chunks), stack)
+    if local is not None and not local.exists():
+        raise InputError(f"{path} does not exist", key="input.path")
+    node, _ = open_zarr_array(path, array, keys=("input.path", "input.array"))
+    if node.ndim < 2:
+        message = f"{path} has {node.ndim} dimension(s) {node.shape}; expected at least 2-D"
+        raise InputError(message, key="input.path")
+    if node.dtype.kind not in "uif":
+        message = f"{path} has dtype {node.dtype}; expected one of {', '.join(INPUT_DTYPES)}"
+        raise InputError(message, key="input.path")
+    return InputStack(path, array, tuple(node.shape), np.dtype(node.dtype), tuple(node.chunks), node)
+
+
+def dimension_names(array: zarr.Array) -> tuple[str | None, ...] | None:
+    """The axis names of a Zarr array: ``dimension_names`` (format 3) or ``_ARRAY_DIMENSIONS`` (format 2)."""
+    names = getattr(array.metadata, "dimension_names", None) or array.attrs.get("_ARRAY_DIMENSIONS")
+    return None if names is None else tuple(names)
+
+
+def open_zarr_array(
+    path: str,
+    array: str | None = None,
+    *,
+    default: str | None = None,
+    take_single: bool = True,
+    mode: str = "r",
+    keys: tuple[str, str] = ("path", "array"),
+) -> tuple[zarr.Array, str | None]:
+    """The Zarr array at ``path``, or the array ``array`` of the group there, and its name.
+
+    Metadata is read as it is now, never from a consolidated copy (an
+    unfinished output's attributes change). Without ``array``, a group gives
+    its ``default`` array when it holds one, else its only array when
+    ``take_single``. The name is None when ``path`` is an array itself.
+    ``keys`` name the path and the array as the user gave them (config keys
+    or options): errors carry one of them as their ``key`` and say how to
+    choose an array with the second.
+    """
+    path_key, array_key = keys
+    local = local_path(path)
+    if local is not None and not local.exists():
+        raise InputError(f"no such Zarr array or group: {path} (it does not exist)", key=path_key)
+    try:
+        node = zarr.open(store=store_argument(path), mode=mode, use_consolidated=False)
+    except (FileNotFoundError, NotADirectoryError, ValueError, KeyError) as exc:  # zarr's are ValueErrors
+        raise InputError(f"{path} is not a readable Zarr array or group ({exc})", key=path_key) from None
+    if isinstance(node, zarr.Array):
+        if array is not None:
+            raise InputError(f"{path} is a single array, not a group; remove {array_key}", key=array_key)
+        return node, None
+    return pick_array(node, path, array, default=default, take_single=take_single, keys=keys)
+
+
+def pick_array(
+    group: zarr.Group,
+    path: str,
+    array: str | None = None,
+    *,
+    default: str | None = None,
+    take_single: bool = True,
+    keys: tuple[str, str] = ("path", "array"),
+) -> tuple[zarr.Array, str]:
+    """The array ``array`` of ``group`` (a path such as ``s0/image`` too); see :func:`open_zarr_array`."""
+    path_key, array_key = keys
+    names = sorted(group.array_keys())
+    name = array
+    if name is None and default in names:
+        name = default
+    elif name is None and default is not None and not take_single:
+        listed = ", ".join(repr(n) for n in names) or "none"
+        message = f"{path} has no array {default!r} (arrays: {listed}); choose one with {array_key}"
+        raise InputError(message, key=array_key)
+    if name is None:
+        if len(names) == 1:
+            return group[names[0]], names[0]
+        if not names:
+            raise InputError(f"the Zarr group {path} holds no array", key=path_key)
+        message = (
+            f"the Zarr group {path} holds several arrays ({', '.join(names)}); "
+            f"set {array_key} to the one to read"
+        )
+        raise InputError(message, key=array_key)
+    try:
+        node = group[name]
+    except KeyError:
+        node = None
+    if not isinstance(node, zarr.Array):
+        message = f"no array {name!r} in {path}; arrays there: {', '.join(names) or 'none'}"
+        raise InputError(message, key=array_key)
+    return node, name

@@ -1,0 +1,151 @@
+"""The output store's life: where it may go, creating it, finishing it, replacing it.
+
+The output is a Zarr group holding the result array at ``0``. The array is
+created up front with explicit chunks equal to the Dask output blocks (so no
+two tasks ever write the same Zarr chunk), ``dimension_names`` and the
+provenance attributes; blocks are then written into it one task at a time.
+A replacement is built at :func:`staging_path` and swapped in when complete.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+import warnings
+from typing import Any
+
+import numpy as np
+import zarr
+
+from convpipe.codecs import compressors_for
+from convpipe.errors import ConvpipeError, OutputError
+from convpipe.inputs import open_zarr_array
+from convpipe.paths import local_path, remove_path, store_argument
+
+
+def check_output_location(output: str, input_path: str) -> None:
+    """Refuse an output equal to, inside, or containing the input."""
+    out_local, in_local = local_path(output), local_path(input_path)
+    if out_local is not None and in_local is not None:
+        out_p, in_p = out_local.resolve(), in_local.resolve()
+        if out_p == in_p:
+            raise OutputError(f"{output} is the input itself; choose another output path", key="output.path")
+        if in_p in out_p.parents:
+            raise OutputError(
+                f"{output} is inside the input {input_path}; choose a path outside it", key="output.path"
+            )
+        if out_p in in_p.parents:
+            raise OutputError(
+                f"{output} contains the input {input_path}; choose another path", key="output.path"
+            )
+        return
+    out_u, in_u = output.rstrip("/"), input_path.rstrip("/")
+    if out_u == in_u or out_u.startswith(in_u + "/") or in_u.startswith(out_u + "/"):
+        raise OutputError(f"{output} overlaps the input {input_path}; choose another path", key="output.path")
+
+
+def staging_path(path: str) -> str:
+    """A sibling path where a replacement output is built before it is swapped in."""
+    return f"{path.rstrip('/')}.convpipe-incoming"
+
+
+def swap_into_place(staged: str, final: str) -> None:
+    """Replace ``final`` by ``staged``; the old output is removed only after the swap.
+
+    On a local disk the two renames are each atomic, but not the pair. On an
+    object store the old output is deleted first and the new one copied over.
+    """
+    local_final, local_staged = local_path(final), local_path(staged)
+    if local_final is None or local_staged is None:
+        remove_path(final)
+        import fsspec
+
+        fs, root = fsspec.core.url_to_fs(staged)
+        fs.mv(root, fsspec.core.url_to_fs(final)[1], recursive=True)
+        return
+    backup = local_final.with_name(f"{local_final.name}.convpipe-old-{uuid.uuid4().hex[:8]}")
+    if local_final.exists():
+        os.replace(local_final, backup)
+    os.replace(local_staged, local_final)
+    if backup.exists():
+        remove_path(str(backup))
+
+
+def create_output(
+    path: str,
+    shape: tuple[int, ...],
+    chunks: tuple[int, ...],
+    dtype: str,
+    dimension_names: tuple[str, ...],
+    array_attributes: dict[str, Any],
+    group_attributes: dict[str, Any],
+    codec: str = "blosc-lz4",
+    zarr_format: int = 3,
+    labels: dict[str, list[str]] | None = None,
+) -> zarr.Array:
+    """Create the output group at ``path`` with an empty result array at ``0``.
+
+    ``labels`` maps a dimension name to one label per index (the kernel names
+    of the channel axis); each becomes a 1-D string array named after the
+    dimension, which xarray reads as that dimension's coordinate.
+    """
+    group = zarr.open_group(store=store_argument(path), mode="w", zarr_format=zarr_format)
+    group.attrs.update(group_attributes)
+    attributes = dict(array_attributes)
+    kwargs: dict[str, Any] = {}
+    if zarr_format == 3:
+        kwargs["dimension_names"] = list(dimension_names)
+    else:
+        attributes["_ARRAY_DIMENSIONS"] = list(dimension_names)
+    for dimension, values in (labels or {}).items():
+        _write_labels(group, dimension, values, zarr_format)
+    return group.create_array(
+        "0",
+        shape=shape,
+        chunks=chunks,
+        dtype=dtype,
+        compressors=compressors_for(codec, zarr_format),
+        fill_value=np.nan,  # unwritten chunks read as NaN, never as plausible zeros
+        attributes=attributes,
+        **kwargs,
+    )
+
+
+def _write_labels(group: zarr.Group, dimension: str, values: list[str], zarr_format: int) -> None:
+    text = np.array(values, dtype=np.dtypes.StringDType())
+    if zarr_format == 3:
+        coordinate = group.create_array(
+            dimension, shape=text.shape, dtype=text.dtype, dimension_names=[dimension]
+        )
+    else:
+        coordinate = group.create_array(
+            dimension, shape=text.shape, dtype=str, attributes={"_ARRAY_DIMENSIONS": [dimension]}
+        )
+    coordinate[:] = text
+
+
+def consolidate(path: str) -> None:
+    """Write consolidated metadata for the finished output.
+
+    ``xarray.open_zarr(path)`` then opens it without a warning. Done last,
+    after every attribute is final, so it is never stale. zarr-python warns
+    that consolidated metadata is not (yet) in the v3 spec; xarray and
+    zarr-python read it, and other readers ignore it.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
+        zarr.consolidate_metadata(store_argument(path))
+
+
+def open_output_array(path: str, mode: str = "r") -> zarr.Array:
+    """The result array ``0`` of a convpipe output group, with its attributes as they are now."""
+    array, _ = open_zarr_array(path, mode=mode, default="0", take_single=False, keys=("output.path", "array"))
+    return array
+
+
+def read_record(path: str) -> dict[str, Any] | None:
+    """The ``convpipe`` attribute of an existing output, or None if it is not one."""
+    try:
+        return dict(open_output_array(path).attrs["convpipe"])
+    except (ConvpipeError, OSError, KeyError, ValueError, TypeError):
+        return None  # not a Zarr group, no array 0, no attribute: not a convpipe output

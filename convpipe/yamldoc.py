@@ -1,0 +1,124 @@
+"""YAML that remembers where each key was written, for error messages that name the line.
+
+Plain scalars resolve as in YAML 1.2 where 1.1 surprises (only ``true`` and
+``false`` are booleans); every error is a
+:class:`~convpipe.errors.ConfigError` naming the file and the line.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import yaml
+
+from convpipe.errors import ConfigError
+
+
+_COLLECTION_TAGS = ("tag:yaml.org,2002:map", "tag:yaml.org,2002:seq")
+
+
+def _tag_text(tag: str) -> str:
+    """``tag:yaml.org,2002:python/name:x`` as the user wrote it: ``!!python/name:x``."""
+    return tag.replace("tag:yaml.org,2002:", "!!", 1)
+
+
+class YamlDoc:
+    """A parsed YAML document that remembers the line of every key."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.lines: dict[tuple, int] = {}
+
+    def error(self, key: tuple, message: str) -> ConfigError:
+        line = self._line_of(key)
+        where = f"{self.source}:{line}" if line else self.source
+        name = ".".join(str(part) if isinstance(part, str) else f"[{part}]" for part in key)
+        name = name.replace(".[", "[")
+        return ConfigError(f"{where}: {name}: {message}" if name else f"{where}: {message}", key=name or None)
+
+    def _line_of(self, key: tuple) -> int | None:
+        while key:
+            if key in self.lines:
+                return self.lines[key]
+            key = key[:-1]
+        return self.lines.get(())
+
+    def to_python(self, node: yaml.Node, key: tuple = ()) -> Any:
+        self.lines.setdefault(key, node.start_mark.line + 1)
+        if not isinstance(node, yaml.ScalarNode) and node.tag not in _COLLECTION_TAGS:
+            raise self.error(key, f"unsupported YAML tag {_tag_text(node.tag)}; write a plain mapping or list")
+        if isinstance(node, yaml.MappingNode):
+            result: dict[str, Any] = {}
+            for key_node, value_node in node.value:
+                if not isinstance(key_node, yaml.ScalarNode):
+                    line = key_node.start_mark.line + 1
+                    raise ConfigError(f"{self.source}:{line}: keys must be plain names, got a {key_node.id}")
+                name = key_node.value
+                self.lines[key + (name,)] = key_node.start_mark.line + 1
+                if name in result:
+                    raise self.error(key + (name,), "duplicate key")
+                result[name] = self.to_python(value_node, key + (name,))
+            return result
+        if isinstance(node, yaml.SequenceNode):
+            return [self.to_python(item, key + (i,)) for i, item in enumerate(node.value)]
+        loader = yaml.SafeLoader("")
+        try:
+            return loader.construct_object(node)
+        except yaml.YAMLError:
+            raise self.error(key, f"unsupported YAML tag {_tag_text(node.tag)}; write a plain value") from None
+        finally:
+            loader.dispose()
+
+
+class YamlLoader(yaml.SafeLoader):
+    """SafeLoader that resolves plain scalars as YAML 1.2 does where 1.1 surprises.
+
+    Only ``true`` and ``false`` are booleans (a kernel named ``no`` or ``on``
+    stays a string), and floats without a dot (``1e-3``) are numbers.
+    Aliases (``*name``) are refused: a few nested ones expand a small file
+    exponentially (the "billion laughs"), and a config never needs them.
+    """
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None, None, f"aliases (*{event.anchor}) are not allowed in a config; write the value out",
+                event.start_mark,
+            )
+        return super().compose_node(parent, index)
+
+
+YamlLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool",
+    re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+    list("tTfF"),
+)
+
+YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def parse_yaml(text: str, source: str) -> tuple[Any, YamlDoc]:
+    doc = YamlDoc(source)
+    try:
+        node = yaml.compose(text, Loader=YamlLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        context = getattr(exc, "context", None)
+        if context and problem.startswith("but "):  # "expected a single document ..., but found ..."
+            problem = f"{context}, {problem}"
+        raise ConfigError(f"{source}{line}: invalid YAML: {problem}") from None
+    if node is None:
+        raise ConfigError(f"{source}: the config is empty; expected a mapping with input, kernels, output")
+    return doc.to_python(node), doc
