@@ -18,12 +18,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
 from convpipe.paths import local_path
 
 MARKER_FOLDER = "0/.convpipe-done"
+_BLOCK_NAME = re.compile(r"\d+(\.\d+)*")  # anything else in the folder (a stray file) is not a record
 
 
 def fingerprint(fields: dict[str, Any]) -> str:
@@ -77,4 +79,4 @@ class BlockRecorder:
 
             fs, root = fsspec.core.url_to_fs(self.folder)
             names = [Path(p).name for p in fs.ls(root, detail=False)] if fs.exists(root) else []
-        return {tuple(int(i) for i in n.split(".")) for n in names if n and n[0].isdigit()}
+        return {tuple(int(i) for i in n.split(".")) for n in names if _BLOCK_NAME.fullmatch(n)}

@@ -10,8 +10,8 @@ A replacement is built at :func:`staging_path` and swapped in when complete.
 from __future__ import annotations
 
 import os
-import uuid
 import warnings
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,9 +23,15 @@ from convpipe.inputs import open_zarr_array
 from convpipe.paths import local_path, remove_path, store_argument
 
 
-def check_output_location(output: str, input_path: str) -> None:
-    """Refuse an output equal to, inside, or containing the input."""
+def check_output_location(output: str, input_path: str, config_file: str | None = None) -> None:
+    """Refuse an output equal to, inside, or containing the input; or the config file, or a folder holding it."""
     out_local, in_local = local_path(output), local_path(input_path)
+    config_local = local_path(config_file) if config_file else None
+    if out_local is not None and config_local is not None and config_local.is_file():
+        out_p, config_p = out_local.resolve(), config_local.resolve()
+        if out_p == config_p or out_p in config_p.parents:
+            what = "is the config file" if out_p == config_p else f"holds the config file {config_file}"
+            raise OutputError(f"{output} {what}; choose another output path", key="output.path")
     if out_local is not None and in_local is not None:
         out_p, in_p = out_local.resolve(), in_local.resolve()
         if out_p == in_p:
@@ -49,11 +55,19 @@ def staging_path(path: str) -> str:
     return f"{path.rstrip('/')}.convpipe-incoming"
 
 
-def swap_into_place(staged: str, final: str) -> None:
-    """Replace ``final`` by ``staged``; the old output is removed only after the swap.
+def backup_path(path: str) -> str:
+    """Where the previous output waits during a swap, until the new one is in place."""
+    return f"{path.rstrip('/')}.convpipe-old"
 
-    On a local disk the two renames are each atomic, but not the pair. On an
-    object store the old output is deleted first and the new one copied over.
+
+def swap_into_place(staged: str, final: str) -> None:
+    """Replace ``final`` by the finished ``staged`` output; the old one is removed only after the swap.
+
+    On a local disk: ``final`` is renamed to :func:`backup_path`, ``staged`` to
+    ``final``, then the backup is removed. Each rename is atomic, the three
+    steps together are not: :func:`recover_interrupted_swap` finishes or undoes
+    them after a kill. On an object store there is no rename: the old output
+    is deleted and the new one copied over (a window with no output).
     """
     local_final, local_staged = local_path(final), local_path(staged)
     if local_final is None or local_staged is None:
@@ -63,12 +77,59 @@ def swap_into_place(staged: str, final: str) -> None:
         fs, root = fsspec.core.url_to_fs(staged)
         fs.mv(root, fsspec.core.url_to_fs(final)[1], recursive=True)
         return
-    backup = local_final.with_name(f"{local_final.name}.convpipe-old-{uuid.uuid4().hex[:8]}")
+    backup = Path(backup_path(str(local_final)))
     if local_final.exists():
         os.replace(local_final, backup)
     os.replace(local_staged, local_final)
     if backup.exists():
         remove_path(str(backup))
+
+
+def recover_interrupted_swap(final: str, staged_is_whole) -> str | None:
+    """Finish or undo a swap that was killed midway; say what was done (None: nothing to do).
+
+    ``staged_is_whole(path)`` tells whether the staging output is finished and
+    every block recorded: only then is it moved into place; otherwise the
+    previous output goes back. Local disks only (object stores have no swap
+    to recover: see :func:`swap_into_place`).
+    """
+    local_final = local_path(final)
+    if local_final is None:
+        return None
+    backup, staged = Path(backup_path(str(local_final))), Path(staging_path(str(local_final)))
+    if not backup.exists():
+        return None
+    if local_final.exists():
+        remove_path(str(backup))
+        return f"removed {backup}, the previous output left by an interrupted replacement"
+    if staged.exists() and staged_is_whole(str(staged)):
+        os.replace(staged, local_final)
+        remove_path(str(backup))
+        return f"finished an interrupted replacement of {final}: the new output is in place"
+    os.replace(backup, local_final)
+    return f"restored the previous output {final} (its replacement was interrupted before it was swapped in)"
+
+
+def sweep_partial_writes(path: str) -> int:
+    """Remove the temporary files a killed run left inside the output (zarr's ``*.partial`` chunk files)."""
+    local = local_path(path)
+    if local is None or not local.is_dir():
+        return 0
+    leftovers = list(local.rglob("*.partial"))
+    for leftover in leftovers:
+        leftover.unlink(missing_ok=True)
+    return len(leftovers)
+
+
+def is_replaceable(path: str) -> bool:
+    """Whether convpipe may delete ``path``: one of its outputs (finished or not), or an empty folder.
+
+    Anything else (a user's folder, a file, an unreadable store) is never removed.
+    """
+    local = local_path(path)
+    if local is not None and local.is_dir() and not any(local.iterdir()):
+        return True
+    return read_record(path) is not None
 
 
 def create_output(

@@ -176,7 +176,7 @@ def make_plan(config: Config) -> Plan:
         kernel_position=kernel_axis_position(tuple(names[a] for a in others[:-2])),
     )
     try:
-        check_output_location(config.output.path, config.input.path)
+        check_output_location(config.output.path, config.input.path, config.source)
     except ConvpipeError as exc:
         raise config.error(type(exc), "output.path", str(exc)) from None
     weights = bank.for_channels(channels)

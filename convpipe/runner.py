@@ -10,6 +10,7 @@ and swapped in at the end; an unfinished one is completed with ``resume``
 from __future__ import annotations
 
 import shlex
+import sys
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -20,19 +21,22 @@ import numpy as np
 
 from convpipe import __version__
 from convpipe.completion import BlockRecorder, fingerprint
-from convpipe.config import with_scheduler
+from convpipe.config import Config, with_scheduler
 from convpipe.errors import ConfigError, OutputError, ResumeError, storage_errors
+from convpipe.locking import output_lock
 from convpipe.metadata import ome_compatible, ome_multiscales
 from convpipe.outputs import (
     consolidate,
     create_output,
+    is_replaceable,
     open_output_array,
     read_record,
+    recover_interrupted_swap,
     staging_path,
     swap_into_place,
+    sweep_partial_writes,
 )
 from convpipe.paths import path_exists, remove_path
-from convpipe.config import Config
 from convpipe.planner import Plan, plan
 
 __all__ = ["RunSummary", "execute", "provenance", "resume_command", "run"]
@@ -135,21 +139,25 @@ def execute(
         final = config.output.path
         if "://" in config.compute.scheduler:  # an unreachable scheduler is refused before anything is written
             check_scheduler(config.compute.scheduler, config.compute.connect_timeout)
-        target_path, target, done = _open_target(plan, overwrite, resume)
-        recorder = BlockRecorder(target_path)
-        todo = g.n_tasks - len(done)
-        if todo:
-            jobs = _slab_jobs(plan, target, recorder, done)
-            run_jobs(jobs, todo, config.compute, progress=progress, n_jobs=len(g.batch_groups()))
-        if len(recorder.done()) != g.n_tasks:
-            missing = g.n_tasks - len(recorder.done())
-            raise RuntimeError(f"{target_path}: {missing} blocks have no completion record")
-        record = dict(target.attrs["convpipe"])
-        record["complete"] = True
-        target.attrs["convpipe"] = record
-        consolidate(target_path)
-        if target_path != final:
-            swap_into_place(target_path, final)
+        with output_lock(final):  # one run at a time on this output and its staging copy
+            note = recover_interrupted_swap(final, _is_whole)
+            if note:
+                print(f"convpipe: {note}", file=sys.stderr)
+            target_path, target, done = _open_target(plan, overwrite, resume)
+            recorder = BlockRecorder(target_path)
+            todo = g.n_tasks - len(done)
+            if todo:
+                jobs = _slab_jobs(plan, target, recorder, done)
+                run_jobs(jobs, todo, config.compute, progress=progress, n_jobs=len(g.batch_groups()))
+            if len(recorder.done()) != g.n_tasks:
+                missing = g.n_tasks - len(recorder.done())
+                raise RuntimeError(f"{target_path}: {missing} blocks have no completion record")
+            record = dict(target.attrs["convpipe"])
+            record["complete"] = True
+            target.attrs["convpipe"] = record
+            consolidate(target_path)
+            if target_path != final:
+                swap_into_place(target_path, final)
     seconds = time.perf_counter() - started
     h, w = (plan.stack.shape[a] for a in g.spatial_axes)
     return RunSummary(g.frames, g.frames * h * w / 1e6, seconds, final, todo, g.n_tasks, g.output_shape)
@@ -199,6 +207,7 @@ def _open_target(plan: Plan, overwrite: bool, resume: bool):
                 except ResumeError as error:  # another run's; the other candidate may still be ours
                     refusal = error
                     continue
+                sweep_partial_writes(candidate)  # chunk files a killed write left half-written
                 return candidate, array, BlockRecorder(candidate).done()
         if refusal is not None:
             raise refusal  # the output's own reason when it exists (it is examined last)
@@ -212,10 +221,28 @@ def _open_target(plan: Plan, overwrite: bool, resume: bool):
             )
         message = f"output.path: {final} already exists; pass --overwrite (or output.overwrite: true)"
         raise OutputError(message, key="output.path")
+    if path_exists(final) and not is_replaceable(final):
+        raise OutputError(
+            f"output.path: {final} exists and is not a convpipe output; convpipe replaces only its own "
+            "outputs: choose another output.path, or remove it yourself",
+            key="output.path",
+        )
     target_path = staged if path_exists(final) else final
-    if path_exists(target_path):
-        remove_path(target_path)  # a stale, abandoned replacement
+    if path_exists(target_path):  # an abandoned replacement
+        if not is_replaceable(target_path):
+            raise OutputError(
+                f"output.path: {target_path} (where the replacement is built) exists and is not a convpipe "
+                "output; remove or rename it",
+                key="output.path",
+            )
+        remove_path(target_path)
     return target_path, _create_target(plan, target_path), set()
+
+
+def _is_whole(path: str) -> bool:
+    """A finished output with every block recorded: the only kind a swap moves into place."""
+    record = read_record(path)
+    return bool(record and record.get("complete")) and len(BlockRecorder(path).done()) == record.get("blocks")
 
 
 def _reopen_for_resume(plan: Plan, path: str):

@@ -373,9 +373,9 @@ def test_overwrite_replaces_the_output(tmp_path: Path, sample_zarr: Path, write_
 
 
 def test_overwrite_from_the_config(tmp_path: Path, sample_zarr: Path, write_config) -> None:
-    (tmp_path / "out.zarr").mkdir()
-    (tmp_path / "out.zarr" / "stale.txt").write_text("old")
     config = write_config(tmp_path, SOBEL + "  overwrite: true\n")
+    assert invoke("run", config, "-q").exit_code == 0  # a convpipe output, with a stale file in it
+    (tmp_path / "out.zarr" / "stale.txt").write_text("old")
     assert invoke("run", config, "-q").exit_code == 0
     assert not (tmp_path / "out.zarr" / "stale.txt").exists()
     assert read_output(tmp_path / "out.zarr").shape == (4, 30, 38)
