@@ -58,6 +58,7 @@ def output_lock(output: str) -> Iterator[None]:
 
 
 def _acquire(path: str, output: str) -> int:
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)  # the output's folder, which the run creates anyway
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
