@@ -26,6 +26,7 @@ from reference import correlate_loop, magnitude
 
 from convpipe.core import compiled, correlate_block_numpy
 from convpipe.core.compiled import correlate_block_compiled
+from convpipe.geometry import output_length
 
 INPUT_DTYPES = ["uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "int64", "float16", "float32", "float64"]
 SOBEL_X = np.array([[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]], dtype=np.float64)
@@ -192,6 +193,25 @@ def test_stride_larger_than_the_block_is_one_output_row_or_column(stride):
     assert time.perf_counter() - started < 30
     assert result.shape == (1 if stride[0] > 256 else 254, 1 if stride[1] > 256 else 254)
     assert_same_bits(result, correlate_block_numpy(block, SOBEL, stride, "magnitude"))
+
+
+@pytest.mark.parametrize("sx", [1, 2, 3, 7, 10**6])
+@pytest.mark.parametrize("input_dtype", ["uint8", "uint16", "float32", "float64"])
+def test_column_bound_in_the_kernels_never_cuts_a_row(sx, input_dtype):
+    """``min(wo, _max_columns)`` is ``wo`` even for the widest row NumPy allows (2**63 - 1 bytes)."""
+    itemsize = np.dtype(input_dtype).itemsize
+    for width in [(2**63 - 1) // itemsize, (2**63 - 1) // itemsize - sx]:
+        for kernel_width in [1, 3]:
+            assert output_length(width, kernel_width, sx) <= compiled._max_columns(sx, np.dtype(input_dtype))
+
+
+@pytest.mark.parametrize("input_dtype", ["float32", "float64"])
+def test_strided_loops_of_wide_pixels_are_vectorised(input_dtype):
+    """With the column bound LLVM vectorises the loop of 4- and 8-byte pixels at stride 2, 25 taps."""
+    bank = np.random.default_rng(3).integers(-3, 4, (4, 1, 5, 5)).astype(np.float32)
+    kernel = compiled.compiled_kernel(bank, (2, 2), "magnitude", np.dtype(input_dtype))
+    (llvm_ir,) = kernel.inspect_llvm().values()
+    assert "vector.body" in llvm_ir
 
 
 @pytest.mark.parametrize(

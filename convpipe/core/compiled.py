@@ -16,10 +16,11 @@ module with, per output row, one loop over the output columns ``j``::
         out_row[j] = np.sqrt(acc0 * acc0 + acc1 * acc1)    # or out0[j] = acc0; ...
 
 The bank and its magnitude take one pass; strided outputs are computed
-directly, by code that does not depend on the stride's size. At column stride
-1 the loads are contiguous and LLVM vectorises the loop; at larger strides it
-may use gathers, or (4- and 8-byte pixels, many taps) leave the loop scalar
-because it would need too many run-time checks. Banks with more
+directly, by code that does not depend on the stride's size. LLVM vectorises
+the loop: at column stride 1 the loads are contiguous, at larger strides it
+loads whole vectors and shuffles the strided pixels out of them, provided it
+can prove that the loads' offsets do not overflow; each kernel states a bound
+on ``wo`` for that (:func:`_max_columns`). Banks with more
 non-zero weights than ``MAX_UNROLLED_TAPS`` (slow to compile unrolled) run
 through one generic kernel per pair of dtypes that takes a table of the taps.
 
@@ -195,7 +196,7 @@ def generate_source(bank: np.ndarray, stride: tuple[int, int], combine: Combine,
         "",
         "",
         "def correlate_bank(x, out):",
-        "    ho, wo = out.shape[-2], out.shape[-1]",
+        f"    ho, wo = out.shape[-2], min(out.shape[-1], {_max_columns(sx, input_dtype)})  # = out.shape[-1]",
     ]
     lines += ["    for n in range(x.shape[0]):", "        for i in range(ho):"]
     lines += [f"            row_{c}_{u} = x[n, {c}, {_affine('i', sy, u)}]" for c, u in rows]
@@ -224,6 +225,23 @@ def _row_loop(taps: list[list[Tap]], group: list[int], sx: int, convert: bool, f
     else:
         lines += [f"                out{k}[j] = acc{k}" for k in group]
     return lines
+
+
+def _max_columns(sx: int, input_dtype: np.dtype) -> int:
+    """An upper bound of the output width that holds for every valid call, written into the kernel for LLVM.
+
+    A row of ``x`` holds at least ``(wo - 1) * sx + 1`` pixels, and no NumPy
+    array holds more than ``2**63 - 1`` bytes, so ``min(wo, _max_columns(...))``
+    is ``wo``. Stated in the kernel, the bound tells LLVM that the byte
+    offsets ``(j * sx + v) * itemsize`` of the loads cannot overflow. Numba's
+    array indexing computes addresses with plain (not ``inbounds``)
+    ``getelementptr``: without the bound, LLVM's vectoriser proves nothing
+    about strided loads of 4- and 8-byte pixels (it can for 1 and 2 bytes,
+    from the range of ``wo``), needs one run-time overflow check per loaded
+    column, and beyond 16 of them (``-vectorize-scev-check-threshold``)
+    leaves the loop scalar; below that, it chose gathers over wide loads.
+    """
+    return (2**63 - 1) // (sx * np.dtype(input_dtype).itemsize) + 1
 
 
 def _kernel_groups(taps: list[list[Tap]]) -> list[list[int]]:
