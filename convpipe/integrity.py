@@ -45,7 +45,8 @@ def block_input_region(g: StackGeometry, block: tuple[int, ...]) -> tuple[slice,
 def chunk_identities(array: Any, region: tuple[slice, ...]) -> dict[str, str]:
     """Stored key -> identity (``size:mtime_ns``, or ``missing``) of each stored object ``region`` touches.
 
-    ``array`` is a ``zarr.Array``; with sharding the stored objects are shards.
+    ``array`` is a ``zarr.Array`` on a local or fsspec store; with sharding
+    the stored objects are shards.
     """
     grid = getattr(array, "shards", None) or array.chunks
     ranges = [range(r.start // c, -(-r.stop // c)) for r, c in zip(region, grid)]
@@ -54,7 +55,7 @@ def chunk_identities(array: Any, region: tuple[slice, ...]) -> dict[str, str]:
     root = getattr(array.store, "root", None)
     if root is not None:  # a local store: one stat per object
         return {key: _local_identity(os.path.join(root, prefix + key)) for key in keys}
-    fs, base = array.store.fs, array.store.path.rstrip("/")
+    fs, base = array.store.fs, array.store.path.rstrip("/")  # zarr's asynchronous filesystem
     return {key: _remote_identity(fs, f"{base}/{prefix}{key}") for key in keys}
 
 
@@ -72,8 +73,10 @@ def _local_identity(path: str) -> str:
 
 
 def _remote_identity(fs: Any, path: str) -> str:
+    from zarr.core.sync import sync
+
     try:
-        info = fs.info(path)
+        info = sync(fs._info(path))
     except FileNotFoundError:
         return MISSING
     stamp = info.get("ETag") or info.get("mtime") or info.get("LastModified") or info.get("created") or ""

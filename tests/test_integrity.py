@@ -123,3 +123,18 @@ def test_missing_input_chunks_are_counted_in_one_warning(tmp_path: Path, source:
     warnings = [line for line in capsys.readouterr().err.splitlines() if "warning:" in line]
     assert len(warnings) == 1
     assert "3 input chunk(s)" in warnings[0] and "fill value 0" in warnings[0] and gone[0] in warnings[0]
+
+
+def test_identities_on_an_fsspec_store_change_when_a_chunk_is_rewritten() -> None:
+    import uuid
+
+    url = f"memory://integrity-{uuid.uuid4().hex[:8]}/in.zarr"
+    write_sample(url, 2, 32, 32)
+    array = zarr.open_group(url, mode="r")["0"]
+    everything = tuple(slice(0, n) for n in array.shape)
+    before = chunk_identities(array, everything)
+    assert sorted(before) == ["c/0/0/0", "c/1/0/0"] and "missing" not in before.values()
+    writable = zarr.open_group(url, mode="r+")["0"]
+    writable[1] = 255 - writable[1]
+    after = chunk_identities(array, everything)
+    assert after["c/0/0/0"] == before["c/0/0/0"] and after["c/1/0/0"] != before["c/1/0/0"]
