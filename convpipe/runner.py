@@ -40,6 +40,7 @@ from convpipe.outputs import (
 )
 from convpipe.paths import path_exists, remove_path
 from convpipe.planner import Plan, plan
+from convpipe.resources import worker_memory_problem
 
 __all__ = ["RunSummary", "execute", "provenance", "resume_command", "run"]
 
@@ -139,8 +140,13 @@ def execute(
         started = time.perf_counter()
         g = plan.geometry
         final = config.output.path
-        if "://" in config.compute.scheduler:  # an unreachable scheduler is refused before anything is written
-            check_scheduler(config.compute.scheduler, config.compute.connect_timeout)
+        for warning in plan.warnings:
+            print(f"convpipe: warning: {warning}", file=sys.stderr)
+        if "://" in config.compute.scheduler:  # an unreachable or too small cluster is refused before writing
+            scheduler_info = check_scheduler(config.compute.scheduler, config.compute.connect_timeout)
+            problem = worker_memory_problem(plan.task_memory(), scheduler_info.get("workers", {}))
+            if problem:
+                raise ConfigError(f"compute.scheduler: {problem}", key="compute.scheduler")
         with output_lock(final):  # one run at a time on this output and its staging copy
             note = recover_interrupted_swap(final, _is_whole)
             if note:
