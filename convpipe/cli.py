@@ -98,6 +98,8 @@ def validate(config: ConfigArg) -> None:
     with user_errors():
         plan = make_plan(config)
     typer.echo(str(plan))
+    for warning in plan.warnings:
+        typer.echo(f"warning: {warning}", err=True)
     typer.echo("ok: the config is valid")
 
 

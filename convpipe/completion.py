@@ -39,10 +39,21 @@ def block_name(index: tuple[int, ...]) -> str:
 
 
 class BlockRecorder:
-    """Writes and lists the completion markers of one output (picklable)."""
+    """Writes and reads the completion markers of one output (picklable).
 
-    def __init__(self, output_path: str) -> None:
+    A marker holds, as JSON, the identities of the input chunks its block
+    read (``inputs``: block index -> {stored key: identity}, see
+    :mod:`convpipe.integrity`); a marker without them (empty) is not trusted
+    on resume.
+    """
+
+    def __init__(self, output_path: str, inputs: dict[tuple[int, ...], dict[str, str]] | None = None) -> None:
         self.output_path = output_path.rstrip("/")
+        self.inputs = inputs or {}
+
+    def with_inputs(self, inputs: dict[tuple[int, ...], dict[str, str]]) -> BlockRecorder:
+        """The same recorder, writing ``inputs`` into the markers of those blocks."""
+        return BlockRecorder(self.output_path, inputs)
 
     @property
     def folder(self) -> str:
@@ -56,18 +67,35 @@ class BlockRecorder:
         """Record block ``index`` as written."""
         folder = self._local_folder()
         name = block_name(index)
+        content = json.dumps(self.inputs.get(tuple(index), {}), sort_keys=True).encode() if self.inputs else b""
         if folder is not None:
             folder.mkdir(parents=True, exist_ok=True)
             marker = folder / name
             temporary = folder / f".{name}.{os.getpid()}.tmp"
-            temporary.write_bytes(b"")
+            temporary.write_bytes(content)
             os.replace(temporary, marker)
             return
         import fsspec
 
         fs, root = fsspec.core.url_to_fs(self.folder)
         fs.makedirs(root, exist_ok=True)
-        fs.pipe_file(f"{root}/{name}", b"")
+        fs.pipe_file(f"{root}/{name}", content)
+
+    def inputs_read(self, index: tuple[int, ...]) -> dict[str, str] | None:
+        """The input identities recorded with block ``index``, or None if its marker holds none."""
+        folder = self._local_folder()
+        if folder is not None:
+            content = (folder / block_name(index)).read_bytes()
+        else:
+            import fsspec
+
+            fs, root = fsspec.core.url_to_fs(self.folder)
+            content = fs.cat_file(f"{root}/{block_name(index)}")
+        try:
+            inputs = json.loads(content) if content else None
+        except ValueError:
+            return None
+        return inputs if isinstance(inputs, dict) and inputs else None
 
     def done(self) -> set[tuple[int, ...]]:
         """Indices of every recorded block."""

@@ -233,8 +233,8 @@ def _finish_one(window, bar) -> None:
     bar.update(1)
 
 
-def check_scheduler(address: str, timeout: float) -> None:
-    """Raise ``ConfigError`` unless a Dask scheduler at ``address`` answers within ``timeout`` seconds.
+def check_scheduler(address: str, timeout: float) -> dict:
+    """The identity of the Dask scheduler at ``address`` (its workers too); ``ConfigError`` unless it answers in time.
 
     ``distributed.Client`` waits forever on a port that accepts connections
     but never answers (dask/distributed#8071), so the scheduler is asked for
@@ -279,6 +279,7 @@ def check_scheduler(address: str, timeout: float) -> None:
             ) from None
     if not isinstance(answer, dict) or answer.get("type") != "Scheduler":
         raise ConfigError(f"compute.scheduler: {address} answered, but is not a Dask scheduler", key="compute.scheduler")
+    return answer
 
 
 @contextlib.contextmanager

@@ -19,7 +19,7 @@ from convpipe import imagefiles
 from convpipe.errors import InputError
 from convpipe.paths import local_path, store_argument
 
-INPUT_DTYPES = ("uint8", "uint16", "int8", "int16", "int32", "uint32", "float32", "float64")
+INPUT_DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "int64", "float16", "float32", "float64")
 
 
 @dataclass(frozen=True)
@@ -90,6 +90,9 @@ def open_input(path: str, array: str | None = None) -> InputStack:
     if node.dtype.kind not in "uif":
         message = f"{path} has dtype {node.dtype}; expected one of {', '.join(INPUT_DTYPES)}"
         raise InputError(message, key="input.path")
+    if 0 in node.shape or 0 in node.chunks:
+        message = f"{path} has shape {node.shape} and chunks {node.chunks}; expected no empty axis and no empty chunk"
+        raise InputError(message, key="input.path")
     return InputStack(path, array, tuple(node.shape), np.dtype(node.dtype), tuple(node.chunks), node)
 
 
@@ -124,13 +127,22 @@ def open_zarr_array(
         raise InputError(f"no such Zarr array or group: {path} (it does not exist)", key=path_key)
     try:
         node = zarr.open(store=store_argument(path), mode=mode, use_consolidated=False)
-    except (FileNotFoundError, NotADirectoryError, ValueError, KeyError) as exc:  # zarr's are ValueErrors
-        raise InputError(f"{path} is not a readable Zarr array or group ({exc})", key=path_key) from None
-    if isinstance(node, zarr.Array):
-        if array is not None:
-            raise InputError(f"{path} is a single array, not a group; remove {array_key}", key=array_key)
-        return node, None
-    return pick_array(node, path, array, default=default, take_single=take_single, keys=keys)
+        if isinstance(node, zarr.Array):
+            if array is not None:
+                raise InputError(f"{path} is a single array, not a group; remove {array_key}", key=array_key)
+            return node, None
+        return pick_array(node, path, array, default=default, take_single=take_single, keys=keys)
+    except (FileNotFoundError, NotADirectoryError, *UNREADABLE_METADATA) as exc:
+        what = type(exc).__name__
+        raise InputError(f"{path} is not a readable Zarr array or group ({what}: {exc})", key=path_key) from None
+    except OSError as exc:
+        if local is not None:
+            raise  # a local disk's refusal: the storage-error policy decides
+        raise InputError(f"cannot read {path} ({type(exc).__name__}: {exc})", key=path_key) from None
+
+
+#: What zarr raises for metadata it cannot read: truncated JSON, a negative shape, a zero chunk, an unknown codec.
+UNREADABLE_METADATA = (ValueError, KeyError, TypeError, ZeroDivisionError, zarr.errors.BaseZarrError)
 
 
 def pick_array(
@@ -164,7 +176,7 @@ def pick_array(
         raise InputError(message, key=array_key)
     try:
         node = group[name]
-    except KeyError:
+    except (KeyError, ValueError):  # not there, or not a path inside the group ('../x')
         node = None
     if not isinstance(node, zarr.Array):
         message = f"no array {name!r} in {path}; arrays there: {', '.join(names) or 'none'}"

@@ -8,7 +8,7 @@ prints (``str(plan)``) and what :func:`convpipe.runner.execute` runs.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from convpipe.geometry import StackGeometry, plan_geometry
 from convpipe.inputs import InputStack, open_input
 from convpipe.metadata import input_axis_names, kernel_axis_position, output_axis_names
 from convpipe.outputs import check_output_location
+from convpipe.resources import local_memory_problem, task_count_warning
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,8 @@ class Plan:
     geometry: StackGeometry
     weights: np.ndarray
     dimension_names: tuple[str, ...]
+    warnings: tuple[str, ...] = ()
+    """Lines worth reading before a run (e.g. very many tiny tasks); ``validate`` and ``run`` print them."""
 
     @property
     def output_dtype(self) -> str:
@@ -180,7 +183,16 @@ def make_plan(config: Config) -> Plan:
     except ConvpipeError as exc:
         raise config.error(type(exc), "output.path", str(exc)) from None
     weights = bank.for_channels(channels)
-    return Plan(config, stack, geometry, weights, output_axis_names(geometry, names))
+    plan = Plan(config, stack, geometry, weights, output_axis_names(geometry, names))
+    if config.compute.scheduler in ("threads", "processes", "synchronous"):
+        import psutil
+
+        threads = 1 if config.compute.scheduler == "synchronous" else _threads()
+        problem = local_memory_problem(plan.task_memory(), threads, psutil.virtual_memory().available)
+        if problem:
+            raise config.error(ConfigError, "compute.chunks", problem)
+    warning = task_count_warning(geometry.n_tasks, plan.task_memory())
+    return replace(plan, warnings=(warning,)) if warning else plan
 
 
 def channel_axis_of(config: Config, ndim: int) -> int | None:

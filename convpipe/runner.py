@@ -18,11 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import zarr
 
 from convpipe import __version__
-from convpipe.completion import BlockRecorder, fingerprint
+from convpipe.completion import BlockRecorder, block_name, fingerprint
 from convpipe.config import Config, with_scheduler
 from convpipe.errors import ConfigError, OutputError, ResumeError, storage_errors
+from convpipe.integrity import MISSING, block_input_region, chunk_identities, first_change
 from convpipe.locking import output_lock
 from convpipe.metadata import ome_compatible, ome_multiscales
 from convpipe.outputs import (
@@ -38,6 +40,7 @@ from convpipe.outputs import (
 )
 from convpipe.paths import path_exists, remove_path
 from convpipe.planner import Plan, plan
+from convpipe.resources import worker_memory_problem
 
 __all__ = ["RunSummary", "execute", "provenance", "resume_command", "run"]
 
@@ -137,18 +140,32 @@ def execute(
         started = time.perf_counter()
         g = plan.geometry
         final = config.output.path
-        if "://" in config.compute.scheduler:  # an unreachable scheduler is refused before anything is written
-            check_scheduler(config.compute.scheduler, config.compute.connect_timeout)
+        for warning in plan.warnings:
+            print(f"convpipe: warning: {warning}", file=sys.stderr)
+        if "://" in config.compute.scheduler:  # an unreachable or too small cluster is refused before writing
+            scheduler_info = check_scheduler(config.compute.scheduler, config.compute.connect_timeout)
+            problem = worker_memory_problem(plan.task_memory(), scheduler_info.get("workers", {}))
+            if problem:
+                raise ConfigError(f"compute.scheduler: {problem}", key="compute.scheduler")
         with output_lock(final):  # one run at a time on this output and its staging copy
             note = recover_interrupted_swap(final, _is_whole)
             if note:
                 print(f"convpipe: {note}", file=sys.stderr)
             target_path, target, done = _open_target(plan, overwrite, resume)
             recorder = BlockRecorder(target_path)
+            done = _unchanged_inputs(plan, recorder, done)
             todo = g.n_tasks - len(done)
+            missing_chunks: set[str] = set()
             if todo:
-                jobs = _slab_jobs(plan, target, recorder, done)
+                jobs = _slab_jobs(plan, target, recorder, done, missing_chunks)
                 run_jobs(jobs, todo, config.compute, progress=progress, n_jobs=len(g.batch_groups()))
+            if missing_chunks:
+                fill = getattr(plan.stack.source, "fill_value", None)
+                print(
+                    f"convpipe: warning: {len(missing_chunks)} input chunk(s) of {plan.stack.path} are not "
+                    f"stored and were read as the fill value {fill} (first: {min(missing_chunks)})",
+                    file=sys.stderr,
+                )
             if len(recorder.done()) != g.n_tasks:
                 missing = g.n_tasks - len(recorder.done())
                 raise RuntimeError(f"{target_path}: {missing} blocks have no completion record")
@@ -163,13 +180,17 @@ def execute(
     return RunSummary(g.frames, g.frames * h * w / 1e6, seconds, final, todo, g.n_tasks, g.output_shape)
 
 
-def _slab_jobs(plan: Plan, target, recorder: BlockRecorder, done: set[tuple[int, ...]]) -> Iterator[list]:
+def _slab_jobs(
+    plan: Plan, target, recorder: BlockRecorder, done: set[tuple[int, ...]], missing_chunks: set[str]
+) -> Iterator[list]:
     """Per slab (batch chunk), the write tasks of its blocks not yet done, as Delayed objects.
 
     Slabs are independent (halos never cross batch chunks), so running a
     bounded number of them at a time bounds memory by the slabs in flight,
     never by the length of the stack; each slab's graph is built only when
-    it is about to run.
+    it is about to run. The identities of the input chunks each block reads
+    are taken then, before the block runs, and go into its completion record;
+    input chunks that are not stored are added to ``missing_chunks``.
     """
     from convpipe.pipeline import result_array, write_tasks
 
@@ -177,21 +198,56 @@ def _slab_jobs(plan: Plan, target, recorder: BlockRecorder, done: set[tuple[int,
     stack = plan.stack.to_dask(g.input_chunks)
     for group in g.batch_groups():
         slab = g.slab(group)
+        blocks_of_slab = {
+            index: tuple(o + i for o, i in zip(slab.block_origin, index))
+            for index in np.ndindex(*(len(c) for c in slab.geometry.output_chunks))
+        }
+        todo = [block for block in blocks_of_slab.values() if block not in done]
+        if not todo:
+            continue
+        inputs = {block: _inputs_of(plan, block) for block in todo}
+        missing_chunks.update(key for ids in inputs.values() for key, i in ids.items() if i == MISSING)
         tokens = write_tasks(
             result_array(stack[slab.input_slices], slab.geometry, plan.weights, dtype),
             target,
-            on_written=recorder,
+            on_written=recorder.with_inputs(inputs),
             origin=slab.output_origin,
             block_origin=slab.block_origin,
         )
-        blocks = tokens.to_delayed()
-        missing = [
-            blocks[index]
-            for index in np.ndindex(*tokens.numblocks)
-            if tuple(o + i for o, i in zip(slab.block_origin, index)) not in done
-        ]
-        if missing:
-            yield missing
+        delayed = tokens.to_delayed()
+        yield [delayed[index] for index, block in blocks_of_slab.items() if block not in done]
+
+
+def _inputs_of(plan: Plan, block: tuple[int, ...]) -> dict[str, str]:
+    """Identities of the stored input chunks ``block`` reads (Zarr inputs; image files are in the fingerprint)."""
+    if not isinstance(plan.stack.source, zarr.Array):
+        return {}
+    return chunk_identities(plan.stack.source, block_input_region(plan.geometry, block))
+
+
+def _unchanged_inputs(plan: Plan, recorder: BlockRecorder, done: set[tuple[int, ...]]) -> set[tuple[int, ...]]:
+    """The recorded blocks that can be trusted: every input chunk they read is unchanged.
+
+    A block recorded without input identities is computed again; a changed
+    input chunk refuses the resume (the output would mix two inputs).
+    """
+    if not isinstance(plan.stack.source, zarr.Array):
+        return done
+    trusted = set()
+    for block in sorted(done):
+        recorded = recorder.inputs_read(block)
+        if recorded is None:
+            continue
+        changed = first_change(recorded, _inputs_of(plan, block))
+        if changed is not None:
+            raise ResumeError(
+                f"input.path: the input chunk {changed} of {plan.stack.path} changed after block "
+                f"{block_name(block)} was computed from it; resuming would mix the old and the new input; "
+                "pass --overwrite to start again",
+                key="input.path",
+            )
+        trusted.add(block)
+    return trusted
 
 
 def _open_target(plan: Plan, overwrite: bool, resume: bool):

@@ -17,6 +17,10 @@ from convpipe.errors import ConfigError
 
 _COLLECTION_TAGS = ("tag:yaml.org,2002:map", "tag:yaml.org,2002:seq")
 
+MAX_TEXT = 4 * 2**20
+MAX_NODES = 200_000
+"""Values a config may hold: a bank of 3 kernels of 256x256 weights fits; a 2000x2000 kernel does not."""
+
 
 def _tag_text(tag: str) -> str:
     """``tag:yaml.org,2002:python/name:x`` as the user wrote it: ``!!python/name:x``."""
@@ -80,7 +84,15 @@ class YamlLoader(yaml.SafeLoader):
     exponentially (the "billion laughs"), and a config never needs them.
     """
 
+    nodes = 0
+
     def compose_node(self, parent, index):
+        self.nodes += 1
+        if self.nodes > MAX_NODES:
+            raise yaml.composer.ComposerError(
+                None, None, f"more than {MAX_NODES:,} values; a config (kernels included) must stay smaller",
+                self.peek_event().start_mark,
+            )
         if self.check_event(yaml.AliasEvent):
             event = self.peek_event()
             raise yaml.composer.ComposerError(
@@ -108,6 +120,9 @@ YamlLoader.add_implicit_resolver(
 
 
 def parse_yaml(text: str, source: str) -> tuple[Any, YamlDoc]:
+    if len(text) > MAX_TEXT:
+        raise ConfigError(f"{source}: the config is {len(text) / 2**20:.1f} MiB; a config must stay under "
+                          f"{MAX_TEXT // 2**20} MiB (pass larger kernels to convpipe.correlate from Python)")
     doc = YamlDoc(source)
     try:
         node = yaml.compose(text, Loader=YamlLoader)

@@ -1,0 +1,83 @@
+"""Which stored input chunks each output block reads, and whether they are still what the block read.
+
+A block's completion record holds the identity (size and modification time
+of the stored object) of every input chunk the block read, taken before the
+block was submitted. ``--resume`` trusts a recorded block only if each of
+those chunks still has the same identity: an input rewritten between an
+interrupted run and its resume is refused (naming the first changed chunk)
+instead of giving an output half from the old input and half from the new.
+A chunk that is not stored at all reads as the array's fill value: the run
+counts such chunks and says so.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from typing import Any
+
+from convpipe.geometry import StackGeometry
+
+MISSING = "missing"
+
+
+def block_input_region(g: StackGeometry, block: tuple[int, ...]) -> tuple[slice, ...]:
+    """The input pixels output block ``block`` (an index in the output's block grid) reads, halo included."""
+    work = [0] * len(block)
+    for output_axis, work_axis in enumerate(g.output_order):
+        work[work_axis] = block[output_axis]
+    n_batch = len(g.batch_axes)
+    indices = dict(zip(g.batch_axes, work[:n_batch]))
+    indices.update(zip(g.spatial_axes, work[-2:]))
+    halos = dict(zip(g.spatial_axes, (k - 1 for k in g.kernel_shape)))
+    region = []
+    for axis, n in enumerate(g.input_shape):
+        if axis not in indices:  # the channel axis: read whole
+            region.append(slice(0, n))
+            continue
+        chunks = g.input_chunks[axis]
+        start = sum(chunks[: indices[axis]])
+        stop = min(n, start + chunks[indices[axis]] + halos.get(axis, 0))
+        region.append(slice(start, stop))
+    return tuple(region)
+
+
+def chunk_identities(array: Any, region: tuple[slice, ...]) -> dict[str, str]:
+    """Stored key -> identity (``size:mtime_ns``, or ``missing``) of each stored object ``region`` touches.
+
+    ``array`` is a ``zarr.Array`` on a local or fsspec store; with sharding
+    the stored objects are shards.
+    """
+    grid = getattr(array, "shards", None) or array.chunks
+    ranges = [range(r.start // c, -(-r.stop // c)) for r, c in zip(region, grid)]
+    keys = [array.metadata.encode_chunk_key(coords) for coords in itertools.product(*ranges)]
+    prefix = f"{array.path}/" if array.path else ""
+    root = getattr(array.store, "root", None)
+    if root is not None:  # a local store: one stat per object
+        return {key: _local_identity(os.path.join(root, prefix + key)) for key in keys}
+    fs, base = array.store.fs, array.store.path.rstrip("/")  # zarr's asynchronous filesystem
+    return {key: _remote_identity(fs, f"{base}/{prefix}{key}") for key in keys}
+
+
+def first_change(recorded: dict[str, str], current: dict[str, str]) -> str | None:
+    """The first stored key whose identity differs between two records, or None."""
+    return next((key for key in sorted(recorded) if current.get(key) != recorded[key]), None)
+
+
+def _local_identity(path: str) -> str:
+    try:
+        status = os.stat(path)
+    except FileNotFoundError:
+        return MISSING
+    return f"{status.st_size}:{status.st_mtime_ns}"
+
+
+def _remote_identity(fs: Any, path: str) -> str:
+    from zarr.core.sync import sync
+
+    try:
+        info = sync(fs._info(path))
+    except FileNotFoundError:
+        return MISSING
+    stamp = info.get("ETag") or info.get("mtime") or info.get("LastModified") or info.get("created") or ""
+    return f"{info.get('size')}:{stamp}"
