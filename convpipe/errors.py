@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 #: OS errors that say the storage refused (full, no permission, read-only,
 #: failing): reported in one line like a user error, not as a traceback.
@@ -59,12 +59,13 @@ class StorageError(ConvpipeError):
 
 
 @contextlib.contextmanager
-def storage_errors(writing: str | None = None, hint: str = "") -> Iterator[None]:
+def storage_errors(writing: str | None = None, hint: str | Callable[[], str] = "") -> Iterator[None]:
     """Turn an :class:`OSError` that says the storage refused into a :class:`StorageError`.
 
     The message is the OS's text, the file concerned (or ``writing``, the
     output being written, for errors that only writing raises) and ``hint``
-    (e.g. how to resume). Other OS errors pass through: they are bugs.
+    (e.g. how to resume; a callable is asked when the error comes). Other OS
+    errors pass through: they are bugs.
     """
     try:
         yield
@@ -73,4 +74,4 @@ def storage_errors(writing: str | None = None, hint: str = "") -> Iterator[None]
             raise
         place = exc.filename or (f"writing {writing}" if writing and exc.errno in WRITE_ERRNOS else None)
         where = f" ({place})" if place else ""
-        raise StorageError(f"{exc.strerror or exc}{where}{hint}") from exc
+        raise StorageError(f"{exc.strerror or exc}{where}{hint() if callable(hint) else hint}") from exc

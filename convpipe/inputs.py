@@ -17,6 +17,7 @@ import zarr
 
 from convpipe import imagefiles
 from convpipe.errors import InputError
+from convpipe.integrity import stored_objects
 from convpipe.paths import local_path, store_argument
 
 INPUT_DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "int64", "float16", "float32", "float64")
@@ -38,7 +39,7 @@ class InputStack:
         import dask.array as da
 
         if isinstance(self.source, zarr.Array):
-            return da.from_zarr(self.source, chunks=chunks)
+            return da.from_array(CheckedReader(self.source, self.path), chunks=chunks, asarray=False, lock=False)
         return self.source.rechunk(chunks)
 
     def identity(self) -> dict[str, Any]:
@@ -67,9 +68,45 @@ class InputStack:
             region = tuple(
                 slice(i * c, min((i + 1) * c, n)) for i, c, n in zip(index, self.stored_chunks, self.shape)
             )
-            block = self.source[region]
+            reader = CheckedReader(self.source, self.path) if isinstance(self.source, zarr.Array) else self.source
+            block = reader[region]
             digest.update(np.ascontiguousarray(np.asarray(block)).tobytes())
         return digest.hexdigest()[:32]
+
+
+class CheckedReader:
+    """A Zarr array read region by region, where a stored chunk that cannot be decoded is an ``InputError`` naming it.
+
+    Without it a corrupt chunk surfaces as the codec's own error deep in a
+    Dask traceback (``RuntimeError: Zstd decompression error``) naming no file.
+    """
+
+    def __init__(self, array: zarr.Array, path: str) -> None:
+        self.array, self.path = array, path
+        self.shape, self.dtype, self.ndim = array.shape, array.dtype, array.ndim
+
+    def __dask_tokenize__(self) -> tuple:
+        return ("convpipe.CheckedReader", self.path, str(self.array.store_path), self.shape, str(self.dtype))
+
+    def __getitem__(self, region: tuple[slice, ...]) -> np.ndarray:
+        try:
+            return self.array[region]
+        except (RuntimeError, ValueError, TypeError) as exc:
+            culprit = self._undecodable(region) or "one of the stored chunks it covers"
+            raise InputError(
+                f"input.path: the stored chunk {culprit} of {self.path} cannot be decoded "
+                f"({type(exc).__name__}: {exc})",
+                key="input.path",
+            ) from None
+
+    def _undecodable(self, region: tuple[slice, ...]) -> str | None:
+        """The first stored chunk of ``region`` that fails to decode on its own."""
+        for key, chunk_region in stored_objects(self.array, region).items():
+            try:
+                self.array[chunk_region]
+            except (RuntimeError, ValueError, TypeError):
+                return key
+        return None
 
 
 def open_input(path: str, array: str | None = None) -> InputStack:

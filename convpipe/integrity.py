@@ -48,15 +48,25 @@ def chunk_identities(array: Any, region: tuple[slice, ...]) -> dict[str, str]:
     ``array`` is a ``zarr.Array`` on a local or fsspec store; with sharding
     the stored objects are shards.
     """
-    grid = getattr(array, "shards", None) or array.chunks
-    ranges = [range(r.start // c, -(-r.stop // c)) for r, c in zip(region, grid)]
-    keys = [array.metadata.encode_chunk_key(coords) for coords in itertools.product(*ranges)]
+    keys = list(stored_objects(array, region))
     prefix = f"{array.path}/" if array.path else ""
     root = getattr(array.store, "root", None)
     if root is not None:  # a local store: one stat per object
         return {key: _local_identity(os.path.join(root, prefix + key)) for key in keys}
     fs, base = array.store.fs, array.store.path.rstrip("/")  # zarr's asynchronous filesystem
     return {key: _remote_identity(fs, f"{base}/{prefix}{key}") for key in keys}
+
+
+def stored_objects(array: Any, region: tuple[slice, ...]) -> dict[str, tuple[slice, ...]]:
+    """Stored key -> the array region it holds, for every stored object (chunk or shard) ``region`` touches."""
+    grid = getattr(array, "shards", None) or array.chunks
+    ranges = [range(r.start // c, -(-r.stop // c)) for r, c in zip(region, grid)]
+    return {
+        array.metadata.encode_chunk_key(coords): tuple(
+            slice(i * c, min((i + 1) * c, n)) for i, c, n in zip(coords, grid, array.shape)
+        )
+        for coords in itertools.product(*ranges)
+    }
 
 
 def first_change(recorded: dict[str, str], current: dict[str, str]) -> str | None:

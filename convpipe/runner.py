@@ -9,6 +9,7 @@ and swapped in at the end; an unfinished one is completed with ``resume``
 
 from __future__ import annotations
 
+import functools
 import shlex
 import sys
 import time
@@ -23,7 +24,7 @@ import zarr
 from convpipe import __version__
 from convpipe.completion import BlockRecorder, block_name, fingerprint
 from convpipe.config import Config, with_scheduler
-from convpipe.errors import ConfigError, OutputError, ResumeError, storage_errors
+from convpipe.errors import ConfigError, InputError, OutputError, ResumeError, storage_errors
 from convpipe.integrity import MISSING, block_input_region, chunk_identities, first_change
 from convpipe.locking import output_lock
 from convpipe.metadata import ome_compatible, ome_multiscales
@@ -131,44 +132,22 @@ def execute(
     ``scheduler`` overrides ``compute.scheduler``. When the storage refuses,
     the finished blocks are kept and the error says how to resume.
     """
-    from convpipe.execution import check_scheduler, run_jobs
-
     config = plan.config if scheduler is None else with_scheduler(plan.config, scheduler)
-    hint = f"; finished blocks are kept. Once fixed, resume with: {resume_command(plan, scheduler)}"
+    opened: list[str] = []  # the output being written, once it exists
+    hint = functools.partial(_resume_hint, plan, scheduler, opened)
     with storage_errors(writing=config.output.path, hint=hint):
         overwrite = config.output.overwrite if overwrite is None else overwrite
         started = time.perf_counter()
         g = plan.geometry
         final = config.output.path
-        for warning in plan.warnings:
-            print(f"convpipe: warning: {warning}", file=sys.stderr)
-        if "://" in config.compute.scheduler:  # an unreachable or too small cluster is refused before writing
-            scheduler_info = check_scheduler(config.compute.scheduler, config.compute.connect_timeout)
-            problem = worker_memory_problem(plan.task_memory(), scheduler_info.get("workers", {}))
-            if problem:
-                raise ConfigError(f"compute.scheduler: {problem}", key="compute.scheduler")
+        _check_before_writing(plan, config)
         with output_lock(final):  # one run at a time on this output and its staging copy
             note = recover_interrupted_swap(final, _is_whole)
             if note:
                 print(f"convpipe: {note}", file=sys.stderr)
             target_path, target, done = _open_target(plan, overwrite, resume)
-            recorder = BlockRecorder(target_path)
-            done = _unchanged_inputs(plan, recorder, done)
-            todo = g.n_tasks - len(done)
-            missing_chunks: set[str] = set()
-            if todo:
-                jobs = _slab_jobs(plan, target, recorder, done, missing_chunks)
-                run_jobs(jobs, todo, config.compute, progress=progress, n_jobs=len(g.batch_groups()))
-            if missing_chunks:
-                fill = getattr(plan.stack.source, "fill_value", None)
-                print(
-                    f"convpipe: warning: {len(missing_chunks)} input chunk(s) of {plan.stack.path} are not "
-                    f"stored and were read as the fill value {fill} (first: {min(missing_chunks)})",
-                    file=sys.stderr,
-                )
-            if len(recorder.done()) != g.n_tasks:
-                missing = g.n_tasks - len(recorder.done())
-                raise RuntimeError(f"{target_path}: {missing} blocks have no completion record")
+            opened.append(target_path)
+            todo = _write_missing_blocks(plan, config, target, BlockRecorder(target_path), done, progress, hint)
             record = dict(target.attrs["convpipe"])
             record["complete"] = True
             target.attrs["convpipe"] = record
@@ -178,6 +157,52 @@ def execute(
     seconds = time.perf_counter() - started
     h, w = (plan.stack.shape[a] for a in g.spatial_axes)
     return RunSummary(g.frames, g.frames * h * w / 1e6, seconds, final, todo, g.n_tasks, g.output_shape)
+
+
+def _resume_hint(plan: Plan, scheduler: str | None, opened: list[str]) -> str:
+    """How to go on after a failure: the resume command, when finished blocks are there to resume from."""
+    if not opened or not BlockRecorder(opened[0]).done():
+        return ""
+    return f"; finished blocks are kept. Once fixed, resume with: {resume_command(plan, scheduler)}"
+
+
+def _check_before_writing(plan: Plan, config: Config) -> None:
+    """Print the plan's warnings; refuse a cluster that does not answer or cannot hold the tasks."""
+    from convpipe.execution import check_scheduler
+
+    for warning in plan.warnings:
+        print(f"convpipe: warning: {warning}", file=sys.stderr)
+    if "://" in config.compute.scheduler:
+        scheduler_info = check_scheduler(config.compute.scheduler, config.compute.connect_timeout)
+        problem = worker_memory_problem(plan.task_memory(), scheduler_info.get("workers", {}))
+        if problem:
+            raise ConfigError(f"compute.scheduler: {problem}", key="compute.scheduler")
+
+
+def _write_missing_blocks(plan, config, target, recorder, done, progress, hint) -> int:
+    """Compute and write every block not yet done (after checking its inputs); the number written."""
+    from convpipe.execution import run_jobs
+
+    g = plan.geometry
+    done = _unchanged_inputs(plan, recorder, done)
+    todo = g.n_tasks - len(done)
+    missing_chunks: set[str] = set()
+    if todo:
+        jobs = _slab_jobs(plan, target, recorder, done, missing_chunks)
+        try:
+            run_jobs(jobs, todo, config.compute, progress=progress, n_jobs=len(g.batch_groups()))
+        except InputError as exc:  # an input chunk that cannot be decoded: the finished blocks stay
+            raise InputError(f"{exc}{hint()}", key=exc.key) from None
+    if missing_chunks:
+        fill = getattr(plan.stack.source, "fill_value", None)
+        print(
+            f"convpipe: warning: {len(missing_chunks)} input chunk(s) of {plan.stack.path} are not "
+            f"stored and were read as the fill value {fill} (first: {min(missing_chunks)})",
+            file=sys.stderr,
+        )
+    if len(recorder.done()) != g.n_tasks:
+        raise RuntimeError(f"{recorder.output_path}: {g.n_tasks - len(recorder.done())} blocks have no record")
+    return todo
 
 
 def _slab_jobs(

@@ -80,3 +80,29 @@ def test_an_unreachable_url_is_one_line(tmp_path: Path) -> None:
     assert result.exit_code == 2, result.output
     [line] = result.stderr.splitlines()
     assert "input.path: cannot read http://127.0.0.1:1/in.zarr" in line
+
+
+def test_a_chunk_that_cannot_be_decoded_is_named_and_the_run_resumes_once_it_is_repaired(tmp_path: Path) -> None:
+    store = tmp_path / "in.zarr"
+    write_sample(str(store), 6, 32, 40)  # one stored chunk per frame; frame 4 is not one the fingerprint samples
+    chunk = store / "0" / "c" / "4" / "0" / "0"
+    good = chunk.read_bytes()
+    chunk.write_bytes(b"\x00garbage" * 8)
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        f"input:\n  path: {store}\nkernels: sobel\noutput:\n  path: {tmp_path}/out.zarr\n"
+        "compute:\n  scheduler: synchronous\n  chunks: [32, 40]\n"
+    )
+    result = CliRunner().invoke(app, ["run", str(config)])
+    assert result.exit_code == 2, result.output
+    [line] = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert f"input.path: the stored chunk c/4/0/0 of {store} cannot be decoded" in line
+    assert f"resume with: convpipe run {config} --resume" in line
+    chunk.write_bytes(good)
+    resumed = CliRunner().invoke(app, ["run", str(config), "--resume"])
+    assert resumed.exit_code == 0, resumed.output
+    fresh = tmp_path / "fresh.yaml"
+    fresh.write_text(config.read_text().replace("out.zarr", "fresh.zarr"))
+    assert CliRunner().invoke(app, ["run", str(fresh)]).exit_code == 0
+    out = zarr.open_group(str(tmp_path / "out.zarr"))["0"][...]
+    assert out.tobytes() == zarr.open_group(str(tmp_path / "fresh.zarr"))["0"][...].tobytes()
