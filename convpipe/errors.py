@@ -52,6 +52,12 @@ class ResumeError(ConvpipeError):
     """A resumed run does not match the run that wrote the output."""
 
 
+class ClusterError(ConvpipeError):
+    """The Dask cluster went away mid-run (the scheduler stopped, the network between us broke)."""
+
+    exit_code = 1
+
+
 class StorageError(ConvpipeError):
     """The storage refused (disk full, quota, read-only, permission denied, I/O error)."""
 

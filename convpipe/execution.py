@@ -10,6 +10,7 @@ the futures, since Dask's local diagnostics do not see them).
 from __future__ import annotations
 
 import contextlib
+import logging
 import sys
 import threading
 from collections.abc import Iterable, Iterator
@@ -20,6 +21,7 @@ from dask.callbacks import Callback
 from dask.system import CPU_COUNT
 
 from convpipe.config import ComputeSpec
+from convpipe.errors import ClusterError, ConfigError
 
 JOBS_PER_THREAD = 2
 """Jobs kept in flight per thread: one running, one ready to start."""
@@ -204,8 +206,14 @@ def _run_on_processes(jobs: Iterable[list], processes: int, bar) -> None:
 
 
 def _run_on_cluster(client, jobs: Iterable[list], retries: int, bar) -> None:
-    """Submit jobs to the cluster, keeping about two tasks per worker thread in flight."""
+    """Submit jobs to the cluster, keeping about two tasks per worker thread in flight.
+
+    Losing the scheduler mid-run is a :class:`ClusterError` (one line), not
+    the comm layer's traceback.
+    """
     from distributed import as_completed
+    from distributed.client import FutureCancelledError
+    from distributed.comm.core import CommClosedError
 
     threads = max(1, sum(client.nthreads().values()))
     window = as_completed()
@@ -222,8 +230,15 @@ def _run_on_cluster(client, jobs: Iterable[list], retries: int, bar) -> None:
                 in_flight -= 1
         for _ in range(in_flight):
             _finish_one(window, bar)
+    except (CommClosedError, FutureCancelledError) as exc:  # the scheduler went away
+        raise ClusterError(
+            f"compute.scheduler: the connection to the Dask scheduler at {client.scheduler.address} was lost "
+            f"({type(exc).__name__})",
+            key="compute.scheduler",
+        ) from None
     finally:
-        client.cancel(submitted)
+        with contextlib.suppress(OSError, TimeoutError):  # nothing to cancel on a scheduler that is gone
+            client.cancel(submitted)
 
 
 def _finish_one(window, bar) -> None:
@@ -247,7 +262,6 @@ def check_scheduler(address: str, timeout: float) -> dict:
     from distributed.comm import connect
     from distributed.comm.addressing import parse_address, parse_host_port
 
-    from convpipe.errors import ConfigError
 
     async def identity() -> object:
         scheme, location = parse_address(address)
@@ -287,8 +301,6 @@ def distributed_client(compute: ComputeSpec) -> Iterator:
     """A ``distributed.Client``: to a running scheduler, or to a new LocalCluster."""
     from distributed import Client, LocalCluster
 
-    from convpipe.errors import ConfigError
-
     if compute.scheduler == "local":
         with (
             LocalCluster(
@@ -311,5 +323,13 @@ def distributed_client(compute: ComputeSpec) -> Iterator:
         raise ConfigError(
             f"compute.scheduler: cannot connect to the Dask scheduler at {compute.scheduler} ({exc})"
         ) from None
-    with client:
-        yield client
+    # A lost scheduler is reported by convpipe in one line (see _run_on_cluster); the client's own
+    # reconnection log would add its traceback to it.
+    client_log = logging.getLogger("distributed.client")
+    level = client_log.level
+    client_log.setLevel(logging.CRITICAL)
+    try:
+        with client:
+            yield client
+    finally:
+        client_log.setLevel(level)

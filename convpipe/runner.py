@@ -24,7 +24,7 @@ import zarr
 from convpipe import __version__
 from convpipe.completion import BlockRecorder, block_name, fingerprint
 from convpipe.config import Config, with_scheduler
-from convpipe.errors import ConfigError, InputError, OutputError, ResumeError, storage_errors
+from convpipe.errors import ClusterError, ConfigError, InputError, OutputError, ResumeError, storage_errors
 from convpipe.integrity import MISSING, block_input_region, chunk_identities, first_change
 from convpipe.locking import output_lock
 from convpipe.metadata import ome_compatible, ome_multiscales
@@ -191,8 +191,8 @@ def _write_missing_blocks(plan, config, target, recorder, done, progress, hint) 
         jobs = _slab_jobs(plan, target, recorder, done, missing_chunks)
         try:
             run_jobs(jobs, todo, config.compute, progress=progress, n_jobs=len(g.batch_groups()))
-        except InputError as exc:  # an input chunk that cannot be decoded: the finished blocks stay
-            raise InputError(f"{exc}{hint()}", key=exc.key) from None
+        except (InputError, ClusterError) as exc:  # a chunk that cannot be decoded, a lost scheduler
+            raise type(exc)(f"{exc}{hint()}", key=exc.key) from None
     if missing_chunks:
         fill = getattr(plan.stack.source, "fill_value", None)
         print(
