@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import signal
 import sys
 import threading
 from collections.abc import Iterable, Iterator
@@ -200,9 +201,14 @@ def _run_on_processes(jobs: Iterable[list], processes: int, bar) -> None:
     """Jobs run one after another, each spread by Dask over one shared process pool."""
     from concurrent.futures import ProcessPoolExecutor
 
-    with ProcessPoolExecutor(processes) as pool:
+    with ProcessPoolExecutor(processes, initializer=_ignore_ctrl_c) as pool:
         for job in jobs:
             dask.compute(*job, scheduler="processes", pool=pool, callbacks=[_JobHooks(job, bar)._callback])
+
+
+def _ignore_ctrl_c() -> None:
+    """In worker processes: a terminal's Ctrl-C reaches them too, but the parent stops the run (one line)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _run_on_cluster(client, jobs: Iterable[list], retries: int, bar) -> None:
@@ -296,6 +302,15 @@ def check_scheduler(address: str, timeout: float) -> dict:
     return answer
 
 
+WORKERS_IGNORE_CTRL_C = (
+    "import logging, signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+    "logging.getLogger('distributed').setLevel(logging.CRITICAL)\n"
+)
+"""Preloaded into LocalCluster workers: a terminal's Ctrl-C reaches the whole process group, and convpipe
+itself stops the run (one line, exit 130) and closes the cluster. The workers ignore it, and keep quiet about
+the scheduler going away as they shut down; task errors still reach convpipe through their futures."""
+
+
 @contextlib.contextmanager
 def distributed_client(compute: ComputeSpec) -> Iterator:
     """A ``distributed.Client``: to a running scheduler, or to a new LocalCluster."""
@@ -311,6 +326,7 @@ def distributed_client(compute: ComputeSpec) -> Iterator:
                 # Without a dashboard the scheduler still serves HTTP, by default on 8787: with another
                 # Dask cluster running, that gave a "Port 8787 is already in use" warning. Any free port.
                 scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+                preload=[WORKERS_IGNORE_CTRL_C],
             ) as cluster,
             Client(cluster) as client,
         ):

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import pytest
 import zarr
 
 import convpipe
@@ -85,3 +87,27 @@ def _mapping(source: Path, out: Path) -> dict:
         "output": {"path": str(out)},
         "compute": {"chunks": [64, 64]},
     }
+
+
+@pytest.mark.parametrize("scheduler", ["processes", "local"])
+def test_ctrl_c_on_worker_processes_is_one_line(tmp_path: Path, scheduler: str) -> None:
+    """A terminal's Ctrl-C goes to the whole process group: workers included."""
+    source, out = tmp_path / "in.zarr", tmp_path / "out.zarr"
+    write_sample(str(source), 48, 128, 128)
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        f"input: {{path: '{source}'}}\nkernels: sobel\noutput: {{path: '{out}'}}\n"
+        f"compute: {{chunks: [64, 64], scheduler: {scheduler}}}\n"
+    )
+    run = subprocess.Popen([CONVPIPE, "run", str(config), "-q"], stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+                           start_new_session=True)
+    markers = out / "0" / ".convpipe-done"
+    while run.poll() is None and not (markers.is_dir() and len(os.listdir(markers)) >= 3):
+        time.sleep(0.02)
+    os.killpg(run.pid, signal.SIGINT)
+    _, stderr = run.communicate(timeout=120)
+    assert run.returncode == 130, stderr
+    assert stderr.strip().splitlines() == [
+        f"interrupted; finished blocks are kept. Resume with: convpipe run {config} --resume"
+    ]
+    assert convpipe.run(config, resume=True, scheduler="threads", progress=False).blocks_computed > 0
