@@ -110,11 +110,11 @@ def open_input(path: str, array: str | None = None) -> InputStack:
     if node.dtype.kind not in "uif":
         message = f"{path} has dtype {node.dtype}; expected one of {', '.join(INPUT_DTYPES)}"
         raise InputError(message, key="input.path")
-    axes = zarr_axes(node, *_enclosing_group(path, name))
+    axes = zarr_axes(node, *enclosing_group(path, name))
     return InputStack(path, array, tuple(node.shape), np.dtype(node.dtype), tuple(node.chunks), node, axes)
 
 
-def _enclosing_group(path: str, name: str | None) -> tuple[Any, str | None]:
+def enclosing_group(path: str, name: str | None) -> tuple[Any, str | None]:
     """The group holding the input array and the array's path in it (for OME-NGFF metadata), or (None, None)."""
     if name is None:
         parent, _, name = path.rstrip("/").rpartition("/")

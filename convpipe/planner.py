@@ -87,7 +87,7 @@ class Plan:
             f"input       {self.stack.path}{f' [{self.stack.array_path}]' if self.stack.array_path else ''}",
             f"  shape     {self.stack.shape}  dtype {self.stack.dtype}  stored chunks {self.stack.stored_chunks}",
             f"  axes      {self.axes.describe(self.stack.shape)}",
-            f"            {g.frames} frame(s), {g.channels} channel(s) summed, channels: {c.channels}",
+            f"            {g.frames} frame(s), {g.channels} channel(s) into the core, channels: {c.channels}",
             (
                 f"kernels     {bank}: {', '.join(c.kernels.names)}  ({len(c.kernels.names)} x {kh}x{kw},"
                 f" {c.kernels.channels} channel(s))"
