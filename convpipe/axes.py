@@ -20,7 +20,7 @@ from typing import Any
 
 from convpipe.errors import ConfigError, InputError
 from convpipe.geometry import StackGeometry
-from convpipe.metadata import window_centre_offset
+from convpipe.metadata import OutputAxis, window_centre_offset
 
 CHANNEL_NAMES = ("c", "channel")
 NAME_TYPES = {"t": "time", "time": "time", "c": "channel", "channel": "channel", "z": "space", "y": "space", "x": "space"}
@@ -261,28 +261,6 @@ def _names(source: SourceAxes, axes: str | None, channel_axis: int | None, spati
             names[a] = default if default not in names else f"dim_{a}"
     return tuple(names)
 
-
-
-@dataclass(frozen=True)
-class OutputAxis:
-    """One axis of the output: name, OME type, unit, where its pixels sit, and labels of a channel axis."""
-
-    name: str
-    type: str | None
-    unit: str | None = None
-    scale: float = 1.0
-    translation: float = 0.0
-    labels: tuple[str, ...] | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "type": self.type,
-            "unit": self.unit,
-            "scale": self.scale,
-            "translation": self.translation,
-            "labels": None if self.labels is None else list(self.labels),
-        }
 
 
 def output_axes(

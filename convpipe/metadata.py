@@ -3,12 +3,32 @@ OME-NGFF multiscales metadata and convpipe's provenance record."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 from convpipe.geometry import StackGeometry
 
-if TYPE_CHECKING:
-    from convpipe.axes import OutputAxis
+
+@dataclass(frozen=True)
+class OutputAxis:
+    """One axis of the output: name, OME type, unit, where its pixels sit, and labels of a channel axis."""
+
+    name: str
+    type: str | None
+    unit: str | None = None
+    scale: float = 1.0
+    translation: float = 0.0
+    labels: tuple[str, ...] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "type": self.type,
+            "unit": self.unit,
+            "scale": self.scale,
+            "translation": self.translation,
+            "labels": None if self.labels is None else list(self.labels),
+        }
 
 
 def window_centre_offset(geometry: StackGeometry) -> tuple[float, float]:

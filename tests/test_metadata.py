@@ -7,7 +7,7 @@ import pytest
 from convpipe.axes import AxisInfo, SourceAxes, kernel_position, output_axes, resolve_axes, unnamed
 from convpipe.errors import ConfigError, InputError
 from convpipe.geometry import plan_geometry
-from convpipe.metadata import ome_compatible, ome_multiscales
+from convpipe.metadata import OutputAxis, ome_compatible, ome_multiscales
 
 
 def named(*names: str, origin: str = "dimension_names", **info) -> SourceAxes:
@@ -110,8 +110,6 @@ def test_units_scale_and_translation_follow_the_input() -> None:
 )
 def test_ome_compatible(names, expected) -> None:
     types = {"t": "time", "c": "channel", "z": "space", "y": "space", "x": "space"}
-    from convpipe.axes import OutputAxis
-
     assert ome_compatible(tuple(OutputAxis(n, types.get(n)) for n in names)) is expected
 
 
