@@ -23,7 +23,15 @@ from convpipe.geometry import StackGeometry
 from convpipe.metadata import OutputAxis, window_centre_offset
 
 CHANNEL_NAMES = ("c", "channel")
-NAME_TYPES = {"t": "time", "time": "time", "c": "channel", "channel": "channel", "z": "space", "y": "space", "x": "space"}
+NAME_TYPES = {
+    "t": "time",
+    "time": "time",
+    "c": "channel",
+    "channel": "channel",
+    "z": "space",
+    "y": "space",
+    "x": "space",
+}
 DEFAULT_BATCH_NAMES = ("t", "z")
 SAMPLE_LABELS = {2: ("L", "A"), 3: ("R", "G", "B"), 4: ("R", "G", "B", "A")}
 AMBIGUOUS_LAST = 4
@@ -91,7 +99,10 @@ def _ome_axes(group: Any, array_path: str | None, ndim: int) -> SourceAxes | Non
         if not datasets or len(axes) != ndim:
             continue
         scale, translation = [1.0] * ndim, [0.0] * ndim
-        for transforms in (datasets[0].get("coordinateTransformations") or [], multiscale.get("coordinateTransformations") or []):
+        for transforms in (
+            datasets[0].get("coordinateTransformations") or [],
+            multiscale.get("coordinateTransformations") or [],
+        ):
             for t in transforms:
                 if t.get("type") == "scale" and len(t.get("scale", [])) == ndim:
                     translation = [o * s for o, s in zip(translation, t["scale"])]
@@ -126,7 +137,9 @@ class Axes:
 
     @property
     def batch_axes(self) -> tuple[int, ...]:
-        return tuple(a for a in range(len(self.names)) if a != self.channel_axis and a not in self.spatial_axes)
+        return tuple(
+            a for a in range(len(self.names)) if a != self.channel_axis and a not in self.spatial_axes
+        )
 
     def role(self, axis: int) -> str:
         return "channel" if axis == self.channel_axis else "spatial" if axis in self.spatial_axes else "batch"
@@ -178,7 +191,9 @@ def resolve_axes(
             raise ConfigError(f"{axes!r} names {len(axes)} axes but the input has {ndim}", key="input.axes")
         for letter, file_letter in zip(axes, committed):
             if file_letter is not None and letter != file_letter:
-                raise ConfigError(f"{axes!r} contradicts {said}; remove input.axes or make it agree", key="input.axes")
+                raise ConfigError(
+                    f"{axes!r} contradicts {said}; remove input.axes or make it agree", key="input.axes"
+                )
     if channel_axis is not None:
         if not -ndim <= channel_axis < ndim:
             message = f"{channel_axis} is out of range for a {ndim}-D input (valid: {-ndim}..{ndim - 1})"
@@ -206,8 +221,12 @@ def resolve_axes(
         )
     others = [a for a in range(ndim) if a != channel_axis]
     if len(others) < 2:
-        raise InputError(f"the input {shape} has no two spatial axes besides the channel axis", key="input.channel_axis")
-    file_types = [None if axes is not None else i.type or NAME_TYPES.get((i.name or "").lower()) for i in infos]
+        raise InputError(
+            f"the input {shape} has no two spatial axes besides the channel axis", key="input.channel_axis"
+        )
+    file_types = [
+        None if axes is not None else i.type or NAME_TYPES.get((i.name or "").lower()) for i in infos
+    ]
     spatial = _spatial_axes(letters, file_types, others)
     names = _names(source, axes, channel_axis, spatial, ndim)
     types = [file_types[a] or NAME_TYPES.get(names[a].lower()) for a in range(ndim)]
@@ -246,7 +265,9 @@ def _spatial_axes(letters: list, types: list, others: list[int]) -> tuple[int, i
     return chosen[0], chosen[1]
 
 
-def _names(source: SourceAxes, axes: str | None, channel_axis: int | None, spatial, ndim: int) -> tuple[str, ...]:
+def _names(
+    source: SourceAxes, axes: str | None, channel_axis: int | None, spatial, ndim: int
+) -> tuple[str, ...]:
     if axes is not None:
         return tuple(axes)
     names = [i.name for i in source.axes]
@@ -260,7 +281,6 @@ def _names(source: SourceAxes, axes: str | None, channel_axis: int | None, spati
         if not names[a]:
             names[a] = default if default not in names else f"dim_{a}"
     return tuple(names)
-
 
 
 def output_axes(
@@ -280,8 +300,14 @@ def output_axes(
     batch_labels = batch_labels or {}
 
     def kept(a: int) -> OutputAxis:
-        return OutputAxis(axes.names[a], axes.types[a], axes.units[a], axes.scale[a], axes.translation[a],
-                          batch_labels.get(a))
+        return OutputAxis(
+            axes.names[a],
+            axes.types[a],
+            axes.units[a],
+            axes.scale[a],
+            axes.translation[a],
+            batch_labels.get(a),
+        )
 
     work = [kept(a) for a in geometry.batch_axes]
     if geometry.has_kernel_axis:
@@ -289,7 +315,11 @@ def output_axes(
         work.append(OutputAxis(name, "channel", labels=tuple(kernel_labels)))
     for a, stride, offset in zip(geometry.spatial_axes, geometry.stride, window_centre_offset(geometry)):
         scale, translation = axes.scale[a], axes.translation[a]
-        work.append(OutputAxis(axes.names[a], axes.types[a], axes.units[a], scale * stride, translation + scale * offset))
+        work.append(
+            OutputAxis(
+                axes.names[a], axes.types[a], axes.units[a], scale * stride, translation + scale * offset
+            )
+        )
     return tuple(work[i] for i in geometry.output_order)
 
 

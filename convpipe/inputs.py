@@ -83,9 +83,7 @@ class InputStack:
         digest = hashlib.sha256()
         for flat in picks:
             index = np.unravel_index(flat, grid)
-            region = tuple(
-                slice(i * c, min((i + 1) * c, n)) for i, c, n in zip(index, stored_chunks, shape)
-            )
+            region = tuple(slice(i * c, min((i + 1) * c, n)) for i, c, n in zip(index, stored_chunks, shape))
             block = self.source[region]
             digest.update(np.ascontiguousarray(np.asarray(block)).tobytes())
         return digest.hexdigest()[:32]
@@ -100,7 +98,9 @@ def open_input(path: str, array: str | None = None) -> InputStack:
     if local is not None and imagefiles.is_image_source(str(local)):
         stack = imagefiles.open_image_stack(str(local))
         axes = image_axes(stack.ndim, stack.shape[3] if stack.ndim == 4 else None)
-        return InputStack(path, None, stack.shape, stack.dtype, tuple(c[0] for c in stack.chunks), stack, axes)
+        return InputStack(
+            path, None, stack.shape, stack.dtype, tuple(c[0] for c in stack.chunks), stack, axes
+        )
     if local is not None and not local.exists():
         raise InputError(f"{path} does not exist", key="input.path")
     node, name = open_zarr_array(path, array, keys=("input.path", "input.array"))
@@ -123,7 +123,7 @@ def enclosing_group(path: str, name: str | None) -> tuple[Any, str | None]:
         return None, None
     try:
         return zarr.open_group(store=store_argument(path), mode="r", use_consolidated=False), name
-    except Exception:  # no group there (or unreadable): the array's own names are all there is
+    except (FileNotFoundError, NotADirectoryError, ValueError, KeyError, TypeError):  # no group there
         return None, None
 
 

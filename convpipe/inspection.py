@@ -8,8 +8,8 @@ from typing import Any
 
 import zarr
 
-from convpipe.completion import BlockRecorder
 from convpipe.axes import resolve_axes, zarr_axes
+from convpipe.completion import BlockRecorder
 from convpipe.errors import ConvpipeError, storage_errors
 from convpipe.inputs import dimension_names, enclosing_group, open_zarr_array
 from convpipe.paths import local_path
@@ -73,7 +73,9 @@ def _report(path: str, array: str | None) -> dict[str, Any]:
         report["complete"] = bool(record.get("complete"))
         report["blocks_done"] = done
         report["blocks_total"] = total
-        report["provenance"] = {k: record[k] for k in ("version", "kernels", "stride", "combine", "input") if k in record}
+        report["provenance"] = {
+            k: record[k] for k in ("version", "kernels", "stride", "combine", "input") if k in record
+        }
     return report
 
 
@@ -85,8 +87,13 @@ def _axes(node: zarr.Array, path: str, name: str | None) -> dict[str, Any]:
     except ConvpipeError as exc:
         return {"axes": None, "axes_note": str(exc)}
     described = [
-        {"name": axes.names[a], "role": axes.role(a), "type": axes.types[a], "unit": axes.units[a],
-         "scale": axes.scale[a]}
+        {
+            "name": axes.names[a],
+            "role": axes.role(a),
+            "type": axes.types[a],
+            "unit": axes.units[a],
+            "scale": axes.scale[a],
+        }
         for a in range(node.ndim)
     ]
     return {"axes": described, "axes_note": f"names from {axes.origin}"}
@@ -137,7 +144,9 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append(f"kernels     {', '.join(kernels.get('names', []))}")
         lines.append(f"stride      {provenance.get('stride')}   combine {provenance.get('combine')}")
         source = provenance.get("input", {})
-        lines.append(f"input       {source.get('path')}  shape {source.get('shape')}  dtype {source.get('dtype')}")
+        lines.append(
+            f"input       {source.get('path')}  shape {source.get('shape')}  dtype {source.get('dtype')}"
+        )
         lines.append(f"written by  convpipe {provenance.get('version')}")
     return "\n".join(lines)
 

@@ -14,11 +14,12 @@ from typing import Any
 
 import numpy as np
 
-from convpipe.axes import Axes, OutputAxis, kernel_position, moved_channel, output_axes, resolve_axes, unnamed
+from convpipe.axes import Axes, kernel_position, moved_channel, output_axes, resolve_axes, unnamed
 from convpipe.config import Config, load_config
-from convpipe.errors import ConfigError, ConvpipeError, InputError, StorageError, storage_errors
+from convpipe.errors import ConvpipeError, InputError, StorageError, storage_errors
 from convpipe.geometry import StackGeometry, plan_geometry
 from convpipe.inputs import InputStack, open_input
+from convpipe.metadata import OutputAxis
 from convpipe.outputs import check_output_location
 
 
@@ -37,11 +38,6 @@ class Plan:
     @property
     def dimension_names(self) -> tuple[str, ...]:
         return tuple(a.name for a in self.output_axes)
-
-    @property
-    def kernel_labels(self) -> tuple[str, ...] | None:
-        """Labels of the output's channel axis (kernel names, ``<channel>/<kernel>``, or input channels)."""
-        return next((a.labels for a in self.output_axes if a.type == "channel" and a.labels), None)
 
     @property
     def output_dtype(self) -> str:
@@ -112,7 +108,9 @@ def _output_axes_text(axes: tuple[OutputAxis, ...]) -> str:
     parts = []
     for a in axes:
         unit = f" {a.unit}" if a.unit else ""
-        where = f"scale {a.scale:g}{unit}, offset {a.translation:g}{unit}" if a.type == "space" else a.type or "?"
+        where = (
+            f"scale {a.scale:g}{unit}, offset {a.translation:g}{unit}" if a.type == "space" else a.type or "?"
+        )
         parts.append(f"{a.name} ({where})")
     return "  ".join(parts)
 
@@ -152,8 +150,8 @@ def make_plan(config: Config) -> Plan:
     except ConvpipeError as exc:
         raise config.error(type(exc), exc.key or "input.path", str(exc)) from None
     try:
-        axes = resolve_axes(stack.axes or unnamed(len(stack.shape)), stack.shape, config.input.channel_axis,
-                            config.input.axes)
+        source = stack.axes or unnamed(len(stack.shape))
+        axes = resolve_axes(source, stack.shape, config.input.channel_axis, config.input.axes)
     except ConvpipeError as exc:
         raise config.error(type(exc), exc.key or "input.axes", str(exc)) from None
     channel_axis = axes.channel_axis
@@ -161,20 +159,9 @@ def make_plan(config: Config) -> Plan:
     bank = config.kernels
     kernel_labels, batch_labels, weights = tuple(bank.names), {}, None
     if config.channels == "each":
-        if channel_axis is None:
-            raise config.error(InputError, "channels", "each: the input has no channel axis (see input.axes)")
-        if bank.channels != 1:
-            raise config.error(
-                InputError, "kernels", f"channels: each applies 2-D kernels to every channel; these have {bank.channels}"
-            )
-        labels = axes.labels(channels)
-        if config.combine == "none":  # one kernel per (channel, kernel): zero weights off its own channel
-            weights = depthwise_weights(bank.weights, channels)
-            kernel_labels = tuple(f"{c}/{k}" for c in labels for k in bank.names)
-        else:  # the channel axis becomes a batch axis: one combined map per channel
-            order, axes = moved_channel(axes)
-            batch_labels = {order.index(channel_axis): labels}
-            stack, channel_axis, channels = stack.transposed(order), None, 1
+        stack, axes, weights, kernel_labels, batch_labels = _each_channel(config, stack, axes)
+        channel_axis = axes.channel_axis
+        channels = 1 if channel_axis is None else stack.shape[channel_axis]
     if weights is None and bank.channels not in (1, channels):
         hint = (
             f"give [C][kh][kw] weights with C = {channels}"
@@ -212,7 +199,37 @@ def make_plan(config: Config) -> Plan:
         check_output_location(config.output.path, config.input.path, config.source)
     except ConvpipeError as exc:
         raise config.error(type(exc), "output.path", str(exc)) from None
-    return Plan(config, stack, geometry, weights, axes, output_axes(axes, geometry, kernel_labels, batch_labels))
+    return Plan(
+        config, stack, geometry, weights, axes, output_axes(axes, geometry, kernel_labels, batch_labels)
+    )
+
+
+def _each_channel(config: Config, stack: InputStack, axes: Axes):
+    """``channels: each``: the stack, axes, weights and labels that correlate every channel on its own.
+
+    With ``combine: none`` the channel axis stays and the bank becomes C x K
+    depthwise kernels (``<channel>/<kernel>``); otherwise the channel axis
+    becomes a batch axis, so each channel gets its own combined map.
+    """
+    bank, channel_axis = config.kernels, axes.channel_axis
+    if channel_axis is None:
+        raise config.error(InputError, "channels", "each: the input has no channel axis (see input.axes)")
+    if bank.channels != 1:
+        message = f"channels: each applies 2-D kernels to every channel; these have {bank.channels} channels"
+        raise config.error(InputError, "kernels", message)
+    channels = stack.shape[channel_axis]
+    labels = axes.labels(channels)
+    if config.combine == "none":
+        names = tuple(f"{c}/{k}" for c in labels for k in bank.names)
+        return stack, axes, depthwise_weights(bank.weights, channels), names, {}
+    order, moved = moved_channel(axes)
+    return (
+        stack.transposed(order),
+        moved,
+        bank.for_channels(1),
+        tuple(bank.names),
+        {order.index(channel_axis): labels},
+    )
 
 
 def depthwise_weights(weights: np.ndarray, channels: int) -> np.ndarray:

@@ -98,7 +98,10 @@ def test_naming_the_axes_of_an_unnamed_input_unlocks_it(tmp_path: Path) -> None:
 def write_ome_zyx(path: Path, data: np.ndarray, version: str) -> None:
     """An OME-NGFF image: z, y, x in micrometres, voxels 2 x 0.5 x 0.25 µm, offset (1, 10, 20) µm."""
     axes = [{"name": n, "type": "space", "unit": "micrometer"} for n in "zyx"]
-    transforms = [{"type": "scale", "scale": [2.0, 0.5, 0.25]}, {"type": "translation", "translation": [1.0, 10.0, 20.0]}]
+    transforms = [
+        {"type": "scale", "scale": [2.0, 0.5, 0.25]},
+        {"type": "translation", "translation": [1.0, 10.0, 20.0]},
+    ]
     multiscale = {"axes": axes, "datasets": [{"path": "0", "coordinateTransformations": transforms}]}
     if version == "0.5":
         group = zarr.open_group(str(path), mode="w", zarr_format=3)
@@ -143,7 +146,12 @@ def test_an_xarray_written_zarr_keeps_its_dim_names(tmp_path: Path, zarr_format:
     np.testing.assert_array_equal(result.values, np.moveaxis(expected, 1, 0))
     axes = zarr.open_group(str(tmp_path / "out.zarr"), mode="r").attrs.asdict()
     axes = (axes.get("ome") or axes)["multiscales"][0]["axes"]
-    assert [(a["name"], a["type"]) for a in axes] == [("c", "channel"), ("z", "space"), ("y", "space"), ("x", "space")]
+    assert [(a["name"], a["type"]) for a in axes] == [
+        ("c", "channel"),
+        ("z", "space"),
+        ("y", "space"),
+        ("x", "space"),
+    ]
 
 
 def test_channels_each_with_combine_none_labels_channel_and_kernel(tmp_path: Path) -> None:

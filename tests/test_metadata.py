@@ -17,7 +17,15 @@ def named(*names: str, origin: str = "dimension_names", **info) -> SourceAxes:
 def plan_axes(shape, source=None, combine="none", kernel=(3, 5), stride=(2, 3), **overrides):
     axes = resolve_axes(source or unnamed(len(shape)), shape, **overrides)
     g = plan_geometry(
-        shape, shape, 1, 4, axes.channel_axis, kernel, 2, stride, combine,
+        shape,
+        shape,
+        1,
+        4,
+        axes.channel_axis,
+        kernel,
+        2,
+        stride,
+        combine,
         kernel_position=kernel_position(axes, axes.batch_axes),
     )
     return axes, g, output_axes(axes, g, ("gx", "gy"))
@@ -29,14 +37,30 @@ def plan_axes(shape, source=None, combine="none", kernel=(3, 5), stride=(2, 3), 
         pytest.param((20, 30), None, {}, ("y", "x"), "ss", id="image"),
         pytest.param((3, 20, 30), None, {}, ("t", "y", "x"), "bss", id="movie"),
         pytest.param((2, 3, 20, 30), None, {}, ("t", "z", "y", "x"), "bbss", id="movie-of-volumes"),
-        pytest.param((2, 20, 30, 3), None, {"channel_axis": 3}, ("t", "y", "x", "c"), "bssc", id="channel-last"),
+        pytest.param(
+            (2, 20, 30, 3), None, {"channel_axis": 3}, ("t", "y", "x", "c"), "bssc", id="channel-last"
+        ),
         pytest.param((3, 20, 30), None, {"axes": "zyx"}, ("z", "y", "x"), "bss", id="input-axes"),
-        pytest.param((2, 20, 30, 3), named("t", "y", "x", "c"), {}, ("t", "y", "x", "c"), "bssc", id="named-c"),
-        pytest.param((3, 20, 30), named("channel", "row", "col"), {}, ("channel", "row", "col"), "css",
-                     id="xarray-channel"),
+        pytest.param(
+            (2, 20, 30, 3), named("t", "y", "x", "c"), {}, ("t", "y", "x", "c"), "bssc", id="named-c"
+        ),
+        pytest.param(
+            (3, 20, 30),
+            named("channel", "row", "col"),
+            {},
+            ("channel", "row", "col"),
+            "css",
+            id="xarray-channel",
+        ),
         pytest.param((4, 20, 30), named("z", "y", "x"), {}, ("z", "y", "x"), "bss", id="named-z"),
-        pytest.param((2, 4, 20, 30), named("t", "ch", "y", "x", ch={"type": "channel"}, origin="OME-NGFF"), {},
-                     ("t", "ch", "y", "x"), "bcss", id="ome-channel-type"),
+        pytest.param(
+            (2, 4, 20, 30),
+            named("t", "ch", "y", "x", ch={"type": "channel"}, origin="OME-NGFF"),
+            {},
+            ("t", "ch", "y", "x"),
+            "bcss",
+            id="ome-channel-type",
+        ),
     ],
 )
 def test_roles_follow_the_names(shape, source, overrides, names, roles) -> None:
@@ -49,13 +73,33 @@ def test_roles_follow_the_names(shape, source, overrides, names, roles) -> None:
     ("shape", "source", "overrides", "error", "fragment"),
     [
         pytest.param((4, 64, 64, 3), None, {}, InputError, "set input.axes (e.g. tyxc", id="ambiguous"),
-        pytest.param((4, 64, 64, 3), named("t", "y", "x", "c"), {"channel_axis": 1}, ConfigError,
-                     "1 contradicts the input's own axis names", id="channel-axis-vs-names"),
-        pytest.param((4, 64, 64, 3), named("t", "y", "x", "c"), {"axes": "tyxz"}, ConfigError,
-                     "'tyxz' contradicts", id="axes-vs-names"),
-        pytest.param((4, 64, 64), None, {"axes": "yx"}, ConfigError, "names 2 axes but the input has 3",
-                     id="axes-length"),
-        pytest.param((20, 30, 4), named("y", "x", "t"), {}, InputError, "must be the last two", id="yx-not-last"),
+        pytest.param(
+            (4, 64, 64, 3),
+            named("t", "y", "x", "c"),
+            {"channel_axis": 1},
+            ConfigError,
+            "1 contradicts the input's own axis names",
+            id="channel-axis-vs-names",
+        ),
+        pytest.param(
+            (4, 64, 64, 3),
+            named("t", "y", "x", "c"),
+            {"axes": "tyxz"},
+            ConfigError,
+            "'tyxz' contradicts",
+            id="axes-vs-names",
+        ),
+        pytest.param(
+            (4, 64, 64),
+            None,
+            {"axes": "yx"},
+            ConfigError,
+            "names 2 axes but the input has 3",
+            id="axes-length",
+        ),
+        pytest.param(
+            (20, 30, 4), named("y", "x", "t"), {}, InputError, "must be the last two", id="yx-not-last"
+        ),
     ],
 )
 def test_contradictions_and_ambiguity_are_refused(shape, source, overrides, error, fragment) -> None:
@@ -67,7 +111,13 @@ def test_contradictions_and_ambiguity_are_refused(shape, source, overrides, erro
 
 def test_an_unnamed_narrow_last_axis_is_fine_once_named_or_long() -> None:
     assert resolve_axes(unnamed(3), (4, 64, 3), axes="tyx").channel_axis is None
-    assert resolve_axes(unnamed(4), (4, 64, 64, 5), ).channel_axis is None  # 5 > 4: not colour samples
+    assert (
+        resolve_axes(
+            unnamed(4),
+            (4, 64, 64, 5),
+        ).channel_axis
+        is None
+    )  # 5 > 4: not colour samples
     assert resolve_axes(unnamed(4), (4, 64, 16, 3)).channel_axis is None  # 16 wide: an image, not samples
 
 
@@ -76,7 +126,9 @@ def test_an_unnamed_narrow_last_axis_is_fine_once_named_or_long() -> None:
     [
         pytest.param((4, 20, 30), {}, "none", ("t", "c", "y", "x"), id="kernel-axis-before-space"),
         pytest.param((4, 20, 30), {}, "magnitude", ("t", "y", "x"), id="magnitude-has-none"),
-        pytest.param((4, 20, 30, 3), {"channel_axis": 3}, "none", ("t", "c", "y", "x"), id="channels-consumed"),
+        pytest.param(
+            (4, 20, 30, 3), {"channel_axis": 3}, "none", ("t", "c", "y", "x"), id="channels-consumed"
+        ),
         pytest.param((2, 5, 20, 30), {"axes": "tzyx"}, "none", ("t", "c", "z", "y", "x"), id="before-z"),
     ],
 )
@@ -87,13 +139,20 @@ def test_output_axis_names(shape, overrides, combine, expected) -> None:
 
 
 def test_units_scale_and_translation_follow_the_input() -> None:
-    source = named("z", "y", "x", origin="OME-NGFF",
-                   z={"type": "space", "unit": "micrometer", "scale": 2.0, "translation": 5.0},
-                   y={"type": "space", "unit": "micrometer", "scale": 0.5, "translation": 10.0},
-                   x={"type": "space", "unit": "micrometer", "scale": 0.25})
+    source = named(
+        "z",
+        "y",
+        "x",
+        origin="OME-NGFF",
+        z={"type": "space", "unit": "micrometer", "scale": 2.0, "translation": 5.0},
+        y={"type": "space", "unit": "micrometer", "scale": 0.5, "translation": 10.0},
+        x={"type": "space", "unit": "micrometer", "scale": 0.25},
+    )
     _, _, out = plan_axes((4, 20, 30), source, combine="magnitude", kernel=(3, 5), stride=(2, 3))
     assert [(a.name, a.type, a.unit) for a in out] == [("z", "space", "micrometer")] * 1 + [
-        ("y", "space", "micrometer"), ("x", "space", "micrometer")]
+        ("y", "space", "micrometer"),
+        ("x", "space", "micrometer"),
+    ]
     assert [a.scale for a in out] == [2.0, 1.0, 0.75]
     assert [a.translation for a in out] == [5.0, 10.0 + 0.5 * 1, 0.25 * 2]
 
