@@ -45,6 +45,18 @@ class InputStack:
         chunks = tuple(self.stored_chunks[a] for a in order)
         return replace(self, shape=shape, stored_chunks=chunks, order=tuple(base[a] for a in order))
 
+    @property
+    def source_shape(self) -> tuple[int, ...]:
+        """The shape as stored (before :meth:`transposed`)."""
+        order = self.order or tuple(range(len(self.shape)))
+        return tuple(self.shape[order.index(a)] for a in range(len(order)))
+
+    @property
+    def source_chunks(self) -> tuple[int, ...]:
+        """The stored chunks in stored axis order (before :meth:`transposed`)."""
+        order = self.order or tuple(range(len(self.shape)))
+        return tuple(self.stored_chunks[order.index(a)] for a in range(len(order)))
+
     def to_dask(self, chunks: tuple[tuple[int, ...], ...]):
         """The stack as a Dask array with the given explicit chunks."""
         import dask.array as da

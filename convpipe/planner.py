@@ -34,6 +34,8 @@ class Plan:
     axes: Axes
     """The input's axes as the geometry sees them (``channels: each`` may have moved the channel axis)."""
     output_axes: tuple[OutputAxis, ...]
+    input_axes: Axes | None = None
+    """The input's axes as stored, when ``axes`` differs (``channels: each`` moved the channel axis)."""
 
     @property
     def dimension_names(self) -> tuple[str, ...]:
@@ -78,11 +80,12 @@ class Plan:
         g, c = self.geometry, self.config
         bank = c.bank_name or "custom"
         kh, kw = g.kernel_shape
+        s = self.stack
         lines = [
             f"config      {c.source}",
             f"input       {self.stack.path}{f' [{self.stack.array_path}]' if self.stack.array_path else ''}",
-            f"  shape     {self.stack.shape}  dtype {self.stack.dtype}  stored chunks {self.stack.stored_chunks}",
-            f"  axes      {self.axes.describe(self.stack.shape)}",
+            f"  shape     {s.source_shape}  dtype {s.dtype}  stored chunks {s.source_chunks}",
+            f"  axes      {(self.input_axes or self.axes).describe(s.source_shape)}",
             f"            {g.frames} frame(s), {g.channels} channel(s) into the core, channels: {c.channels}",
             (
                 f"kernels     {bank}: {', '.join(c.kernels.names)}  ({len(c.kernels.names)} x {kh}x{kw},"
@@ -156,7 +159,7 @@ def make_plan(config: Config) -> Plan:
         raise config.error(type(exc), exc.key or "input.axes", str(exc)) from None
     channel_axis = axes.channel_axis
     channels = 1 if channel_axis is None else stack.shape[channel_axis]
-    bank = config.kernels
+    bank, resolved = config.kernels, axes
     kernel_labels, batch_labels, weights = tuple(bank.names), {}, None
     if config.channels == "each":
         stack, axes, weights, kernel_labels, batch_labels = _each_channel(config, stack, axes)
@@ -199,9 +202,8 @@ def make_plan(config: Config) -> Plan:
         check_output_location(config.output.path, config.input.path, config.source)
     except ConvpipeError as exc:
         raise config.error(type(exc), "output.path", str(exc)) from None
-    return Plan(
-        config, stack, geometry, weights, axes, output_axes(axes, geometry, kernel_labels, batch_labels)
-    )
+    outputs = output_axes(axes, geometry, kernel_labels, batch_labels)
+    return Plan(config, stack, geometry, weights, axes, outputs, None if axes is resolved else resolved)
 
 
 def _each_channel(config: Config, stack: InputStack, axes: Axes):
