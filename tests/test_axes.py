@@ -203,3 +203,23 @@ def test_validate_and_inspect_print_roles_and_units(tmp_path: Path) -> None:
     assert "[names from OME-NGFF]" in plan_text
     report = invoke("inspect", tmp_path / "in.ome.zarr").stdout
     assert "z batch (2 micrometer)  y spatial (0.5 micrometer)  x spatial (0.25 micrometer)" in report
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "configs").glob("*.yaml")))
+def test_the_shipped_configs_plan_on_the_shipped_data(name: str) -> None:
+    plan = convpipe.plan(REPO / "configs" / name)
+    expected = {"rgb-multichannel.yaml": 3}.get(name)
+    assert plan.axes.channel_axis == expected
+    assert plan.dimension_names[0] == "t"
+
+
+def test_the_rgb_sample_needs_no_channel_axis_key(tmp_path: Path) -> None:
+    text = (REPO / "configs" / "rgb-multichannel.yaml").read_text().replace("  channel_axis: 3\n", "")
+    text = text.replace("../data/", f"{REPO}/data/").replace("../out/", f"{tmp_path}/")
+    config = tmp_path / "rgb.yaml"
+    config.write_text(text)
+    plan = convpipe.plan(config)
+    assert plan.axes.channel_axis == 3 and plan.geometry.channels == 3
