@@ -241,5 +241,19 @@ def open_output(path: str) -> Any:
         coords[dim] = (dim, np.arange(n) * s + (k - 1) / 2)
     if "c" in dims and record.get("combine") == "none":
         coords["c"] = ("c", list(record["kernels"]["names"]))
+    coords.update(_axis_coords(record.get("axes"), dims, array.shape))
     data = da.from_zarr(array)
     return xr.DataArray(data, dims=dims, coords=coords, attrs={"convpipe": record}, name="0")
+
+
+def _axis_coords(axes: list[dict] | None, dims: tuple[str, ...], shape: tuple[int, ...]) -> dict[str, Any]:
+    """Coordinates from the output's recorded axes: labels of a channel axis; positions (with units) of
+    the spatial axes and of any batch axis with a unit, scale or translation of its own."""
+    coords: dict[str, Any] = {}
+    for axis, dim, n in zip(axes or [], dims, shape):
+        if axis.get("labels"):
+            coords[dim] = (dim, list(axis["labels"]))
+        elif axis.get("type") == "space" or axis.get("unit") or (axis["scale"], axis["translation"]) != (1, 0):
+            attrs = {"units": axis["unit"]} if axis.get("unit") else {}
+            coords[dim] = (dim, axis["translation"] + axis["scale"] * np.arange(n), attrs)
+    return coords

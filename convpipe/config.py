@@ -25,6 +25,7 @@ from convpipe.yamldoc import YamlDoc, parse_yaml
 
 SCHEDULERS = ("threads", "processes", "synchronous", "local")
 OUTPUT_DTYPES = ("float32", "float64")
+CHANNELS = ("sum", "each")
 CODECS = ("blosc-lz4", "blosc-lz4hc", "blosc-zstd", "zstd", "gzip", "none")
 OUTPUT_FORMATS = ("zarr3", "zarr2")
 
@@ -73,6 +74,8 @@ class Config:
     combine: Combine
     output: OutputSpec
     compute: ComputeSpec = field(default_factory=ComputeSpec)
+    channels: str = "sum"
+    """``sum``: input channels summed (CNN rule); ``each``: every kernel on every channel separately."""
     source: str = "<config>"
     key_lines: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
     """YAML line of each dotted key (``"input.channel_axis"`` -> 4), for later error messages."""
@@ -100,6 +103,7 @@ class Config:
             "combine": self.combine,
             "output": asdict(self.output),
             "compute": asdict(self.compute),
+            "channels": self.channels,
         }
 
 
@@ -245,7 +249,7 @@ def _weights(doc: YamlDoc, value: Any, key: tuple) -> np.ndarray:
 # --------------------------------------------------------------------------- the config
 
 
-TOP_KEYS = ("input", "kernels", "stride", "combine", "output", "compute")
+TOP_KEYS = ("input", "kernels", "stride", "combine", "output", "compute", "channels")
 INPUT_KEYS = ("path", "array", "channel_axis", "axes")
 OUTPUT_KEYS = ("path", "overwrite", "dtype", "codec", "format")
 COMPUTE_KEYS = ("chunks", "scheduler", "workers", "threads_per_worker", "retries", "connect_timeout")
@@ -366,6 +370,7 @@ def _config_from(raw: Any, doc: YamlDoc, source: str, base: Path | None) -> Conf
         combine=combine,
         output=output_spec,
         compute=compute_spec,
+        channels=_choice(doc, top.get("channels", "sum"), ("channels",), CHANNELS),
         source=source,
         key_lines={
             ".".join(str(part) for part in key): line

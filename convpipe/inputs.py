@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import zarr
 
 from convpipe import imagefiles
+from convpipe.axes import SourceAxes, image_axes, zarr_axes
 from convpipe.errors import InputError
 from convpipe.integrity import stored_objects
 from convpipe.paths import local_path, store_argument
@@ -33,14 +34,46 @@ class InputStack:
     dtype: np.dtype
     stored_chunks: tuple[int, ...]
     source: Any  # a zarr.Array, or an image-file stack (dask array)
+    axes: SourceAxes | None = None
+    """What the input says about its axes (names, types, units, positions)."""
+    order: tuple[int, ...] | None = None
+    """Set by :meth:`transposed`: axis ``j`` of this stack is axis ``order[j]`` of ``source``."""
+
+    def transposed(self, order: tuple[int, ...]) -> InputStack:
+        """The same input read with its axes in ``order`` (lazily, by Dask)."""
+        base = self.order or tuple(range(len(self.shape)))
+        shape = tuple(self.shape[a] for a in order)
+        chunks = tuple(self.stored_chunks[a] for a in order)
+        return replace(self, shape=shape, stored_chunks=chunks, order=tuple(base[a] for a in order))
+
+    @property
+    def source_shape(self) -> tuple[int, ...]:
+        """The shape as stored (before :meth:`transposed`)."""
+        order = self.order or tuple(range(len(self.shape)))
+        return tuple(self.shape[order.index(a)] for a in range(len(order)))
+
+    @property
+    def source_chunks(self) -> tuple[int, ...]:
+        """The stored chunks in stored axis order (before :meth:`transposed`)."""
+        order = self.order or tuple(range(len(self.shape)))
+        return tuple(self.stored_chunks[order.index(a)] for a in range(len(order)))
 
     def to_dask(self, chunks: tuple[tuple[int, ...], ...]):
         """The stack as a Dask array with the given explicit chunks."""
         import dask.array as da
 
+        order = self.order or tuple(range(len(chunks)))
+        source_chunks = tuple(chunks[order.index(a)] for a in range(len(chunks)))
         if isinstance(self.source, zarr.Array):
-            return da.from_array(CheckedReader(self.source, self.path), chunks=chunks, asarray=False, lock=False)
-        return self.source.rechunk(chunks)
+            array = da.from_array(CheckedReader(self.source, self.path), chunks=source_chunks, asarray=False, lock=False)
+        else:
+            array = self.source.rechunk(source_chunks)
+        return array if self.order is None else array.transpose(order)
+
+    def stored_region(self, region: tuple[slice, ...]) -> tuple[slice, ...]:
+        """``region`` of the stack as seen (after :meth:`transposed`) in the stored axis order."""
+        order = self.order or tuple(range(len(region)))
+        return tuple(region[order.index(a)] for a in range(len(order)))
 
     def identity(self) -> dict[str, Any]:
         """What identifies this input for provenance and resume fingerprints."""
@@ -59,15 +92,16 @@ class InputStack:
         Cheap (``samples`` chunk reads) and enough to notice an input rewritten
         in place between an interrupted run and its resume.
         """
-        grid = [-(-n // c) for n, c in zip(self.shape, self.stored_chunks)]
+        order = self.order or tuple(range(len(self.shape)))
+        shape = tuple(self.shape[order.index(a)] for a in range(len(order)))
+        stored_chunks = tuple(self.stored_chunks[order.index(a)] for a in range(len(order)))
+        grid = [-(-n // c) for n, c in zip(shape, stored_chunks)]
         total = math.prod(grid)
         picks = sorted({round(i * (total - 1) / max(1, samples - 1)) for i in range(samples)})
         digest = hashlib.sha256()
         for flat in picks:
             index = np.unravel_index(flat, grid)
-            region = tuple(
-                slice(i * c, min((i + 1) * c, n)) for i, c, n in zip(index, self.stored_chunks, self.shape)
-            )
+            region = tuple(slice(i * c, min((i + 1) * c, n)) for i, c, n in zip(index, stored_chunks, shape))
             reader = CheckedReader(self.source, self.path) if isinstance(self.source, zarr.Array) else self.source
             block = reader[region]
             digest.update(np.ascontiguousarray(np.asarray(block)).tobytes())
@@ -117,10 +151,13 @@ def open_input(path: str, array: str | None = None) -> InputStack:
     local = local_path(path)
     if local is not None and imagefiles.is_image_source(str(local)):
         stack = imagefiles.open_image_stack(str(local))
-        return InputStack(path, None, stack.shape, stack.dtype, tuple(c[0] for c in stack.chunks), stack)
+        axes = image_axes(stack.ndim, stack.shape[3] if stack.ndim == 4 else None)
+        return InputStack(
+            path, None, stack.shape, stack.dtype, tuple(c[0] for c in stack.chunks), stack, axes
+        )
     if local is not None and not local.exists():
         raise InputError(f"{path} does not exist", key="input.path")
-    node, _ = open_zarr_array(path, array, keys=("input.path", "input.array"))
+    node, name = open_zarr_array(path, array, keys=("input.path", "input.array"))
     if node.ndim < 2:
         message = f"{path} has {node.ndim} dimension(s) {node.shape}; expected at least 2-D"
         raise InputError(message, key="input.path")
@@ -130,7 +167,21 @@ def open_input(path: str, array: str | None = None) -> InputStack:
     if 0 in node.shape or 0 in node.chunks:
         message = f"{path} has shape {node.shape} and chunks {node.chunks}; expected no empty axis and no empty chunk"
         raise InputError(message, key="input.path")
-    return InputStack(path, array, tuple(node.shape), np.dtype(node.dtype), tuple(node.chunks), node)
+    axes = zarr_axes(node, *enclosing_group(path, name))
+    return InputStack(path, array, tuple(node.shape), np.dtype(node.dtype), tuple(node.chunks), node, axes)
+
+
+def enclosing_group(path: str, name: str | None) -> tuple[Any, str | None]:
+    """The group holding the input array and the array's path in it (for OME-NGFF metadata), or (None, None)."""
+    if name is None:
+        parent, _, name = path.rstrip("/").rpartition("/")
+        path = parent
+    if not path:
+        return None, None
+    try:
+        return zarr.open_group(store=store_argument(path), mode="r", use_consolidated=False), name
+    except (FileNotFoundError, NotADirectoryError, ValueError, KeyError, TypeError):  # no group there
+        return None, None
 
 
 def dimension_names(array: zarr.Array) -> tuple[str | None, ...] | None:

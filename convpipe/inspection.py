@@ -8,9 +8,10 @@ from typing import Any
 
 import zarr
 
+from convpipe.axes import resolve_axes, zarr_axes
 from convpipe.completion import BlockRecorder
-from convpipe.errors import storage_errors
-from convpipe.inputs import dimension_names, open_zarr_array
+from convpipe.errors import ConvpipeError, storage_errors
+from convpipe.inputs import dimension_names, enclosing_group, open_zarr_array
 from convpipe.paths import local_path
 
 
@@ -63,6 +64,7 @@ def _report(path: str, array: str | None) -> dict[str, Any]:
         "size_on_disk": _size_on_disk(path),
         "size_in_memory": node.nbytes,
     }
+    report.update(_axes(node, path, name))
     record = node.attrs.get("convpipe")
     if isinstance(record, dict):
         root = _output_root(path, name)
@@ -71,8 +73,30 @@ def _report(path: str, array: str | None) -> dict[str, Any]:
         report["complete"] = bool(record.get("complete"))
         report["blocks_done"] = done
         report["blocks_total"] = total
-        report["provenance"] = {k: record[k] for k in ("version", "kernels", "stride", "combine", "input") if k in record}
+        report["provenance"] = {
+            k: record[k] for k in ("version", "kernels", "stride", "combine", "input") if k in record
+        }
     return report
+
+
+def _axes(node: zarr.Array, path: str, name: str | None) -> dict[str, Any]:
+    """The axes as convpipe would read this array as an input: name, role, type, unit, scale."""
+    source = zarr_axes(node, *enclosing_group(path, name))
+    try:
+        axes = resolve_axes(source, tuple(node.shape))
+    except ConvpipeError as exc:
+        return {"axes": None, "axes_note": str(exc)}
+    described = [
+        {
+            "name": axes.names[a],
+            "role": axes.role(a),
+            "type": axes.types[a],
+            "unit": axes.units[a],
+            "scale": axes.scale[a],
+        }
+        for a in range(node.ndim)
+    ]
+    return {"axes": described, "axes_note": f"names from {axes.origin}"}
 
 
 def _output_root(path: str, name: str | None) -> str | None:
@@ -103,6 +127,7 @@ def format_report(report: dict[str, Any]) -> str:
         f"format      zarr v{report['zarr_format']}",
         f"shape       {tuple(report['shape'])}",
         f"dims        {report['dims'] or 'unnamed'}",
+        f"axes        {_axes_text(report)}",
         f"dtype       {report['dtype']}",
         f"chunks      {tuple(report['chunks'])}",
         f"codec       {report['codec']}",
@@ -119,9 +144,21 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append(f"kernels     {', '.join(kernels.get('names', []))}")
         lines.append(f"stride      {provenance.get('stride')}   combine {provenance.get('combine')}")
         source = provenance.get("input", {})
-        lines.append(f"input       {source.get('path')}  shape {source.get('shape')}  dtype {source.get('dtype')}")
+        lines.append(
+            f"input       {source.get('path')}  shape {source.get('shape')}  dtype {source.get('dtype')}"
+        )
         lines.append(f"written by  convpipe {provenance.get('version')}")
     return "\n".join(lines)
+
+
+def _axes_text(report: dict[str, Any]) -> str:
+    if not report.get("axes"):
+        return report.get("axes_note") or "unknown"
+    parts = []
+    for axis in report["axes"]:
+        size = f"{axis['scale']:g} {axis['unit'] or 'pixel'}" if axis["unit"] or axis["scale"] != 1 else ""
+        parts.append(f"{axis['name']} {axis['role']}" + (f" ({size})" if size else ""))
+    return "  ".join(parts) + f"   [{report['axes_note']}]"
 
 
 def report_json(report: dict[str, Any]) -> str:

@@ -3,84 +3,93 @@ OME-NGFF multiscales metadata and convpipe's provenance record."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from convpipe.geometry import StackGeometry
 
-OME_ORDER = ("t", "c", "z", "y", "x")
-OME_TYPES = {"t": "time", "c": "channel", "z": "space", "y": "space", "x": "space"}
-DEFAULT_BATCH_NAMES = ("t", "z")
+
+@dataclass(frozen=True)
+class OutputAxis:
+    """One axis of the output: name, OME type, unit, where its pixels sit, and labels of a channel axis."""
+
+    name: str
+    type: str | None
+    unit: str | None = None
+    scale: float = 1.0
+    translation: float = 0.0
+    labels: tuple[str, ...] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "type": self.type,
+            "unit": self.unit,
+            "scale": self.scale,
+            "translation": self.translation,
+            "labels": None if self.labels is None else list(self.labels),
+        }
 
 
-def input_axis_names(ndim: int, channel_axis: int | None, axes: str | None) -> tuple[str, ...]:
-    """One name per input axis: ``axes`` letters, or t/z for batch axes, c, y, x."""
-    if axes is not None:
-        return tuple(axes)
-    names = ["c" if a == channel_axis else "" for a in range(ndim)]
-    others = [a for a in range(ndim) if a != channel_axis]
-    names[others[-2]], names[others[-1]] = "y", "x"
-    batch = others[:-2]
-    for position, axis in enumerate(batch):
-        names[axis] = DEFAULT_BATCH_NAMES[position] if len(batch) <= 2 else f"dim_{position}"
-    return tuple(names)
+def window_centre_offset(geometry: StackGeometry) -> tuple[float, float]:
+    """Where output pixel 0 sits, in input pixels along (y, x): the centre of its first window.
 
-
-def kernel_axis_position(batch_names: tuple[str, ...]) -> int:
-    """Where the kernel axis goes among the batch axes: before ``z`` (OME order
-    t, c, z), otherwise after all of them, just before the spatial axes."""
-    return batch_names.index("z") if "z" in batch_names else len(batch_names)
-
-
-def output_axis_names(geometry: StackGeometry, input_names: tuple[str, ...]) -> tuple[str, ...]:
-    """Output dimension names: batch names with ``c`` for the kernel axis, then spatial names."""
-    names = [input_names[a] for a in geometry.batch_axes] + ["c"] + [input_names[a] for a in geometry.spatial_axes]
-    work_names = names if geometry.has_kernel_axis else names[:-3] + names[-2:]
-    return tuple(work_names[a] for a in geometry.output_order)
-
-
-def ome_compatible(names: tuple[str, ...]) -> bool:
-    """Whether ``names`` can be described as OME-NGFF axes (t, c, z, y, x order)."""
-    if not 2 <= len(names) <= 5 or any(n not in OME_TYPES for n in names):
-        return False
-    order = [OME_ORDER.index(n) for n in names]
-    spaces = sum(OME_TYPES[n] == "space" for n in names)
-    return order == sorted(set(order)) and spaces >= 2
-
-
-def ome_multiscales(
-    names: tuple[str, ...],
-    geometry: StackGeometry,
-    kernel_names: tuple[str, ...],
-    version: str,
-) -> dict[str, Any]:
-    """OME-NGFF single-resolution image metadata (``version`` "0.5" or "0.4").
-
-    The scale of the spatial axes is the stride (a stride-2 output has pixels
-    twice as large as the input's); the translation puts each output pixel at
-    the centre of the input window it summarises.
+    The one place that places the output on the input grid: OME-NGFF
+    ``translation`` and xarray coordinates both use it (padding moves it by
+    ``-padding_before``; dilation makes the window ``d * (k - 1) + 1`` wide).
     """
-    (kh, kw), (sy, sx) = geometry.kernel_shape, geometry.stride
-    scale = [1.0] * len(names)
-    translation = [0.0] * len(names)
-    scale[-2:] = [float(sy), float(sx)]
-    translation[-2:] = [(kh - 1) / 2, (kw - 1) / 2]
-    axes = [{"name": n, "type": OME_TYPES[n]} for n in names]
+    (kh, kw) = geometry.kernel_shape
+    return (kh - 1) / 2, (kw - 1) / 2
+
+
+SPEC_TYPE_ORDER = ("time", "channel", "space")
+
+
+def ome_compatible(axes: tuple[OutputAxis, ...]) -> bool:
+    """Whether ``axes`` can be described as OME-NGFF axes: 2-5 typed axes, time, channel, then 2-3 space."""
+    types = [a.type for a in axes]
+    if not 2 <= len(types) <= 5 or any(t not in SPEC_TYPE_ORDER for t in types):
+        return False
+    order = [SPEC_TYPE_ORDER.index(t) for t in types]
+    return (
+        order == sorted(order)
+        and types.count("time") <= 1
+        and types.count("channel") <= 1
+        and 2 <= types.count("space") <= 3
+    )
+
+
+def ome_multiscales(axes: tuple[OutputAxis, ...], version: str) -> dict[str, Any]:
+    """OME-NGFF single-resolution image metadata (``version`` "0.5" or "0.4") of the output ``axes``.
+
+    Names, types and units are the input's; ``scale`` and ``translation``
+    place every output pixel in the input's physical coordinates (see
+    :func:`convpipe.axes.output_axes`). The channel axis' labels become
+    ``omero`` channels, each with a colour (napari-ome-zarr needs one).
+    """
+    ome_axes = []
+    for a in axes:
+        entry = {"name": a.name, "type": a.type}
+        if a.unit:
+            entry["unit"] = a.unit
+        ome_axes.append(entry)
     multiscale: dict[str, Any] = {
         "name": "convpipe",
-        "axes": axes,
+        "axes": ome_axes,
         "datasets": [
             {
                 "path": "0",
                 "coordinateTransformations": [
-                    {"type": "scale", "scale": scale},
-                    {"type": "translation", "translation": translation},
+                    {"type": "scale", "scale": [float(a.scale) for a in axes]},
+                    {"type": "translation", "translation": [float(a.translation) for a in axes]},
                 ],
             }
         ],
     }
+    labels = next((a.labels for a in axes if a.type == "channel" and a.labels), None)
     omero = None
-    if geometry.has_kernel_axis:
-        omero = {"channels": [{"label": name, "active": True} for name in kernel_names]}
+    if labels:
+        omero = {"channels": [{"label": name, "active": True, "color": "FFFFFF"} for name in labels]}
     if version == "0.4":
         multiscale["version"] = "0.4"
         attrs: dict[str, Any] = {"multiscales": [multiscale]}

@@ -14,11 +14,12 @@ from typing import Any
 
 import numpy as np
 
+from convpipe.axes import Axes, kernel_position, moved_channel, output_axes, resolve_axes, unnamed
 from convpipe.config import Config, load_config
 from convpipe.errors import ConfigError, ConvpipeError, InputError, StorageError, storage_errors
 from convpipe.geometry import StackGeometry, plan_geometry
 from convpipe.inputs import InputStack, open_input
-from convpipe.metadata import input_axis_names, kernel_axis_position, output_axis_names
+from convpipe.metadata import OutputAxis
 from convpipe.outputs import check_output_location
 from convpipe.resources import local_memory_problem, task_count_warning
 
@@ -31,9 +32,17 @@ class Plan:
     stack: InputStack
     geometry: StackGeometry
     weights: np.ndarray
-    dimension_names: tuple[str, ...]
+    axes: Axes
+    """The input's axes as the geometry sees them (``channels: each`` may have moved the channel axis)."""
+    output_axes: tuple[OutputAxis, ...]
+    input_axes: Axes | None = None
+    """The input's axes as stored, when ``axes`` differs (``channels: each`` moved the channel axis)."""
     warnings: tuple[str, ...] = ()
     """Lines worth reading before a run (e.g. very many tiny tasks); ``validate`` and ``run`` print them."""
+
+    @property
+    def dimension_names(self) -> tuple[str, ...]:
+        return tuple(a.name for a in self.output_axes)
 
     @property
     def output_dtype(self) -> str:
@@ -74,14 +83,13 @@ class Plan:
         g, c = self.geometry, self.config
         bank = c.bank_name or "custom"
         kh, kw = g.kernel_shape
+        s = self.stack
         lines = [
             f"config      {c.source}",
             f"input       {self.stack.path}{f' [{self.stack.array_path}]' if self.stack.array_path else ''}",
-            f"  shape     {self.stack.shape}  dtype {self.stack.dtype}  stored chunks {self.stack.stored_chunks}",
-            (
-                f"  axes      batch {g.batch_axes}  channel {g.channel_axis}  spatial {g.spatial_axes}"
-                f"  ({g.frames} frame(s), {g.channels} channel(s))"
-            ),
+            f"  shape     {s.source_shape}  dtype {s.dtype}  stored chunks {s.source_chunks}",
+            f"  axes      {(self.input_axes or self.axes).describe(s.source_shape)}",
+            f"            {g.frames} frame(s), {g.channels} channel(s) into the core, channels: {c.channels}",
             (
                 f"kernels     {bank}: {', '.join(c.kernels.names)}  ({len(c.kernels.names)} x {kh}x{kw},"
                 f" {c.kernels.channels} channel(s))"
@@ -90,6 +98,7 @@ class Plan:
             f"processing  chunks {_chunk_text(g.input_chunks)}  halo (0, {kh - 1}) x (0, {kw - 1})",
             f"output      {c.output.path}",
             f"  shape     {g.output_shape}  dtype {c.output.dtype}  dims {list(self.dimension_names)}",
+            f"  axes      {_output_axes_text(self.output_axes)}",
             f"  chunks    {g.zarr_chunks}  codec {c.output.codec}  format {c.output.format}",
             f"tasks       {g.n_tasks}",
             (
@@ -99,6 +108,17 @@ class Plan:
             f"scheduler   {c.compute.scheduler}",
         ]
         return "\n".join(lines)
+
+
+def _output_axes_text(axes: tuple[OutputAxis, ...]) -> str:
+    parts = []
+    for a in axes:
+        unit = f" {a.unit}" if a.unit else ""
+        where = (
+            f"scale {a.scale:g}{unit}, offset {a.translation:g}{unit}" if a.type == "space" else a.type or "?"
+        )
+        parts.append(f"{a.name} ({where})")
+    return "  ".join(parts)
 
 
 def _threads() -> int:
@@ -135,19 +155,20 @@ def make_plan(config: Config) -> Plan:
         raise  # the storage refused: not a mistake in the config
     except ConvpipeError as exc:
         raise config.error(type(exc), exc.key or "input.path", str(exc)) from None
-    ndim = len(stack.shape)
-    channel_axis = channel_axis_of(config, ndim)
-    names = input_axis_names(ndim, channel_axis, config.input.axes)
-    others = [a for a in range(ndim) if a != channel_axis]
-    if len(others) < 2:
-        raise config.error(
-            InputError,
-            "input.channel_axis",
-            f"the input {stack.shape} has no two spatial axes besides the channel axis",
-        )
+    try:
+        source = stack.axes or unnamed(len(stack.shape))
+        axes = resolve_axes(source, stack.shape, config.input.channel_axis, config.input.axes)
+    except ConvpipeError as exc:
+        raise config.error(type(exc), exc.key or "input.axes", str(exc)) from None
+    channel_axis = axes.channel_axis
     channels = 1 if channel_axis is None else stack.shape[channel_axis]
-    bank = config.kernels
-    if bank.channels not in (1, channels):
+    bank, resolved = config.kernels, axes
+    kernel_labels, batch_labels, weights = tuple(bank.names), {}, None
+    if config.channels == "each":
+        stack, axes, weights, kernel_labels, batch_labels = _each_channel(config, stack, axes)
+        channel_axis = axes.channel_axis
+        channels = 1 if channel_axis is None else stack.shape[channel_axis]
+    if weights is None and bank.channels not in (1, channels):
         hint = (
             f"give [C][kh][kw] weights with C = {channels}"
             if channel_axis is not None
@@ -159,8 +180,10 @@ def make_plan(config: Config) -> Plan:
             f"the kernels have {bank.channels} channels but the input has {channels} "
             f"(shape {stack.shape}, input.channel_axis = {channel_axis}); {hint}",
         )
+    weights = bank.for_channels(channels) if weights is None else weights
     kh, kw = bank.kernel_shape
-    h, w = stack.shape[others[-2]], stack.shape[others[-1]]
+    (ay, ax) = axes.spatial_axes
+    h, w = stack.shape[ay], stack.shape[ax]
     if kh > h or kw > w:
         raise config.error(
             InputError, "kernels", f"the kernels ({kh}x{kw}) are larger than the image frames ({h}x{w})"
@@ -172,18 +195,18 @@ def make_plan(config: Config) -> Plan:
         np.dtype(config.output.dtype).itemsize,
         channel_axis,
         (kh, kw),
-        len(bank.names),
+        len(weights),
         config.stride,
         config.combine,
         spatial_chunks=config.compute.chunks,
-        kernel_position=kernel_axis_position(tuple(names[a] for a in others[:-2])),
+        kernel_position=kernel_position(axes, axes.batch_axes),
     )
     try:
         check_output_location(config.output.path, config.input.path, config.source)
     except ConvpipeError as exc:
         raise config.error(type(exc), "output.path", str(exc)) from None
-    weights = bank.for_channels(channels)
-    plan = Plan(config, stack, geometry, weights, output_axis_names(geometry, names))
+    outputs = output_axes(axes, geometry, kernel_labels, batch_labels)
+    plan = Plan(config, stack, geometry, weights, axes, outputs, None if axes is resolved else resolved)
     if config.compute.scheduler in ("threads", "processes", "synchronous"):
         import psutil
 
@@ -195,22 +218,42 @@ def make_plan(config: Config) -> Plan:
     return replace(plan, warnings=(warning,)) if warning else plan
 
 
-def channel_axis_of(config: Config, ndim: int) -> int | None:
-    """The input's channel axis (normalised), from ``input.channel_axis`` or the ``c`` of ``input.axes``."""
-    axis = config.input.channel_axis
-    axes = config.input.axes
-    if axes is not None and len(axes) != ndim:
-        message = f"{axes!r} names {len(axes)} axes but the input has {ndim}"
-        raise config.error(ConfigError, "input.axes", message)
-    if axis is None:
-        return axes.index("c") if axes and "c" in axes else None
-    if not -ndim <= axis < ndim:
-        raise config.error(
-            ConfigError,
-            "input.channel_axis",
-            f"{axis} is out of range for a {ndim}-D input (valid: {-ndim}..{ndim - 1})",
-        )
-    axis %= ndim
-    if axes is not None and axes[axis] != "c":
-        raise config.error(ConfigError, "input.axes", f"{axes!r} must have 'c' at the channel axis {axis}")
-    return axis
+def _each_channel(config: Config, stack: InputStack, axes: Axes):
+    """``channels: each``: the stack, axes, weights and labels that correlate every channel on its own.
+
+    With ``combine: none`` the channel axis stays and the bank becomes C x K
+    depthwise kernels (``<channel>/<kernel>``); otherwise the channel axis
+    becomes a batch axis, so each channel gets its own combined map.
+    """
+    bank, channel_axis = config.kernels, axes.channel_axis
+    if channel_axis is None:
+        raise config.error(InputError, "channels", "each: the input has no channel axis (see input.axes)")
+    if bank.channels != 1:
+        message = f"channels: each applies 2-D kernels to every channel; these have {bank.channels} channels"
+        raise config.error(InputError, "kernels", message)
+    channels = stack.shape[channel_axis]
+    labels = axes.labels(channels)
+    if config.combine == "none":
+        names = tuple(f"{c}/{k}" for c in labels for k in bank.names)
+        return stack, axes, depthwise_weights(bank.weights, channels), names, {}
+    order, moved = moved_channel(axes)
+    return (
+        stack.transposed(order),
+        moved,
+        bank.for_channels(1),
+        tuple(bank.names),
+        {order.index(channel_axis): labels},
+    )
+
+
+def depthwise_weights(weights: np.ndarray, channels: int) -> np.ndarray:
+    """``(K, 1, kh, kw)`` kernels -> ``(C*K, C, kh, kw)``: kernel ``k`` on channel ``c`` alone, at ``c*K + k``.
+
+    The core skips zero weights, so each response is exactly the 2-D
+    correlation of one channel with one kernel.
+    """
+    k_count = weights.shape[0]
+    out = np.zeros((channels * k_count, channels) + weights.shape[2:], dtype=weights.dtype)
+    for c in range(channels):
+        out[c * k_count : (c + 1) * k_count, c] = weights[:, 0]
+    return out

@@ -110,6 +110,7 @@ def provenance(plan: Plan) -> dict[str, Any]:
         "combine": c.combine,
         "input": plan.stack.identity(),
         "blocks": plan.geometry.n_tasks,
+        "axes": [a.to_dict() for a in plan.output_axes],
         "complete": False,
         "fingerprint": fingerprint(fields),
         "determined_by": fields,
@@ -247,7 +248,8 @@ def _inputs_of(plan: Plan, block: tuple[int, ...]) -> dict[str, str]:
     """Identities of the stored input chunks ``block`` reads (Zarr inputs; image files are in the fingerprint)."""
     if not isinstance(plan.stack.source, zarr.Array):
         return {}
-    return chunk_identities(plan.stack.source, block_input_region(plan.geometry, block))
+    region = plan.stack.stored_region(block_input_region(plan.geometry, block))
+    return chunk_identities(plan.stack.source, region)
 
 
 def _unchanged_inputs(plan: Plan, recorder: BlockRecorder, done: set[tuple[int, ...]]) -> set[tuple[int, ...]]:
@@ -348,9 +350,9 @@ def _create_target(plan: Plan, path: str):
     config, g = plan.config, plan.geometry
     zarr_format = 2 if config.output.format == "zarr2" else 3
     group_attrs: dict[str, Any] = {}
-    if ome_compatible(plan.dimension_names):
+    if ome_compatible(plan.output_axes):
         version = "0.4" if zarr_format == 2 else "0.5"
-        group_attrs = ome_multiscales(plan.dimension_names, g, config.kernels.names, version)
+        group_attrs = ome_multiscales(plan.output_axes, version)
     return create_output(
         path,
         g.output_shape,
@@ -361,5 +363,5 @@ def _create_target(plan: Plan, path: str):
         group_attrs,
         codec=config.output.codec,
         zarr_format=zarr_format,
-        labels={"c": list(config.kernels.names)} if g.has_kernel_axis else None,
+        labels={a.name: list(a.labels) for a in plan.output_axes if a.labels},
     )

@@ -180,10 +180,15 @@ BAD_INPUTS = {
         "input:\n  path: in.zarr\n" + THREE_CHANNEL_KERNEL + "output:\n  path: out.zarr\n",
         ("kernels:", "3 channels", "the input has 1", "channel_axis = None"),
     ),
-    "rgb-without-channel-axis": (
+    "channel-axis-contradicts-the-names": (
+        _rgb,  # dims t, y, x, c
+        "input:\n  path: rgb.zarr\n  channel_axis: 2\n" + THREE_CHANNEL_KERNEL + "output:\n  path: out.zarr\n",
+        ("input.channel_axis:", "2 contradicts", "['t', 'y', 'x', 'c']"),
+    ),
+    "axes-contradict-the-names": (
         _rgb,
-        "input:\n  path: rgb.zarr\n" + THREE_CHANNEL_KERNEL + "output:\n  path: out.zarr\n",
-        ("kernels:", "3 channels", "the input has 1", "input.channel_axis"),
+        "input:\n  path: rgb.zarr\n  axes: zyxc\n" + THREE_CHANNEL_KERNEL + "output:\n  path: out.zarr\n",
+        ("input.axes:", "'zyxc' contradicts", "dimension_names"),
     ),
     "output-is-the-input": (
         lambda tmp: None,
