@@ -21,6 +21,7 @@ import numpy as np
 from convpipe.errors import ConfigError, ConvpipeError
 from convpipe.geometry import COMBINES, Combine
 from convpipe.kernels import BUILTIN_BANKS, KernelBank
+from convpipe.padding import Padding, PaddingMode, parse_dilation, parse_padding, parse_padding_mode
 from convpipe.yamldoc import YamlDoc, parse_yaml
 
 SCHEDULERS = ("threads", "processes", "synchronous", "local")
@@ -73,6 +74,9 @@ class Config:
     combine: Combine
     output: OutputSpec
     compute: ComputeSpec = field(default_factory=ComputeSpec)
+    padding: Padding = "valid"
+    padding_mode: PaddingMode = "zeros"
+    dilation: tuple[int, int] = (1, 1)
     source: str = "<config>"
     key_lines: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
     """YAML line of each dotted key (``"input.channel_axis"`` -> 4), for later error messages."""
@@ -98,6 +102,9 @@ class Config:
             "kernels": self.bank_name if self.bank_name else self.kernels.describe(),
             "stride": list(self.stride),
             "combine": self.combine,
+            "padding": self.padding if isinstance(self.padding, str) else list(self.padding),
+            "padding_mode": self.padding_mode,
+            "dilation": list(self.dilation),
             "output": asdict(self.output),
             "compute": asdict(self.compute),
         }
@@ -211,9 +218,7 @@ def parse_kernels(doc: YamlDoc, value: Any, key: tuple = ("kernels",)) -> tuple[
 
 
 def _shape_text(weights: np.ndarray) -> str:
-    return "x".join(str(n) for n in weights.shape[1:]) if weights.shape[0] == 1 else "x".join(
-        str(n) for n in weights.shape
-    )
+    return "x".join(map(str, weights.shape[1:] if weights.shape[0] == 1 else weights.shape))
 
 
 def _weights(doc: YamlDoc, value: Any, key: tuple) -> np.ndarray:
@@ -245,7 +250,7 @@ def _weights(doc: YamlDoc, value: Any, key: tuple) -> np.ndarray:
 # --------------------------------------------------------------------------- the config
 
 
-TOP_KEYS = ("input", "kernels", "stride", "combine", "output", "compute")
+TOP_KEYS = ("input", "kernels", "stride", "combine", "padding", "padding_mode", "dilation", "output", "compute")
 INPUT_KEYS = ("path", "array", "channel_axis", "axes")
 OUTPUT_KEYS = ("path", "overwrite", "dtype", "codec", "format")
 COMPUTE_KEYS = ("chunks", "scheduler", "workers", "threads_per_worker", "retries", "connect_timeout")
@@ -314,6 +319,14 @@ def _config_from(raw: Any, doc: YamlDoc, source: str, base: Path | None) -> Conf
     bank, bank_name = parse_kernels(doc, top["kernels"])
     stride = _pair(doc, top.get("stride", 1), ("stride",), "a positive integer or [sy, sx]")
     combine = _choice(doc, top.get("combine", "none"), ("combine",), COMBINES)
+    if combine == "direction" and len(bank.names) != 2:
+        raise doc.error(("combine",), f"direction needs a bank of exactly two kernels, got {len(bank.names)}")
+    geometry_keys = {}
+    for name, parse in (("padding", parse_padding), ("padding_mode", parse_padding_mode), ("dilation", parse_dilation)):
+        try:
+            geometry_keys.update({name: parse(top[name])} if name in top else {})
+        except ValueError as exc:
+            raise doc.error((name,), str(exc)) from None
 
     raw_output = _mapping(doc, top["output"], ("output",), OUTPUT_KEYS)
     if "path" not in raw_output:
@@ -351,11 +364,7 @@ def _config_from(raw: Any, doc: YamlDoc, source: str, base: Path | None) -> Conf
             ("compute", "connect_timeout"), f"must be a positive number of seconds, got {_show(connect_timeout)}"
         )
     compute_spec = ComputeSpec(
-        chunks=chunks,
-        scheduler=scheduler,
-        retries=retries,
-        connect_timeout=float(connect_timeout),
-        **optional_ints,
+        chunks=chunks, scheduler=scheduler, retries=retries, connect_timeout=float(connect_timeout), **optional_ints
     )
 
     return Config(
@@ -366,6 +375,7 @@ def _config_from(raw: Any, doc: YamlDoc, source: str, base: Path | None) -> Conf
         combine=combine,
         output=output_spec,
         compute=compute_spec,
+        **geometry_keys,  # padding, padding_mode, dilation
         source=source,
         key_lines={
             ".".join(str(part) for part in key): line

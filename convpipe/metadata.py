@@ -57,13 +57,14 @@ def ome_multiscales(
 
     The scale of the spatial axes is the stride (a stride-2 output has pixels
     twice as large as the input's); the translation puts each output pixel at
-    the centre of the input window it summarises.
+    the centre of the input window it summarises (in input pixels, so padding
+    moves it back: with ``same`` padding at stride 1 it is 0).
     """
-    (kh, kw), (sy, sx) = geometry.kernel_shape, geometry.stride
+    (kh, kw), (sy, sx), (top, _, left, _) = geometry.kernel_shape, geometry.stride, geometry.padding
     scale = [1.0] * len(names)
     translation = [0.0] * len(names)
     scale[-2:] = [float(sy), float(sx)]
-    translation[-2:] = [(kh - 1) / 2, (kw - 1) / 2]
+    translation[-2:] = [(kh - 1) / 2 - top, (kw - 1) / 2 - left]
     axes = [{"name": n, "type": OME_TYPES[n]} for n in names]
     multiscale: dict[str, Any] = {
         "name": "convpipe",

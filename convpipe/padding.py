@@ -18,6 +18,8 @@ from typing import Any, Literal, Union
 
 import numpy as np
 
+from convpipe.geometry import StackGeometry
+
 #: How the border is filled (PyTorch's names); :data:`NUMPY_PAD_MODES` gives ``numpy.pad``'s.
 PaddingMode = Literal["zeros", "reflect", "replicate", "circular"]
 PADDING_MODES: tuple[str, ...] = typing.get_args(PaddingMode)
@@ -127,3 +129,12 @@ def source_chunks(padded: tuple[int, ...], before: int, after: int) -> tuple[int
         edges.append(edges[-1] + c)
     inner = sorted({min(max(e - before, 0), n) for e in edges})
     return tuple(b - a for a, b in zip(inner, inner[1:]))
+
+
+def unpadded_chunks(geometry: StackGeometry) -> tuple[tuple[int, ...], ...]:
+    """Chunks of the input before padding that line up with ``geometry.input_chunks`` (see :func:`source_chunks`)."""
+    chunks = list(geometry.input_chunks)
+    (ay, ax), (top, bottom, left, right) = geometry.spatial_axes, geometry.padding
+    chunks[ay] = source_chunks(chunks[ay], top, bottom)
+    chunks[ax] = source_chunks(chunks[ax], left, right)
+    return tuple(chunks)

@@ -20,6 +20,7 @@ from convpipe.geometry import StackGeometry, plan_geometry
 from convpipe.inputs import InputStack, open_input
 from convpipe.metadata import input_axis_names, kernel_axis_position, output_axis_names
 from convpipe.outputs import check_output_location
+from convpipe.padding import effective_kernel, padding_problem, resolve_padding
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,9 @@ class Plan:
             "kernels": {"names": list(c.kernels.names), "weights": self.weights.tolist()},
             "stride": list(g.stride),
             "combine": g.combine,
+            "padding": list(g.padding),
+            "padding_mode": g.padding_mode,
+            "dilation": list(g.dilation),
             "dtype": c.output.dtype,
             "input": self.stack.identity(),
             "output": {
@@ -84,6 +88,10 @@ class Plan:
                 f" {c.kernels.channels} channel(s))"
             ),
             f"stride      {g.stride[0]} x {g.stride[1]}   combine {g.combine}",
+            (
+                f"padding     {c.padding if isinstance(c.padding, str) else 'explicit'}: top, bottom, left, right"
+                f" {g.padding}  mode {g.padding_mode}   dilation {g.dilation[0]} x {g.dilation[1]}"
+            ),
             f"processing  chunks {_chunk_text(g.input_chunks)}  halo (0, {kh - 1}) x (0, {kw - 1})",
             f"output      {c.output.path}",
             f"  shape     {g.output_shape}  dtype {c.output.dtype}  dims {list(self.dimension_names)}",
@@ -156,24 +164,32 @@ def make_plan(config: Config) -> Plan:
             f"the kernels have {bank.channels} channels but the input has {channels} "
             f"(shape {stack.shape}, input.channel_axis = {channel_axis}); {hint}",
         )
-    kh, kw = bank.kernel_shape
-    h, w = stack.shape[others[-2]], stack.shape[others[-1]]
-    if kh > h or kw > w:
-        raise config.error(
-            InputError, "kernels", f"the kernels ({kh}x{kw}) are larger than the image frames ({h}x{w})"
-        )
+    (kh, kw), (h, w) = effective_kernel(bank.kernel_shape, config.dilation), (stack.shape[a] for a in others[-2:])
+    padding = resolve_padding(config.padding, (h, w), (kh, kw), config.stride)
+    problem = padding_problem(padding, config.padding_mode, (h, w))
+    if problem:
+        raise config.error(InputError, "padding", f"{problem}; use a smaller padding or another padding_mode")
+    padded = (h + padding[0] + padding[1], w + padding[2] + padding[3])
+    if kh > padded[0] or kw > padded[1]:
+        dilated = config.dilation != (1, 1)
+        frames = f"{h}x{w}" + (f", padded to {padded[0]}x{padded[1]}" if any(padding) else "")
+        message = f"the kernels ({kh}x{kw}{' dilated' if dilated else ''}) are larger than the image frames ({frames})"
+        raise config.error(InputError, "dilation" if dilated else "kernels", message)
     geometry = plan_geometry(
         stack.shape,
         stack.stored_chunks,
         stack.dtype.itemsize,
         np.dtype(config.output.dtype).itemsize,
         channel_axis,
-        (kh, kw),
+        bank.kernel_shape,
         len(bank.names),
         config.stride,
         config.combine,
         spatial_chunks=config.compute.chunks,
         kernel_position=kernel_axis_position(tuple(names[a] for a in others[:-2])),
+        padding=padding,
+        padding_mode=config.padding_mode,
+        dilation=config.dilation,
     )
     try:
         check_output_location(config.output.path, config.input.path, config.source)

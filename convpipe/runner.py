@@ -104,6 +104,9 @@ def provenance(plan: Plan) -> dict[str, Any]:
         "kernels": c.kernels.describe(),
         "stride": list(c.stride),
         "combine": c.combine,
+        "padding": list(plan.geometry.padding),
+        "padding_mode": plan.geometry.padding_mode,
+        "dilation": list(plan.geometry.dilation),
         "input": plan.stack.identity(),
         "blocks": plan.geometry.n_tasks,
         "complete": False,
@@ -171,10 +174,11 @@ def _slab_jobs(plan: Plan, target, recorder: BlockRecorder, done: set[tuple[int,
     never by the length of the stack; each slab's graph is built only when
     it is about to run.
     """
+    from convpipe.padding import unpadded_chunks
     from convpipe.pipeline import result_array, write_tasks
 
     g, dtype = plan.geometry, plan.config.output.dtype
-    stack = plan.stack.to_dask(g.input_chunks)
+    stack = plan.stack.to_dask(unpadded_chunks(g))
     for group in g.batch_groups():
         slab = g.slab(group)
         tokens = write_tasks(
