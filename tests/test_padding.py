@@ -330,3 +330,13 @@ def test_dataarray_coordinates_follow_the_padding() -> None:
     np.testing.assert_array_equal(padded["y"].values, 10.0 + 0.5 * (np.arange(padded.shape[-2]) * 2 - 2))
     np.testing.assert_array_equal(padded["x"].values, 2.0 * (np.arange(padded.shape[-1]) * 2 - 2))
     assert padded.attrs["convpipe_padding"] == [3, 3, 3, 3]
+
+
+def test_direction_of_negative_zeros_is_zero_not_minus_pi() -> None:
+    """IEEE atan2(-0, -0) is -pi; the contract adds 0 first, so signed zeros give 0 too."""
+    from convpipe.core.reference import combine_responses
+
+    zeros = np.array([[[-0.0, 0.0, -0.0]], [[-0.0, -0.0, 0.0]]], np.float32)  # (K=2, 1, 3)
+    angle = combine_responses(zeros, "direction")
+    assert angle.tolist() == [[0.0, 0.0, 0.0]] and not np.signbit(angle).any()
+    assert combine_responses(np.array([[[-1.0]], [[-0.0]]]), "direction")[0, 0] == np.pi
