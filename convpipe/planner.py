@@ -84,7 +84,8 @@ class Plan:
                 f"  ({g.frames} frame(s), {g.channels} channel(s))"
             ),
             (
-                f"kernels     {bank}: {', '.join(c.kernels.names)}  ({len(c.kernels.names)} x {kh}x{kw},"
+                f"kernels     {bank}: {', '.join(c.kernels.names)}  ({len(c.kernels.names)} x"
+                f" {c.kernels.kernel_shape[0]}x{c.kernels.kernel_shape[1]},"
                 f" {c.kernels.channels} channel(s))"
             ),
             f"stride      {g.stride[0]} x {g.stride[1]}   combine {g.combine}",
