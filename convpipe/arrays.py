@@ -16,12 +16,12 @@ import numpy as np
 
 from convpipe import __version__
 from convpipe.geometry import COMBINES, plan_geometry
-from convpipe.errors import OutputError
+from convpipe.errors import InputError, OutputError
 from convpipe.kernels import KernelBank, as_bank
 from convpipe.outputs import open_output_array
 from convpipe.padding import (
     effective_kernel,
-    padding_problem,
+    frame_padding,
     parse_dilation,
     parse_padding,
     parse_padding_mode,
@@ -106,7 +106,8 @@ def correlate(
     if combine == "direction" and len(bank.names) != 2:
         raise ValueError(f"combine: direction needs a bank of exactly two kernels, got {len(bank.names)}")
     options = {"combine": combine, "padding": padding, "padding_mode": padding_mode, "dilation": dilation}
-    for name, parse in (("padding", parse_padding), ("padding_mode", parse_padding_mode), ("dilation", parse_dilation)):
+    parsers = {"padding": parse_padding, "padding_mode": parse_padding_mode, "dilation": parse_dilation}
+    for name, parse in parsers.items():
         try:
             options[name] = parse(options[name])
         except ValueError as exc:
@@ -121,8 +122,8 @@ def correlate(
     if isinstance(x, da.Array):
         return _correlate_dask(x, bank, stride, channel_axis, dtype, **options)
     array = np.asarray(x)
-    lazy = _correlate_dask(da.from_array(array, chunks=array.shape, name=False), bank, stride, channel_axis, dtype,
-                           **options)
+    whole = da.from_array(array, chunks=array.shape, name=False)
+    lazy = _correlate_dask(whole, bank, stride, channel_axis, dtype, **options)
     return lazy.compute(scheduler="threads")
 
 
@@ -169,15 +170,11 @@ def _correlate_dask(
             f"kernels: the kernels have {bank.channels} channels but the input has {channels} "
             f"(shape {x.shape}, channel_axis = {channel_axis})"
         )
-    (kh, kw), (h, w) = effective_kernel(bank.kernel_shape, dilation), (x.shape[others[-2]], x.shape[others[-1]])
-    pads = resolve_padding(padding, (h, w), (kh, kw), stride)
-    problem = padding_problem(pads, padding_mode, (h, w))
-    if problem:
-        raise ValueError(f"padding: {problem}; use a smaller padding or another padding_mode")
-    if kh > h + pads[0] + pads[1] or kw > w + pads[2] + pads[3]:
-        frames = f"{h}x{w}" + (f", padded to {h + pads[0] + pads[1]}x{w + pads[2] + pads[3]}" if any(pads) else "")
-        key, dilated = ("dilation", " dilated") if dilation != (1, 1) else ("kernels", "")
-        raise ValueError(f"{key}: the kernels ({kh}x{kw}{dilated}) are larger than the image frames ({frames})")
+    frame = (x.shape[others[-2]], x.shape[others[-1]])
+    try:
+        pads = frame_padding(padding, padding_mode, bank.kernel_shape, dilation, frame, stride)
+    except InputError as exc:
+        raise ValueError(f"{exc.key}: {exc}") from None
     geometry = plan_geometry(
         x.shape,
         x.chunksize,
@@ -255,7 +252,7 @@ def _correlate_dataarray(x, bank, stride, channel_axis, dtype, options):
 
 
 def _window_centres(values: np.ndarray, k: int, s: int, n: int, before: int = 0) -> np.ndarray | None:
-    """The coordinate at the centre of each of ``n`` windows of size ``k`` at stride ``s``, ``before`` pixels padded.
+    """The coordinate at the centre of each of ``n`` windows of size ``k`` at stride ``s`` (``before`` pixels padded).
 
     Odd kernels centre on an input pixel (its value, any dtype); even ones
     between two (the mean of two numeric values). Centres in the padding

@@ -321,8 +321,8 @@ def _config_from(raw: Any, doc: YamlDoc, source: str, base: Path | None) -> Conf
     combine = _choice(doc, top.get("combine", "none"), ("combine",), COMBINES)
     if combine == "direction" and len(bank.names) != 2:
         raise doc.error(("combine",), f"direction needs a bank of exactly two kernels, got {len(bank.names)}")
-    geometry_keys = {}
-    for name, parse in (("padding", parse_padding), ("padding_mode", parse_padding_mode), ("dilation", parse_dilation)):
+    geometry_keys, parsers = {}, {"padding": parse_padding, "padding_mode": parse_padding_mode, "dilation": parse_dilation}
+    for name, parse in parsers.items():
         try:
             geometry_keys.update({name: parse(top[name])} if name in top else {})
         except ValueError as exc:

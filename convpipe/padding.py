@@ -18,6 +18,7 @@ from typing import Any, Literal, Union
 
 import numpy as np
 
+from convpipe.errors import InputError
 from convpipe.geometry import StackGeometry
 
 #: How the border is filled (PyTorch's names); :data:`NUMPY_PAD_MODES` gives ``numpy.pad``'s.
@@ -47,7 +48,8 @@ def parse_padding(value: Any) -> Padding:
         return value
     if _is_int(value) and value >= 0:
         return (int(value),) * 4
-    if isinstance(value, (list, tuple)) and len(value) in (2, 4) and all(_is_int(v) and v >= 0 for v in value):
+    listed = isinstance(value, (list, tuple)) and len(value) in (2, 4)
+    if listed and all(_is_int(v) and v >= 0 for v in value):
         pads = [int(v) for v in value]
         return (pads[0], pads[0], pads[1], pads[1]) if len(pads) == 2 else tuple(pads)
     raise ValueError(f"must be {PADDING_TEXT}, got {value!r}")
@@ -109,6 +111,27 @@ def padding_problem(pads: tuple[int, int, int, int], mode: str, shape: tuple[int
     return None
 
 
+def frame_padding(
+    padding: Padding, mode: str, kernel_shape: tuple[int, int], dilation: tuple[int, int],
+    shape: tuple[int, int], stride: tuple[int, int],
+) -> tuple[int, int, int, int]:
+    """The padding of frames of ``shape``, checked: :class:`InputError` (with its key) if ``mode``
+    cannot pad them so, or the dilated kernel is larger than the padded frames."""
+    window = effective_kernel(kernel_shape, dilation)
+    pads = resolve_padding(padding, shape, window, stride)
+    problem = padding_problem(pads, mode, shape)
+    if problem:
+        raise InputError(f"{problem}; use a smaller padding or another padding_mode", key="padding")
+    padded = (shape[0] + pads[0] + pads[1], shape[1] + pads[2] + pads[3])
+    if window[0] > padded[0] or window[1] > padded[1]:
+        frames = f"{shape[0]}x{shape[1]}" + (f", padded to {padded[0]}x{padded[1]}" if any(pads) else "")
+        dilated = dilation != (1, 1)
+        kernels = f"{window[0]}x{window[1]}{' dilated' if dilated else ''}"
+        message = f"the kernels ({kernels}) are larger than the image frames ({frames})"
+        raise InputError(message, key="dilation" if dilated else "kernels")
+    return pads
+
+
 def source_chunks(padded: tuple[int, ...], before: int, after: int) -> tuple[int, ...]:
     """Chunks of an unpadded axis whose edges are those of ``padded`` chunks, shifted by the padding.
 
@@ -132,7 +155,10 @@ def source_chunks(padded: tuple[int, ...], before: int, after: int) -> tuple[int
 
 
 def unpadded_chunks(geometry: StackGeometry) -> tuple[tuple[int, ...], ...]:
-    """Chunks of the input before padding that line up with ``geometry.input_chunks`` (see :func:`source_chunks`)."""
+    """Chunks of the input before padding that line up with ``geometry.input_chunks``.
+
+    See :func:`source_chunks`.
+    """
     chunks = list(geometry.input_chunks)
     (ay, ax), (top, bottom, left, right) = geometry.spatial_axes, geometry.padding
     chunks[ay] = source_chunks(chunks[ay], top, bottom)

@@ -26,8 +26,9 @@ def result_array(
 ) -> da.Array:
     """The lazy result of correlating ``stack`` (chunked as :func:`~convpipe.padding.unpadded_chunks`).
 
-    The stack is padded lazily at its outer edges (:func:`padded_stack`). Blocks are transposed to work order ``(batch..., C, H, W)``, given a
-    trailing halo of ``kernel - 1`` pixels on both spatial axes by
+    The stack is padded lazily at its outer edges (:func:`padded_stack`).
+    Blocks are transposed to work order ``(batch..., C, H, W)``, given a
+    trailing halo of ``window - 1`` pixels on both spatial axes by
     ``map_overlap`` (``boundary="none"``, no rechunking allowed: the geometry
     already guarantees chunks at least as large as the halo), and handed to
     the core, which returns exactly the output block described by
@@ -73,7 +74,7 @@ def result_array(
 
 
 def padded_stack(stack: da.Array, geometry: StackGeometry) -> da.Array:
-    """``stack`` padded by ``geometry.padding`` (``numpy.pad`` of its mode), lazily, in ``geometry.input_chunks``.
+    """``stack`` padded by ``geometry.padding`` (``numpy.pad``'s mode), lazily, in ``geometry.input_chunks``.
 
     ``dask.array.pad`` adds small chunks at the outer edges only (slices of
     the edge chunks, or of the far end for ``circular``); the rechunk merges

@@ -20,7 +20,7 @@ from convpipe.geometry import StackGeometry, plan_geometry
 from convpipe.inputs import InputStack, open_input
 from convpipe.metadata import input_axis_names, kernel_axis_position, output_axis_names
 from convpipe.outputs import check_output_location
-from convpipe.padding import effective_kernel, padding_problem, resolve_padding
+from convpipe.padding import frame_padding
 
 
 @dataclass(frozen=True)
@@ -90,8 +90,9 @@ class Plan:
             ),
             f"stride      {g.stride[0]} x {g.stride[1]}   combine {g.combine}",
             (
-                f"padding     {c.padding if isinstance(c.padding, str) else 'explicit'}: top, bottom, left, right"
-                f" {g.padding}  mode {g.padding_mode}   dilation {g.dilation[0]} x {g.dilation[1]}"
+                f"padding     {c.padding if isinstance(c.padding, str) else 'explicit'}:"
+                f" top, bottom, left, right {g.padding}  mode {g.padding_mode}"
+                f"   dilation {g.dilation[0]} x {g.dilation[1]}"
             ),
             f"processing  chunks {_chunk_text(g.input_chunks)}  halo (0, {kh - 1}) x (0, {kw - 1})",
             f"output      {c.output.path}",
@@ -165,17 +166,13 @@ def make_plan(config: Config) -> Plan:
             f"the kernels have {bank.channels} channels but the input has {channels} "
             f"(shape {stack.shape}, input.channel_axis = {channel_axis}); {hint}",
         )
-    (kh, kw), (h, w) = effective_kernel(bank.kernel_shape, config.dilation), (stack.shape[a] for a in others[-2:])
-    padding = resolve_padding(config.padding, (h, w), (kh, kw), config.stride)
-    problem = padding_problem(padding, config.padding_mode, (h, w))
-    if problem:
-        raise config.error(InputError, "padding", f"{problem}; use a smaller padding or another padding_mode")
-    padded = (h + padding[0] + padding[1], w + padding[2] + padding[3])
-    if kh > padded[0] or kw > padded[1]:
-        dilated = config.dilation != (1, 1)
-        frames = f"{h}x{w}" + (f", padded to {padded[0]}x{padded[1]}" if any(padding) else "")
-        message = f"the kernels ({kh}x{kw}{' dilated' if dilated else ''}) are larger than the image frames ({frames})"
-        raise config.error(InputError, "dilation" if dilated else "kernels", message)
+    frame = (stack.shape[others[-2]], stack.shape[others[-1]])
+    try:
+        padding = frame_padding(
+            config.padding, config.padding_mode, bank.kernel_shape, config.dilation, frame, config.stride
+        )
+    except InputError as exc:
+        raise config.error(InputError, exc.key, str(exc)) from None
     geometry = plan_geometry(
         stack.shape,
         stack.stored_chunks,

@@ -119,14 +119,11 @@ def test_same_at_stride_one_matches_pytorch_rule_for_even_kernels() -> None:
 @settings(SLOW, max_examples=25)
 @given(cases(max_side=24), st.sampled_from(["none", "magnitude", "direction"]), st.sampled_from(["f4", "f8"]))
 def test_compiled_and_numpy_cores_give_the_same_bits_with_dilation(case, combine, dtype) -> None:
-    x, weights, stride, dilation, *_ = case
+    x, weights, stride, dilation, _, (top, bottom, left, right), mode, _ = case
     if combine == "direction":
         weights = np.concatenate([weights, weights[:, :, ::-1]])[:2]
         weights[1, 0, 0, 0] += 1  # two different kernels
-    block = x[:, None]
-    window = (dilation[0] * (weights.shape[2] - 1) + 1, dilation[1] * (weights.shape[3] - 1) + 1)
-    if window[0] > block.shape[-2] or window[1] > block.shape[-1]:
-        dilation = (1, 1)
+    block = np.pad(x, [(0, 0), (top, bottom), (left, right)], mode=NUMPY_MODES[mode])[:, None]
     options = dict(stride=stride, combine=combine, dtype=np.dtype(dtype), dilation=dilation)
     numpy_result = correlate_block(block, weights, backend="numpy", **options)
     compiled_result = correlate_block(block, weights, backend="compiled", **options)
