@@ -16,9 +16,18 @@ import numpy as np
 
 from convpipe import __version__
 from convpipe.geometry import COMBINES, plan_geometry
-from convpipe.errors import OutputError
+from convpipe.errors import InputError, OutputError
 from convpipe.kernels import KernelBank, as_bank
 from convpipe.outputs import open_output_array
+from convpipe.padding import (
+    effective_kernel,
+    frame_padding,
+    parse_dilation,
+    parse_padding,
+    parse_padding_mode,
+    resolve_padding,
+    unpadded_chunks,
+)
 from convpipe.pipeline import result_array
 
 OUTPUT_DTYPES = ("float32", "float64")
@@ -34,11 +43,15 @@ def correlate(
     combine: str = "none",
     channel_axis: int | str | None = None,
     dtype: str = "float32",
+    padding: str | int | tuple[int, ...] = "valid",
+    padding_mode: str = "zeros",
+    dilation: int | tuple[int, int] = 1,
 ) -> Any:
-    """Valid, strided cross-correlation of ``x`` with a kernel bank, as a CNN layer computes it.
+    """Strided, dilated cross-correlation of ``x`` (padded) with a kernel bank, as a CNN layer computes it.
 
-    ``out[..., k, i, j] = sum_c sum_u sum_v x[..., c, i*sy + u, j*sx + v] * w[k, c, u, v]``,
-    exact and independent of the chunking (see the README for the definition).
+    ``out[..., k, i, j] = sum_c sum_u sum_v P[..., c, i*sy + u*dy, j*sx + v*dx] * w[k, c, u, v]``
+    with ``P`` the padded ``x``, exact and independent of the chunking (see
+    the README for the definition).
 
     Parameters
     ----------
@@ -50,21 +63,32 @@ def correlate(
         ``(kh, kw)``, ``(K, kh, kw)`` or ``(K, C, kh, kw)``, in correlation
         orientation (never flipped).
     stride : int or (sy, sx)
-    combine : {"none", "magnitude"}
+    combine : {"none", "magnitude", "direction"}
         ``"none"``: one response per kernel, on a kernel axis just before the
-        spatial axes; ``"magnitude"``: ``sqrt(sum_k response_k ** 2)``, no kernel axis.
+        spatial axes; ``"magnitude"``: ``sqrt(sum_k response_k ** 2)``;
+        ``"direction"`` (two kernels): ``atan2(response_1, response_0)`` in
+        ``(-pi, pi]``, 0 where both are 0; no kernel axis for these two.
     channel_axis : int, str or None
         The axis holding input channels (summed, CNN-style). For a DataArray
         a dimension name; a dimension named ``c`` or ``channel`` is the
         channel axis unless told otherwise.
     dtype : {"float32", "float64"}
         Accumulation and output dtype (never the input's: uint8 gradients do not wrap).
+    padding : "valid", "same", int, (py, px) or (top, bottom, left, right)
+        Pixels added around each frame; ``"same"`` gives ``ceil(H / sy) x
+        ceil(W / sx)`` outputs (the TensorFlow/Keras rule). Added lazily at
+        the array's outer edges only.
+    padding_mode : {"zeros", "reflect", "replicate", "circular"}
+        ``numpy.pad``'s constant (0), reflect, edge and wrap.
+    dilation : int or (dy, dx)
+        Spacing of the kernel taps (PyTorch's dilation).
 
     Returns
     -------
     The kind it was given: NumPy (computed), a lazy Dask array, or a DataArray
     (lazy if its data is) whose spatial coordinates are the input's at each
-    window centre and whose kernel dimension ``c`` carries the kernel names.
+    window centre (extrapolated linearly into the padding, for numeric
+    coordinates) and whose kernel dimension ``c`` carries the kernel names.
 
     Examples
     --------
@@ -79,18 +103,27 @@ def correlate(
     stride = _stride(stride)
     if combine not in COMBINES:
         raise ValueError(f"combine: must be one of {', '.join(COMBINES)}, got {combine!r}")
+    if combine == "direction" and len(bank.names) != 2:
+        raise ValueError(f"combine: direction needs a bank of exactly two kernels, got {len(bank.names)}")
+    options = {"combine": combine, "padding": padding, "padding_mode": padding_mode, "dilation": dilation}
+    parsers = {"padding": parse_padding, "padding_mode": parse_padding_mode, "dilation": parse_dilation}
+    for name, parse in parsers.items():
+        try:
+            options[name] = parse(options[name])
+        except ValueError as exc:
+            raise ValueError(f"{name}: {exc}") from None
     if str(dtype) not in OUTPUT_DTYPES:
         raise ValueError(f"dtype: must be one of {', '.join(OUTPUT_DTYPES)}, got {dtype!r}")
     dtype = str(dtype)
     if _is_dataarray(x):
-        return _correlate_dataarray(x, bank, stride, combine, channel_axis, dtype)
+        return _correlate_dataarray(x, bank, stride, channel_axis, dtype, options)
     if isinstance(channel_axis, str):
         raise TypeError(f"channel_axis: a dimension name needs an xarray.DataArray, got {type(x).__name__}")
     if isinstance(x, da.Array):
-        return _correlate_dask(x, bank, stride, combine, channel_axis, dtype)
+        return _correlate_dask(x, bank, stride, channel_axis, dtype, **options)
     array = np.asarray(x)
-    lazy = _correlate_dask(da.from_array(array, chunks=array.shape, name=False), bank, stride, combine,
-                           channel_axis, dtype)
+    whole = da.from_array(array, chunks=array.shape, name=False)
+    lazy = _correlate_dask(whole, bank, stride, channel_axis, dtype, **options)
     return lazy.compute(scheduler="threads")
 
 
@@ -113,11 +146,14 @@ def _correlate_dask(
     x: da.Array,
     bank: KernelBank,
     stride: tuple[int, int],
-    combine: str,
     channel_axis: int | None,
     dtype: str,
+    combine: str,
+    padding,
+    padding_mode: str,
+    dilation: tuple[int, int],
 ) -> da.Array:
-    """The lazy result; ``x`` is rechunked to stride-aligned chunks first."""
+    """The lazy result; ``x`` is rechunked to stride-aligned chunks (of the padded frames) first."""
     if x.dtype.kind not in "uif":
         raise TypeError(f"x: must hold real numbers (integers or floats), got dtype {x.dtype}")
     if x.ndim < 2:
@@ -134,21 +170,26 @@ def _correlate_dask(
             f"kernels: the kernels have {bank.channels} channels but the input has {channels} "
             f"(shape {x.shape}, channel_axis = {channel_axis})"
         )
-    (kh, kw), (h, w) = bank.kernel_shape, (x.shape[others[-2]], x.shape[others[-1]])
-    if kh > h or kw > w:
-        raise ValueError(f"kernels: the kernels ({kh}x{kw}) are larger than the image frames ({h}x{w})")
+    frame = (x.shape[others[-2]], x.shape[others[-1]])
+    try:
+        pads = frame_padding(padding, padding_mode, bank.kernel_shape, dilation, frame, stride)
+    except InputError as exc:
+        raise ValueError(f"{exc.key}: {exc}") from None
     geometry = plan_geometry(
         x.shape,
         x.chunksize,
         x.dtype.itemsize,
         np.dtype(dtype).itemsize,
         channel_axis,
-        (kh, kw),
+        bank.kernel_shape,
         len(bank.names),
         stride,
         combine,
+        padding=pads,
+        padding_mode=padding_mode,
+        dilation=dilation,
     )
-    return result_array(x.rechunk(geometry.input_chunks), geometry, bank.for_channels(channels), dtype)
+    return result_array(x.rechunk(unpadded_chunks(geometry)), geometry, bank.for_channels(channels), dtype)
 
 
 def _axis(axis: Any, ndim: int) -> int | None:
@@ -161,7 +202,7 @@ def _axis(axis: Any, ndim: int) -> int | None:
     return int(axis) % ndim
 
 
-def _correlate_dataarray(x, bank, stride, combine, channel_axis, dtype):
+def _correlate_dataarray(x, bank, stride, channel_axis, dtype, options):
     """A DataArray result: dims, window-centre coordinates, kernel names, attributes and provenance."""
     import xarray as xr
 
@@ -173,10 +214,14 @@ def _correlate_dataarray(x, bank, stride, combine, channel_axis, dtype):
             raise ValueError(f"channel_axis: {channel_axis!r} is not a dimension of x; dimensions: {dims}")
         channel_axis = dims.index(channel_axis)
     data = x.data if isinstance(x.data, da.Array) else np.asarray(x.data)
-    result = correlate(data, bank, stride=stride, combine=combine, channel_axis=channel_axis, dtype=dtype)
+    result = correlate(data, bank, stride=stride, channel_axis=channel_axis, dtype=dtype, **options)
+    combine = options["combine"]
     axis = _axis(channel_axis, x.ndim)
     others = [d for i, d in enumerate(dims) if i != axis]
     batch, spatial = others[:-2], others[-2:]
+    window = effective_kernel(bank.kernel_shape, options["dilation"])
+    sizes = tuple(x.sizes[d] for d in spatial)
+    pads = resolve_padding(options["padding"], sizes, window, stride)
     kernel_dim = "c" if "c" not in batch else "kernel"
     out_dims = batch + ([kernel_dim] if combine == "none" else []) + spatial
     coords: dict[str, Any] = {}
@@ -185,9 +230,9 @@ def _correlate_dataarray(x, bank, stride, combine, channel_axis, dtype):
         if coord_dims & set(spatial) or (axis is not None and dims[axis] in coord_dims):
             continue  # recomputed below for 1-D spatial coordinates; dropped otherwise
         coords[name] = coord
-    for dim, k, s, n in zip(spatial, bank.kernel_shape, stride, result.shape[-2:]):
+    for dim, k, s, n, before in zip(spatial, window, stride, result.shape[-2:], pads[::2]):
         if dim in x.coords and x.coords[dim].ndim == 1:
-            centres = _window_centres(x.coords[dim].values, k, s, n)
+            centres = _window_centres(x.coords[dim].values, k, s, n, before)
             if centres is not None:
                 coords[dim] = (dim, centres, x.coords[dim].attrs)
     if combine == "none":
@@ -199,22 +244,35 @@ def _correlate_dataarray(x, bank, stride, combine, channel_axis, dtype):
         convpipe_weights=bank.weights.tolist(),
         convpipe_stride=list(stride),
         convpipe_combine=combine,
+        convpipe_padding=list(pads),
+        convpipe_padding_mode=options["padding_mode"],
+        convpipe_dilation=list(options["dilation"]),
     )
     return xr.DataArray(result, dims=out_dims, coords=coords, attrs=attrs, name=x.name)
 
 
-def _window_centres(values: np.ndarray, k: int, s: int, n: int) -> np.ndarray | None:
-    """The coordinate at the centre of each of ``n`` windows of size ``k`` at stride ``s``.
+def _window_centres(values: np.ndarray, k: int, s: int, n: int, before: int = 0) -> np.ndarray | None:
+    """The coordinate at the centre of each of ``n`` windows of size ``k`` at stride ``s`` (``before`` pixels padded).
 
     Odd kernels centre on an input pixel (its value, any dtype); even ones
-    between two (the mean of two numeric values; None for other coordinates).
+    between two (the mean of two numeric values). Centres in the padding
+    extend numeric coordinates linearly from their first or last step.
+    None where no coordinate can be given.
     """
-    first = np.arange(n) * s + (k - 1) // 2
-    if k % 2:
+    first = np.arange(n) * s + (k - 1) // 2 - before
+    inside = first.min() >= 0 and first.max() + 1 - k % 2 < len(values)
+    if inside and k % 2:
         return values[first]
-    if values.dtype.kind not in "uif":
+    if values.dtype.kind not in "uif" or (not inside and len(values) < 2):
         return None
-    return (values[first].astype(np.float64) + values[first + 1]) / 2
+    if inside:
+        return (values[first].astype(np.float64) + values[first + 1]) / 2
+    positions = first + (0.0 if k % 2 else 0.5)
+    numeric = values.astype(np.float64)
+    head = numeric[0] + positions * (numeric[1] - numeric[0])
+    tail = numeric[-1] + (positions - len(values) + 1) * (numeric[-1] - numeric[-2])
+    middle = np.interp(positions, np.arange(len(values)), numeric)
+    return np.where(positions < 0, head, np.where(positions > len(values) - 1, tail, middle))
 
 
 def open_output(path: str) -> Any:
@@ -224,7 +282,7 @@ def open_output(path: str) -> Any:
     dimension names, the kernel names as the coordinate of the kernel
     dimension ``c`` (``combine: none``), and spatial coordinates in input
     pixels: output pixel ``i`` sits at the centre of its window,
-    ``i * stride + (kernel - 1) / 2``. Attributes hold convpipe's
+    ``i * stride + (dilation * (kernel - 1)) / 2 - padding_before``. Attributes hold convpipe's
     provenance record (``attrs["convpipe"]``). An unfinished output opens too;
     its unwritten pixels read as NaN and ``attrs["convpipe"]["complete"]`` is false.
     """
@@ -237,8 +295,11 @@ def open_output(path: str) -> Any:
     dims = tuple(array.metadata.dimension_names or array.attrs.get("_ARRAY_DIMENSIONS") or ())
     weights = np.asarray(record["kernels"]["weights"])
     coords: dict[str, Any] = {}
-    for dim, n, k, s in zip(dims[-2:], array.shape[-2:], weights.shape[-2:], record["stride"]):
-        coords[dim] = (dim, np.arange(n) * s + (k - 1) / 2)
+    dilation, padding = record.get("dilation", [1, 1]), record.get("padding", [0, 0, 0, 0])
+    for dim, n, k, s, d, before in zip(
+        dims[-2:], array.shape[-2:], weights.shape[-2:], record["stride"], dilation, padding[::2]
+    ):
+        coords[dim] = (dim, np.arange(n) * s + d * (k - 1) / 2 - before)
     if "c" in dims and record.get("combine") == "none":
         coords["c"] = ("c", list(record["kernels"]["names"]))
     coords.update(_axis_coords(record.get("axes"), dims, array.shape))

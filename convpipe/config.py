@@ -21,6 +21,7 @@ import numpy as np
 from convpipe.errors import ConfigError, ConvpipeError
 from convpipe.geometry import COMBINES, Combine
 from convpipe.kernels import BUILTIN_BANKS, KernelBank
+from convpipe.padding import Padding, PaddingMode, parse_dilation, parse_padding, parse_padding_mode
 from convpipe.yamldoc import YamlDoc, parse_yaml
 
 SCHEDULERS = ("threads", "processes", "synchronous", "local")
@@ -76,6 +77,9 @@ class Config:
     compute: ComputeSpec = field(default_factory=ComputeSpec)
     channels: str = "sum"
     """``sum``: input channels summed (CNN rule); ``each``: every kernel on every channel separately."""
+    padding: Padding = "valid"
+    padding_mode: PaddingMode = "zeros"
+    dilation: tuple[int, int] = (1, 1)
     source: str = "<config>"
     key_lines: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
     """YAML line of each dotted key (``"input.channel_axis"`` -> 4), for later error messages."""
@@ -101,6 +105,9 @@ class Config:
             "kernels": self.bank_name if self.bank_name else self.kernels.describe(),
             "stride": list(self.stride),
             "combine": self.combine,
+            "padding": self.padding if isinstance(self.padding, str) else list(self.padding),
+            "padding_mode": self.padding_mode,
+            "dilation": list(self.dilation),
             "output": asdict(self.output),
             "compute": asdict(self.compute),
             "channels": self.channels,
@@ -215,9 +222,7 @@ def parse_kernels(doc: YamlDoc, value: Any, key: tuple = ("kernels",)) -> tuple[
 
 
 def _shape_text(weights: np.ndarray) -> str:
-    return "x".join(str(n) for n in weights.shape[1:]) if weights.shape[0] == 1 else "x".join(
-        str(n) for n in weights.shape
-    )
+    return "x".join(map(str, weights.shape[1:] if weights.shape[0] == 1 else weights.shape))
 
 
 def _weights(doc: YamlDoc, value: Any, key: tuple) -> np.ndarray:
@@ -249,7 +254,9 @@ def _weights(doc: YamlDoc, value: Any, key: tuple) -> np.ndarray:
 # --------------------------------------------------------------------------- the config
 
 
-TOP_KEYS = ("input", "kernels", "stride", "combine", "output", "compute", "channels")
+TOP_KEYS = (
+    "input", "kernels", "stride", "combine", "padding", "padding_mode", "dilation", "channels", "output", "compute",
+)
 INPUT_KEYS = ("path", "array", "channel_axis", "axes")
 OUTPUT_KEYS = ("path", "overwrite", "dtype", "codec", "format")
 COMPUTE_KEYS = ("chunks", "scheduler", "workers", "threads_per_worker", "retries", "connect_timeout")
@@ -318,6 +325,14 @@ def _config_from(raw: Any, doc: YamlDoc, source: str, base: Path | None) -> Conf
     bank, bank_name = parse_kernels(doc, top["kernels"])
     stride = _pair(doc, top.get("stride", 1), ("stride",), "a positive integer or [sy, sx]")
     combine = _choice(doc, top.get("combine", "none"), ("combine",), COMBINES)
+    if combine == "direction" and len(bank.names) != 2:
+        raise doc.error(("combine",), f"direction needs a bank of exactly two kernels, got {len(bank.names)}")
+    geometry_keys, parsers = {}, {"padding": parse_padding, "padding_mode": parse_padding_mode, "dilation": parse_dilation}
+    for name, parse in parsers.items():
+        try:
+            geometry_keys.update({name: parse(top[name])} if name in top else {})
+        except ValueError as exc:
+            raise doc.error((name,), str(exc)) from None
 
     raw_output = _mapping(doc, top["output"], ("output",), OUTPUT_KEYS)
     if "path" not in raw_output:
@@ -355,11 +370,7 @@ def _config_from(raw: Any, doc: YamlDoc, source: str, base: Path | None) -> Conf
             ("compute", "connect_timeout"), f"must be a positive number of seconds, got {_show(connect_timeout)}"
         )
     compute_spec = ComputeSpec(
-        chunks=chunks,
-        scheduler=scheduler,
-        retries=retries,
-        connect_timeout=float(connect_timeout),
-        **optional_ints,
+        chunks=chunks, scheduler=scheduler, retries=retries, connect_timeout=float(connect_timeout), **optional_ints
     )
 
     return Config(
@@ -371,6 +382,7 @@ def _config_from(raw: Any, doc: YamlDoc, source: str, base: Path | None) -> Conf
         output=output_spec,
         compute=compute_spec,
         channels=_choice(doc, top.get("channels", "sum"), ("channels",), CHANNELS),
+        **geometry_keys,  # padding, padding_mode, dilation
         source=source,
         key_lines={
             ".".join(str(part) for part in key): line

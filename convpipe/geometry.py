@@ -22,14 +22,11 @@ import itertools
 import math
 import typing
 from dataclasses import dataclass, replace
-from typing import Literal
-
-Combine = Literal["none", "magnitude"]
-COMBINES = typing.get_args(Combine)
 
 #: How the responses of a bank are combined: one output channel per kernel
-#: (``"none"``) or the root of their sum of squares (``"magnitude"``).
-Combine = typing.Literal["none", "magnitude"]
+#: (``"none"``), the root of their sum of squares (``"magnitude"``), or the
+#: angle ``atan2(O_1, O_0)`` of a bank of two (``"direction"``).
+Combine = typing.Literal["none", "magnitude", "direction"]
 COMBINES: tuple[str, ...] = typing.get_args(Combine)
 
 
@@ -101,9 +98,7 @@ def output_chunks(chunks: tuple[int, ...], k: int, s: int) -> tuple[int, ...]:
     """
     n = sum(chunks)
     total = output_length(n, k, s)
-    starts = [0]
-    for c in chunks[:-1]:
-        starts.append(starts[-1] + c)
+    starts = list(itertools.accumulate(chunks[:-1], initial=0))
     first_outputs = [a // s for a in starts] + [total]
     return tuple(first_outputs[i + 1] - first_outputs[i] for i in range(len(chunks)))
 
@@ -159,12 +154,9 @@ MIN_TASKS = 4
 """A small stack is still cut into at least this many tasks (never the whole stack in one)."""
 
 MIN_TILE_FRACTION = 2
-"""A spatial tile grows until one frame of it is at least ``task_bytes / 2``.
-
-Measured (``benchmarks/choices.py --only tiles``, 8192x8192 uint16 frames in
-1024x1024 chunks): tiles of 2048x2048 run twice as fast as 1024x1024 tiles,
-as fast as the I/O floor; each task then reads and writes several stored
-chunks at once, which Zarr does concurrently."""
+"""A spatial tile grows until one frame of it is at least ``task_bytes / 2``
+(larger tiles read and write several stored chunks at once, which Zarr does
+concurrently; see ``benchmarks/choices.py --only tiles``)."""
 
 
 @dataclass(frozen=True)
@@ -174,7 +166,9 @@ class StackGeometry:
     The input axes are split into *batch* axes (every axis but the channel
     axis and the two spatial ones), an optional *channel* axis and the two
     *spatial* axes (the last two axes that are not the channel axis). The
-    core sees each block in *work order* ``(batch..., C, H, W)``.
+    core sees each block in *work order* ``(batch..., C, H, W)``. Shapes and
+    chunks are those of the input after ``padding``; ``kernel_shape`` is the
+    window a kernel covers (with its dilation).
     """
 
     input_shape: tuple[int, ...]
@@ -191,6 +185,10 @@ class StackGeometry:
     """With ``combine: none``, how many batch axes precede the kernel axis in the
     output (default: all of them, so the kernel axis sits just before the
     spatial axes). A z stack puts it before ``z``, as OME-NGFF orders t, c, z."""
+    padding: tuple[int, int, int, int] = (0, 0, 0, 0)
+    """Pixels added (top, bottom, left, right) by ``padding_mode`` around each frame."""
+    padding_mode: str = "zeros"
+    dilation: tuple[int, int] = (1, 1)
 
     @property
     def has_kernel_axis(self) -> bool:
@@ -323,6 +321,9 @@ def plan_geometry(
     spatial_chunks: tuple[int, int] | None = None,
     task_bytes: int | None = None,
     kernel_position: int | None = None,
+    padding: tuple[int, int, int, int] = (0, 0, 0, 0),
+    padding_mode: str = "zeros",
+    dilation: tuple[int, int] = (1, 1),
 ) -> StackGeometry:
     """Choose processing chunks and derive the output layout.
 
@@ -334,12 +335,17 @@ def plan_geometry(
     larger than ``2 * task_bytes``; tiled frames are processed one frame per
     slab. Untiled, a task takes as many frames (whole stored chunks of the
     innermost batch axis) as fit in ``task_bytes``.
-    Inputs are checked by the caller: the kernel fits the image and
-    ``channel_axis`` is a valid, normalised axis.
+    ``kernel_shape`` is the bank's; the plan is that of its window (the
+    dilated kernel) over the padded input. Inputs are checked by the caller:
+    the window fits the padded image and ``channel_axis`` is a valid,
+    normalised axis.
     """
     task_bytes = DEFAULT_TASK_BYTES if task_bytes is None else task_bytes
+    kernel_shape = tuple(d * (k - 1) + 1 for k, d in zip(kernel_shape, dilation))
     probe = StackGeometry(input_shape, channel_axis, kernel_shape, n_kernels, stride, combine, ())
     (ay, ax), (kh, kw), (sy, sx) = probe.spatial_axes, kernel_shape, stride
+    added = {ay: padding[0] + padding[1], ax: padding[2] + padding[3]}
+    input_shape = tuple(n + added.get(axis, 0) for axis, n in enumerate(input_shape))
     h, w = input_shape[ay], input_shape[ax]
     out_per_pixel = output_itemsize * (n_kernels if probe.has_kernel_axis else 1) / (sy * sx)
     per_pixel = input_itemsize * probe.channels + out_per_pixel
@@ -389,13 +395,6 @@ def plan_geometry(
         chunks[axis] = regular_chunks(n, batch)
         batch_zarr_chunks.append(math.gcd(chunks[axis][0], stored))
     return StackGeometry(
-        input_shape,
-        channel_axis,
-        kernel_shape,
-        n_kernels,
-        stride,
-        combine,
-        tuple(chunks),
-        tuple(batch_zarr_chunks),
-        kernel_position,
+        input_shape, channel_axis, kernel_shape, n_kernels, stride, combine, tuple(chunks),
+        tuple(batch_zarr_chunks), kernel_position, padding, padding_mode, dilation,
     )

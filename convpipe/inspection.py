@@ -73,9 +73,8 @@ def _report(path: str, array: str | None) -> dict[str, Any]:
         report["complete"] = bool(record.get("complete"))
         report["blocks_done"] = done
         report["blocks_total"] = total
-        report["provenance"] = {
-            k: record[k] for k in ("version", "kernels", "stride", "combine", "input") if k in record
-        }
+        keys = ("version", "kernels", "stride", "combine", "padding", "padding_mode", "dilation", "input")
+        report["provenance"] = {k: record[k] for k in keys if k in record}
     return report
 
 
@@ -143,6 +142,11 @@ def format_report(report: dict[str, Any]) -> str:
         kernels = provenance.get("kernels", {})
         lines.append(f"kernels     {', '.join(kernels.get('names', []))}")
         lines.append(f"stride      {provenance.get('stride')}   combine {provenance.get('combine')}")
+        if "padding" in provenance:
+            lines.append(
+                f"padding     {provenance['padding']} ({provenance.get('padding_mode')})"
+                f"   dilation {provenance.get('dilation')}"
+            )
         source = provenance.get("input", {})
         lines.append(
             f"input       {source.get('path')}  shape {source.get('shape')}  dtype {source.get('dtype')}"

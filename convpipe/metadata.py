@@ -38,8 +38,8 @@ def window_centre_offset(geometry: StackGeometry) -> tuple[float, float]:
     ``translation`` and xarray coordinates both use it (padding moves it by
     ``-padding_before``; dilation makes the window ``d * (k - 1) + 1`` wide).
     """
-    (kh, kw) = geometry.kernel_shape
-    return (kh - 1) / 2, (kw - 1) / 2
+    (kh, kw), (top, _, left, _) = geometry.kernel_shape, geometry.padding
+    return (kh - 1) / 2 - top, (kw - 1) / 2 - left
 
 
 SPEC_TYPE_ORDER = ("time", "channel", "space")

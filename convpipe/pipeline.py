@@ -15,6 +15,7 @@ from dask.base import tokenize
 
 from convpipe.core import correlate_block
 from convpipe.geometry import StackGeometry, halo
+from convpipe.padding import NUMPY_PAD_MODES, unpadded_chunks
 
 
 def result_array(
@@ -23,19 +24,20 @@ def result_array(
     weights: np.ndarray,
     dtype: str,
 ) -> da.Array:
-    """The lazy result of correlating ``stack`` (chunked as ``geometry.input_chunks``).
+    """The lazy result of correlating ``stack`` (chunked as :func:`~convpipe.padding.unpadded_chunks`).
 
+    The stack is padded lazily at its outer edges (:func:`padded_stack`).
     Blocks are transposed to work order ``(batch..., C, H, W)``, given a
-    trailing halo of ``kernel - 1`` pixels on both spatial axes by
+    trailing halo of ``window - 1`` pixels on both spatial axes by
     ``map_overlap`` (``boundary="none"``, no rechunking allowed: the geometry
     already guarantees chunks at least as large as the halo), and handed to
     the core, which returns exactly the output block described by
     ``geometry.work_output_chunks``; a final lazy transpose puts the kernel
     axis where the output wants it (``geometry.output_order``).
     """
-    if stack.chunks != geometry.input_chunks:
-        raise ValueError(f"stack chunks {stack.chunks} differ from the planned {geometry.input_chunks}")
-    work = stack.transpose(geometry.work_order)
+    if stack.chunks != unpadded_chunks(geometry):
+        raise ValueError(f"stack chunks {stack.chunks} differ from the planned {unpadded_chunks(geometry)}")
+    work = padded_stack(stack, geometry).transpose(geometry.work_order)
     if geometry.channel_axis is None:
         work = work[..., None, :, :]
     ndim = work.ndim
@@ -45,7 +47,12 @@ def result_array(
         if len(work.chunks[axis]) > 1:  # a single tile (whole frames) needs no halo exchange
             depth[axis] = halo(k)
     core = functools.partial(
-        correlate_block, weights=weights, stride=geometry.stride, combine=geometry.combine, dtype=dtype
+        correlate_block,
+        weights=weights,
+        stride=geometry.stride,
+        combine=geometry.combine,
+        dtype=dtype,
+        dilation=geometry.dilation,
     )
     extra: dict[str, Any] = {} if geometry.has_kernel_axis else {"drop_axis": [ndim - 3]}
     out_ndim = ndim - len(extra.get("drop_axis", []))
@@ -66,6 +73,24 @@ def result_array(
     return result if order == tuple(range(out_ndim)) else result.transpose(order)
 
 
+def padded_stack(stack: da.Array, geometry: StackGeometry) -> da.Array:
+    """``stack`` padded by ``geometry.padding`` (``numpy.pad``'s mode), lazily, in ``geometry.input_chunks``.
+
+    ``dask.array.pad`` adds small chunks at the outer edges only (slices of
+    the edge chunks, or of the far end for ``circular``); the rechunk merges
+    them into the first and last blocks, whose edges the planner aligned with
+    the stride. Inner chunk borders are untouched, and no task holds more
+    than one block of the padded stack.
+    """
+    if not any(geometry.padding):
+        return stack
+    (ay, ax), (top, bottom, left, right) = geometry.spatial_axes, geometry.padding
+    widths = [(0, 0)] * stack.ndim
+    widths[ay], widths[ax] = (top, bottom), (left, right)
+    padded = da.pad(stack, widths, mode=NUMPY_PAD_MODES[geometry.padding_mode])
+    return padded.rechunk(geometry.input_chunks)
+
+
 def _result_name(work: da.Array, depth: dict, geometry: StackGeometry, weights: np.ndarray, dtype: str) -> str:
     """The Dask name of a result: from the input's name and the weights' bytes, shape and strides.
 
@@ -75,7 +100,16 @@ def _result_name(work: da.Array, depth: dict, geometry: StackGeometry, weights: 
     """
     weights_identity = (weights.tobytes(), weights.shape, weights.strides, weights.dtype.str)
     return "convpipe-correlate-" + tokenize(
-        work.name, depth, geometry.stride, geometry.combine, geometry.work_output_chunks, dtype, weights_identity
+        work.name,
+        depth,
+        geometry.stride,
+        geometry.dilation,
+        geometry.padding,
+        geometry.padding_mode,
+        geometry.combine,
+        geometry.work_output_chunks,
+        dtype,
+        weights_identity,
     )
 
 

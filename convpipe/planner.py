@@ -21,6 +21,7 @@ from convpipe.geometry import StackGeometry, plan_geometry
 from convpipe.inputs import InputStack, open_input
 from convpipe.metadata import OutputAxis
 from convpipe.outputs import check_output_location
+from convpipe.padding import frame_padding
 from convpipe.resources import local_memory_problem, task_count_warning
 
 
@@ -68,6 +69,9 @@ class Plan:
             "kernels": {"names": list(c.kernels.names), "weights": self.weights.tolist()},
             "stride": list(g.stride),
             "combine": g.combine,
+            "padding": list(g.padding),
+            "padding_mode": g.padding_mode,
+            "dilation": list(g.dilation),
             "dtype": c.output.dtype,
             "input": self.stack.identity(),
             "output": {
@@ -91,10 +95,16 @@ class Plan:
             f"  axes      {(self.input_axes or self.axes).describe(s.source_shape)}",
             f"            {g.frames} frame(s), {g.channels} channel(s) into the core, channels: {c.channels}",
             (
-                f"kernels     {bank}: {', '.join(c.kernels.names)}  ({len(c.kernels.names)} x {kh}x{kw},"
+                f"kernels     {bank}: {', '.join(c.kernels.names)}  ({len(c.kernels.names)} x"
+                f" {c.kernels.kernel_shape[0]}x{c.kernels.kernel_shape[1]},"
                 f" {c.kernels.channels} channel(s))"
             ),
             f"stride      {g.stride[0]} x {g.stride[1]}   combine {g.combine}",
+            (
+                f"padding     {c.padding if isinstance(c.padding, str) else 'explicit'}:"
+                f" top, bottom, left, right {g.padding}  mode {g.padding_mode}"
+                f"   dilation {g.dilation[0]} x {g.dilation[1]}"
+            ),
             f"processing  chunks {_chunk_text(g.input_chunks)}  halo (0, {kh - 1}) x (0, {kw - 1})",
             f"output      {c.output.path}",
             f"  shape     {g.output_shape}  dtype {c.output.dtype}  dims {list(self.dimension_names)}",
@@ -181,25 +191,29 @@ def make_plan(config: Config) -> Plan:
             f"(shape {stack.shape}, input.channel_axis = {channel_axis}); {hint}",
         )
     weights = bank.for_channels(channels) if weights is None else weights
-    kh, kw = bank.kernel_shape
     (ay, ax) = axes.spatial_axes
-    h, w = stack.shape[ay], stack.shape[ax]
-    if kh > h or kw > w:
-        raise config.error(
-            InputError, "kernels", f"the kernels ({kh}x{kw}) are larger than the image frames ({h}x{w})"
+    frame = (stack.shape[ay], stack.shape[ax])
+    try:
+        padding = frame_padding(
+            config.padding, config.padding_mode, bank.kernel_shape, config.dilation, frame, config.stride
         )
+    except InputError as exc:
+        raise config.error(InputError, exc.key, str(exc)) from None
     geometry = plan_geometry(
         stack.shape,
         stack.stored_chunks,
         stack.dtype.itemsize,
         np.dtype(config.output.dtype).itemsize,
         channel_axis,
-        (kh, kw),
+        bank.kernel_shape,
         len(weights),
         config.stride,
         config.combine,
         spatial_chunks=config.compute.chunks,
         kernel_position=kernel_position(axes, axes.batch_axes),
+        padding=padding,
+        padding_mode=config.padding_mode,
+        dilation=config.dilation,
     )
     try:
         check_output_location(config.output.path, config.input.path, config.source)

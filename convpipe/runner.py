@@ -108,6 +108,9 @@ def provenance(plan: Plan) -> dict[str, Any]:
         "kernels": c.kernels.describe(),
         "stride": list(c.stride),
         "combine": c.combine,
+        "padding": list(plan.geometry.padding),
+        "padding_mode": plan.geometry.padding_mode,
+        "dilation": list(plan.geometry.dilation),
         "input": plan.stack.identity(),
         "blocks": plan.geometry.n_tasks,
         "axes": [a.to_dict() for a in plan.output_axes],
@@ -218,10 +221,11 @@ def _slab_jobs(
     are taken then, before the block runs, and go into its completion record;
     input chunks that are not stored are added to ``missing_chunks``.
     """
+    from convpipe.padding import unpadded_chunks
     from convpipe.pipeline import result_array, write_tasks
 
     g, dtype = plan.geometry, plan.config.output.dtype
-    stack = plan.stack.to_dask(g.input_chunks)
+    stack = plan.stack.to_dask(unpadded_chunks(g))
     for group in g.batch_groups():
         slab = g.slab(group)
         blocks_of_slab = {

@@ -6,19 +6,25 @@ import numpy as np
 from scipy.signal import correlate
 
 
-def correlate_loop(x: np.ndarray, w: np.ndarray, stride: tuple[int, int]) -> np.ndarray:
-    """The formula, written out: x (..., C, H, W), w (K, C, kh, kw) -> (..., K, Ho, Wo), float64."""
+def correlate_loop(
+    x: np.ndarray, w: np.ndarray, stride: tuple[int, int], dilation: tuple[int, int] = (1, 1)
+) -> np.ndarray:
+    """The formula, written out: x (..., C, H, W), w (K, C, kh, kw) -> (..., K, Ho, Wo), float64.
+
+    ``out[..., k, i, j] = sum x[..., c, i*sy + u*dy, j*sx + v*dx] * w[k, c, u, v]``.
+    """
     k_count, _, kh, kw = w.shape
-    sy, sx = stride
+    (sy, sx), (dy, dx) = stride, dilation
+    kh_e, kw_e = dy * (kh - 1) + 1, dx * (kw - 1) + 1
     h, wd = x.shape[-2:]
-    ho, wo = (h - kh) // sy + 1, (wd - kw) // sx + 1
+    ho, wo = (h - kh_e) // sy + 1, (wd - kw_e) // sx + 1
     batch = x.shape[:-3]
     out = np.zeros(batch + (k_count, ho, wo))
     xf = x.astype(np.float64)
     for k in range(k_count):
         for i in range(ho):
             for j in range(wo):
-                patch = xf[..., :, i * sy : i * sy + kh, j * sx : j * sx + kw]
+                patch = xf[..., :, i * sy : i * sy + kh_e : dy, j * sx : j * sx + kw_e : dx]
                 out[..., k, i, j] = (patch * w[k]).sum(axis=(-3, -2, -1))
     return out
 

@@ -133,12 +133,16 @@ def test_unknown_backend_is_refused(monkeypatch):
         ((1, 2, 8), (1, 1, 3, 3), {}, "smaller than the kernel"),
         ((8, 8), (1, 1, 3, 3), {}, "shape"),
         ((1, 8, 8), (1, 1, 0, 3), {}, "kh, kw >= 1"),
-        ((1, 8, 8), (0, 1, 3, 3), {"combine": "magnitude"}, "at least one kernel"),
+        ((1, 8, 8), (0, 1, 3, 3), {"combine": "magnitude"}, "bank of 0 kernels"),
+        ((1, 8, 8), (3, 1, 3, 3), {"combine": "direction"}, "bank of 3 kernels"),
+        ((1, 8, 8), (1, 1, 3, 3), {"dilation": (1, 0)}, "dilation"),
+        ((1, 8, 8), (1, 1, 3, 3), {"dilation": (4, 1)}, "smaller than the kernel"),
         ((1, 8, 8), (1, 1, 3, 3), {"stride": (0, 1)}, "stride"),
         ((1, 8, 8), (1, 1, 3, 3), {"combine": "sum"}, "combine"),
         ((1, 8, 8), (1, 1, 3, 3), {"dtype": np.float16}, "dtype"),
     ],
-    ids=["channels", "too-small", "no-channel-axis", "empty-kernel", "empty-bank", "stride", "combine", "dtype"],
+    ids=["channels", "too-small", "no-channel-axis", "empty-kernel", "empty-bank", "direction-3", "dilation-0",
+         "dilated-too-big", "stride", "combine", "dtype"],
 )
 def test_invalid_arguments(backend, block_shape, weights_shape, options, message):
     with pytest.raises(ValueError, match=message):

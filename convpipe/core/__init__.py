@@ -31,9 +31,10 @@ def correlate_block(
     combine: Combine = "none",
     dtype: np.dtype | type = np.float32,
     *,
+    dilation: tuple[int, int] = (1, 1),
     backend: str | None = None,
 ) -> np.ndarray:
-    """Valid strided cross-correlation of one block with a bank.
+    """Valid strided, dilated cross-correlation of one block with a bank.
 
     Same parameters and result as
     :func:`~convpipe.core.reference.correlate_block_numpy`, computed by
@@ -47,14 +48,12 @@ def correlate_block(
     array([[[45., 54.],
             [81., 90.]]], dtype=float32)
     """
-    if backend is None:
-        backend = os.environ.get(BACKEND_ENV) or "compiled"
-        if backend not in BACKENDS:
-            raise ValueError(f"{BACKEND_ENV} must be one of {BACKENDS}, got {backend!r}")
-    elif backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    name = "backend" if backend else BACKEND_ENV
+    backend = backend or os.environ.get(BACKEND_ENV) or "compiled"
+    if backend not in BACKENDS:
+        raise ValueError(f"{name} must be one of {BACKENDS}, got {backend!r}")
     if backend == "numpy":
-        return correlate_block_numpy(block, weights, stride, combine, dtype)
+        return correlate_block_numpy(block, weights, stride, combine, dtype, dilation)
     from convpipe.core.compiled import correlate_block_compiled  # numba loads on first use only
 
-    return correlate_block_compiled(block, weights, stride, combine, dtype)
+    return correlate_block_compiled(block, weights, stride, combine, dtype, dilation)

@@ -6,28 +6,22 @@ bits: the reference's summation order, one rounding per operation (no
 ``fastmath``: LLVM may neither reassociate nor contract into FMAs).
 
 A bank is a list of **taps** ``(channel, row offset, column offset, weight)``
-per kernel, zero weights dropped (:func:`bank_taps`). For a bank (in the
-output dtype), a stride and a combine mode, :func:`generate_source` writes a
-module with, per output row, one loop over the output columns ``j``::
+per kernel, zero weights dropped (:func:`bank_taps`); a dilated kernel is the
+same taps at other offsets. :func:`generate_source` writes, per output row,
+one loop over the output columns ``j`` with the weights as literals::
 
     for j in range(wo):
         x_0_1_0 = DTYPE(row_0_1[j * sx + 0])               # each pixel loaded once
-        acc0 = ZERO + x_0_0_0 * W0_0 + x_0_1_0 * W0_1 ...  # weights are literals
+        acc0 = ZERO + x_0_0_0 * W0_0 + x_0_1_0 * W0_1 ...
         out_row[j] = np.sqrt(acc0 * acc0 + acc1 * acc1)    # or out0[j] = acc0; ...
 
-The bank and its magnitude take one pass; strided outputs are computed
-directly, by code that does not depend on the stride's size. LLVM vectorises
-the loop: at column stride 1 the loads are contiguous, at larger strides it
-loads whole vectors and shuffles the strided pixels out of them, provided it
-can prove that the loads' offsets do not overflow; each kernel states a bound
-on ``wo`` for that (:func:`_max_columns`). Banks with more
-non-zero weights than ``MAX_UNROLLED_TAPS`` (slow to compile unrolled) run
-through one generic kernel per pair of dtypes that takes a table of the taps.
-
-Kernels are cached in the process and on disk: a generated module is written
-under the hash of its source to :func:`cache_dir` and compiled with
-``cache=True``, so the next process (a Dask worker, the next run) loads
-machine code. The kernels release the GIL (``nogil=True``).
+The bank and its magnitude or direction take one pass; the code does not
+grow with the stride or the dilation. LLVM vectorises the loop (strided
+loads need the bound of :func:`_max_columns`). Banks with more non-zero
+weights than ``MAX_UNROLLED_TAPS`` run through one generic kernel per pair
+of dtypes that takes a table of the taps. Kernels are cached in the process
+and on disk (:func:`cache_dir`, under the hash of their source) and release
+the GIL.
 """
 
 from __future__ import annotations
@@ -46,7 +40,7 @@ from typing import NamedTuple
 import numba
 import numpy as np
 
-from convpipe.core.reference import check_block_arguments
+from convpipe.core.reference import check_block_arguments, combine_responses
 from convpipe.geometry import Combine
 
 #: Environment variable naming the directory of the on-disk kernel cache.
@@ -78,14 +72,15 @@ class Tap(NamedTuple):
     weight: float
 
 
-def bank_taps(bank: np.ndarray) -> list[list[Tap]]:
+def bank_taps(bank: np.ndarray, dilation: tuple[int, int] = (1, 1)) -> list[list[Tap]]:
     """Per kernel, its non-zero taps in summation order (channel, row, column: row-major).
 
-    The one place that maps weights to pixel offsets: a dilated kernel would
-    be the same taps at scaled offsets.
+    The one place that maps weights to pixel offsets: tap ``(u, v)`` reads
+    the pixel ``(u * dy, v * dx)`` from the window's corner.
     """
+    dy, dx = dilation
     return [
-        [Tap(int(c), int(u), int(v), float(kernel[c, u, v])) for c, u, v in zip(*np.nonzero(kernel))]
+        [Tap(int(c), int(u) * dy, int(v) * dx, float(kernel[c, u, v])) for c, u, v in zip(*np.nonzero(kernel))]
         for kernel in bank
     ]
 
@@ -96,22 +91,15 @@ def correlate_block_compiled(
     stride: tuple[int, int] = (1, 1),
     combine: Combine = "none",
     dtype: np.dtype | type = np.float32,
+    dilation: tuple[int, int] = (1, 1),
 ) -> np.ndarray:
-    """Valid strided cross-correlation of one block with a bank, compiled.
+    """Valid strided, dilated cross-correlation of one block with a bank, compiled.
 
-    Same parameters, result and bits as
-    :func:`convpipe.core.reference.correlate_block_numpy`.
-
-    Examples
-    --------
-    >>> x = np.arange(16, dtype=np.uint8).reshape(1, 4, 4)
-    >>> correlate_block_compiled(x, np.ones((1, 1, 3, 3)))
-    array([[[45., 54.],
-            [81., 90.]]], dtype=float32)
+    Same parameters, result and bits as :func:`convpipe.core.reference.correlate_block_numpy`.
     """
     dtype = np.dtype(dtype)
-    stride = (int(stride[0]), int(stride[1]))
-    ho, wo = check_block_arguments(block, weights, stride, combine, dtype)
+    stride, dilation = (int(stride[0]), int(stride[1])), (int(dilation[0]), int(dilation[1]))
+    ho, wo = check_block_arguments(block, weights, stride, combine, dtype, dilation)
     block = _native_block(block, dtype)
     bank = np.ascontiguousarray(weights, dtype=dtype)
     batch_shape = block.shape[:-3]
@@ -119,9 +107,9 @@ def correlate_block_compiled(
     kernel_axis = (bank.shape[0],) if combine == "none" else ()
     out = np.empty(x.shape[:1] + kernel_axis + (ho, wo), dtype=dtype)
     if np.count_nonzero(bank) <= MAX_UNROLLED_TAPS:
-        compiled_kernel(bank, stride, combine, x.dtype)(x, out)
+        compiled_kernel(bank, stride, combine, x.dtype, dilation)(x, out)
     else:
-        _correlate_with_tap_table(x, bank, stride, out)
+        _correlate_with_tap_table(x, bank, stride, out, combine, dilation)
     return out.reshape(batch_shape + kernel_axis + (ho, wo))
 
 
@@ -134,20 +122,20 @@ def _native_block(block: np.ndarray, dtype: np.dtype) -> np.ndarray:
 
 
 def compiled_kernel(
-    bank: np.ndarray, stride: tuple[int, int], combine: Combine, input_dtype: np.dtype
+    bank: np.ndarray, stride: tuple[int, int], combine: Combine, input_dtype: np.dtype, dilation=(1, 1)
 ) -> numba.core.dispatcher.Dispatcher:
     """The kernel ``kernel(x, out)`` for a bank (already in the output dtype), built once per process.
 
     ``x`` has shape ``(N, C, H, W)`` and ``input_dtype``; ``out`` is
-    C-contiguous, ``(N, K, Ho, Wo)``, or ``(N, Ho, Wo)`` for a magnitude.
+    C-contiguous, ``(N, K, Ho, Wo)``, or ``(N, Ho, Wo)`` for a magnitude or direction.
     """
 
     def build():
-        module = _import_generated(generate_source(bank, stride, combine, input_dtype))
+        module = _import_generated(generate_source(bank, stride, combine, input_dtype, dilation))
         signature = (_array(input_dtype, 4, readonly=True), _array(bank.dtype, 4 if combine == "none" else 3))
         return numba.njit(signature, nogil=True, cache=module.__file__ is not None)(module.correlate_bank)
 
-    key = (bank.shape, bank.tobytes(), bank.dtype.str, stride, combine, np.dtype(input_dtype).str)
+    key = (bank.shape, bank.tobytes(), bank.dtype.str, stride, combine, np.dtype(input_dtype).str, dilation)
     return _cached_kernel(key, build)
 
 
@@ -167,24 +155,28 @@ def _array(dtype: np.dtype, ndim: int, readonly: bool = False) -> numba.types.Ar
     return numba.types.Array(numba.from_dtype(np.dtype(dtype)), ndim, "C", readonly=readonly)
 
 
-def generate_source(bank: np.ndarray, stride: tuple[int, int], combine: Combine, input_dtype: np.dtype) -> str:
+def generate_source(
+    bank: np.ndarray, stride: tuple[int, int], combine: Combine, input_dtype: np.dtype, dilation=(1, 1)
+) -> str:
     """Python source of a module whose ``correlate_bank(x, out)`` applies ``bank``.
 
     ``bank`` has shape ``(K, C, kh, kw)`` and the output dtype. The source
     depends only on the arguments (its hash names the compiled kernel) and
     is plain Python: it runs, slowly, without Numba.
     """
-    taps = bank_taps(bank)
+    taps = bank_taps(bank, dilation)
     n_kernels = len(taps)
     sy, sx = stride
     convert = np.dtype(input_dtype) != bank.dtype
-    fused = combine == "magnitude"  # one store per pixel: the whole bank in one loop, however large
+    fused = combine != "none"  # one store per pixel: the whole bank in one loop, however large
     groups = [list(range(n_kernels))] if fused else _kernel_groups(taps)
     rows = sorted({(t.channel, t.row) for kernel in taps for t in kernel})
     lines = [
-        f'"""Generated by convpipe.core.compiled: bank {bank.shape}, stride {stride}, combine {combine!r},',
-        f'{np.dtype(input_dtype).name} pixels in, {bank.dtype.name} out. The file name is the hash of this source."""',
+        f'"""Generated by convpipe.core.compiled: bank {bank.shape}, stride {stride}, dilation {dilation},',
+        f"combine {combine!r}, {np.dtype(input_dtype).name} pixels in, {bank.dtype.name} out.",
+        'The file name is the hash of this source."""',
         "",
+        "import math",
         "import numpy as np",
         "",
         f"DTYPE = np.{bank.dtype.name}",
@@ -205,12 +197,12 @@ def generate_source(bank: np.ndarray, stride: tuple[int, int], combine: Combine,
     else:
         lines.append("            out_row = out[n, i]")
     for group in groups:
-        lines += _row_loop(taps, group, sx, convert, fused)
+        lines += _row_loop(taps, group, sx, convert, combine)
     return "\n".join(lines) + "\n"
 
 
-def _row_loop(taps: list[list[Tap]], group: list[int], sx: int, convert: bool, fused: bool) -> list[str]:
-    """One loop over the output columns computing the kernels of ``group`` (and their magnitude if ``fused``)."""
+def _row_loop(taps: list[list[Tap]], group: list[int], sx: int, convert: bool, combine: Combine) -> list[str]:
+    """One loop over the output columns computing the kernels of ``group``, combined as ``combine`` says."""
     pixels = sorted({(t.channel, t.row, t.column) for k in group for t in taps[k]})
     lines = ["            for j in range(wo):"]
     for c, u, v in pixels:
@@ -219,9 +211,12 @@ def _row_loop(taps: list[list[Tap]], group: list[int], sx: int, convert: bool, f
     for k in group:  # one expression per kernel: summed left to right, and quick for Numba to type
         terms = "".join(f" + x_{t.channel}_{t.row}_{t.column} * W{k}_{i}" for i, t in enumerate(taps[k]))
         lines.append(f"                acc{k} = ZERO{terms}")
-    if fused:
+    if combine == "magnitude":
         squares = " + ".join(f"acc{k} * acc{k}" for k in group)
         lines.append(f"                out_row[j] = np.sqrt({squares})")
+    elif combine == "direction":  # + ZERO: a -0 becomes +0, so both 0 give 0 (see the reference)
+        angle = "math.atan2(np.float64(acc1 + ZERO), np.float64(acc0 + ZERO))"
+        lines.append(f"                out_row[j] = DTYPE({angle})")
     else:
         lines += [f"                out{k}[j] = acc{k}" for k in group]
     return lines
@@ -230,16 +225,11 @@ def _row_loop(taps: list[list[Tap]], group: list[int], sx: int, convert: bool, f
 def _max_columns(sx: int, input_dtype: np.dtype) -> int:
     """An upper bound of the output width that holds for every valid call, written into the kernel for LLVM.
 
-    A row of ``x`` holds at least ``(wo - 1) * sx + 1`` pixels, and no NumPy
-    array holds more than ``2**63 - 1`` bytes, so ``min(wo, _max_columns(...))``
-    is ``wo``. Stated in the kernel, the bound tells LLVM that the byte
-    offsets ``(j * sx + v) * itemsize`` of the loads cannot overflow. Numba's
-    array indexing computes addresses with plain (not ``inbounds``)
-    ``getelementptr``: without the bound, LLVM's vectoriser proves nothing
-    about strided loads of 4- and 8-byte pixels (it can for 1 and 2 bytes,
-    from the range of ``wo``), needs one run-time overflow check per loaded
-    column, and beyond 16 of them (``-vectorize-scev-check-threshold``)
-    leaves the loop scalar; below that, it chose gathers over wide loads.
+    A row holds at least ``(wo - 1) * sx + 1`` pixels and no array more than
+    ``2**63 - 1`` bytes, so ``min(wo, bound)`` is ``wo``; the bound proves to
+    LLVM that the loads' byte offsets cannot overflow (Numba's addressing is
+    not ``inbounds``), without which strided loads of 4- and 8-byte pixels
+    stay scalar.
     """
     return (2**63 - 1) // (sx * np.dtype(input_dtype).itemsize) + 1
 
@@ -274,9 +264,7 @@ def _affine(name: str, scale: int, offset: int) -> str:
     return term if offset == 0 else f"{term} + {offset}"
 
 
-# --------------------------------------------------------------------------
-# Generic kernel for large banks
-# --------------------------------------------------------------------------
+# -------------------------------------------------------------------------- generic kernel for large banks
 
 _TAP_TABLE_SOURCE = '''"""Generated by convpipe.core.compiled: the tap-table kernel, {input} pixels in, {output} out."""
 
@@ -285,16 +273,14 @@ import numpy as np
 DTYPE = np.{output}
 
 
-def correlate_taps(x, channels, rows, columns, weights, starts, stride, responses, out):
-    """Kernel k sums taps starts[k]:starts[k + 1] into out[n, k, i] (or responses[k] for a magnitude)."""
+def correlate_taps(x, channels, rows, columns, weights, starts, stride, out):
+    """Kernel k sums taps starts[k]:starts[k + 1] into out[n, k, i]."""
     sy, sx = stride
-    n_kernels = starts.shape[0] - 1
-    magnitude = responses.shape[0] > 0
     ho, wo = out.shape[2], out.shape[3]
     for n in range(x.shape[0]):
         for i in range(ho):
-            for k in range(n_kernels):
-                acc = responses[k] if magnitude else out[n, k, i]
+            for k in range(starts.shape[0] - 1):
+                acc = out[n, k, i]
                 acc[:] = 0
                 t, stop = starts[k], starts[k + 1]
                 while t < stop:  # up to four taps per pass; rows sliced at the offset so j * sx is never negative
@@ -315,29 +301,24 @@ def correlate_taps(x, channels, rows, columns, weights, starts, stride, response
                         for j in range(wo):
                             acc[j] = acc[j] + DTYPE(r0[j * sx]) * w0
                         t += 1
-            if magnitude:
-                out_row = out[n, 0, i]
-                for j in range(wo):
-                    out_row[j] = responses[0, j] * responses[0, j]
-                for k in range(1, n_kernels):
-                    for j in range(wo):
-                        out_row[j] = out_row[j] + responses[k, j] * responses[k, j]
-                for j in range(wo):
-                    out_row[j] = np.sqrt(out_row[j])
 '''
 
 
-def _correlate_with_tap_table(x: np.ndarray, bank: np.ndarray, stride: tuple[int, int], out: np.ndarray) -> None:
-    """Run the generic kernel on a table of the bank's taps (kernel ``k``'s are ``starts[k]:starts[k + 1]``)."""
-    taps = bank_taps(bank)
+def _correlate_with_tap_table(x, bank, stride, out, combine: Combine, dilation: tuple[int, int]) -> None:
+    """Run the generic kernel on a table of the bank's taps (kernel ``k``'s are ``starts[k]:starts[k + 1]``).
+
+    A magnitude or direction is computed from the whole block's responses, as the reference does.
+    """
+    taps = bank_taps(bank, dilation)
+    responses = out if combine == "none" else np.empty(out.shape[:1] + (len(taps),) + out.shape[1:], out.dtype)
     table = [tap for kernel in taps for tap in kernel]
     channels, rows, columns = (np.array([tap[f] for tap in table], dtype=np.intp) for f in range(3))
     weights = np.array([tap.weight for tap in table], dtype=bank.dtype)
     starts = np.cumsum([0] + [len(kernel) for kernel in taps]).astype(np.intp)
-    magnitude = out.ndim == 3
-    responses = np.empty((len(taps) if magnitude else 0, out.shape[-1]), bank.dtype)
-    kernel = _tap_table_kernel(x.dtype, bank.dtype)
-    kernel(x, channels, rows, columns, weights, starts, stride, responses, out[:, None] if magnitude else out)
+    _tap_table_kernel(x.dtype, bank.dtype)(x, channels, rows, columns, weights, starts, stride, responses)
+    if combine != "none":
+        with np.errstate(all="ignore"):  # silent on overflow, as the generated kernels are
+            out[...] = combine_responses(responses, combine)
 
 
 def _tap_table_kernel(input_dtype: np.dtype, dtype: np.dtype) -> numba.core.dispatcher.Dispatcher:
@@ -347,20 +328,16 @@ def _tap_table_kernel(input_dtype: np.dtype, dtype: np.dtype) -> numba.core.disp
         module = _import_generated(_TAP_TABLE_SOURCE.format(input=np.dtype(input_dtype).name, output=dtype.name))
         index = _array(np.intp, 1, readonly=True)
         pair = numba.types.UniTuple(numba.types.intp, 2)
-        # x, channels, rows, columns, weights, starts, stride, responses, out (N, K or 1, Ho, Wo)
-        weights, responses, out = _array(dtype, 1, readonly=True), _array(dtype, 2), _array(dtype, 4)
-        signature = (_array(input_dtype, 4, readonly=True), index, index, index, weights, index, pair, responses, out)
+        weights, out = _array(dtype, 1, readonly=True), _array(dtype, 4)  # out (N, K, Ho, Wo)
+        signature = (_array(input_dtype, 4, readonly=True), index, index, index, weights, index, pair, out)
         return numba.njit(signature, nogil=True, cache=module.__file__ is not None)(module.correlate_taps)
 
     return _cached_kernel(("tap table", np.dtype(input_dtype).str, dtype.str), build)
 
 
 def cache_dir() -> Path:
-    """Directory of the generated kernels and their machine code.
-
-    ``$CONVPIPE_CACHE_DIR`` if set, else ``$XDG_CACHE_HOME/convpipe/numba``,
-    else ``~/.cache/convpipe/numba``.
-    """
+    """Directory of the generated kernels: ``$CONVPIPE_CACHE_DIR``,
+    else ``convpipe/numba`` in ``$XDG_CACHE_HOME`` or ``~/.cache``."""
     explicit = os.environ.get(CACHE_DIR_ENV)
     if explicit:
         return Path(explicit)
@@ -369,11 +346,8 @@ def cache_dir() -> Path:
 
 
 def _import_generated(source: str) -> types.ModuleType:
-    """Import generated source as a module, from a file in :func:`cache_dir` if it can be written.
-
-    Otherwise the module lives in memory only (``module.__file__`` is None)
-    and its kernel is compiled without disk cache.
-    """
+    """Import generated source as a module, from a file in :func:`cache_dir` if it can be written,
+    else in memory only (``module.__file__`` is None: its kernel is compiled without disk cache)."""
     name = "convpipe_kernel_" + hashlib.sha256(source.encode()).hexdigest()[:32]
     if name in sys.modules:
         return sys.modules[name]
@@ -395,9 +369,8 @@ def _import_generated(source: str) -> types.ModuleType:
 def _write_once(path: Path, source: str) -> None:
     """Write ``source`` to ``path`` atomically, unless it is already there.
 
-    The modification time is fixed: Numba invalidates its on-disk cache when
-    the source file's (mtime, size) changes, and two processes that write the
-    same module at the same time must not invalidate each other.
+    The mtime is fixed: Numba's disk cache is keyed on the source's (mtime, size),
+    and two processes writing the same module at once must not invalidate each other.
     """
     data = source.encode()
     try:

@@ -1,22 +1,25 @@
 """The block contract and its NumPy reference implementation.
 
 "Convolution" is what CNNs call convolution: valid cross-correlation with a
-stride. For a block ``x`` of shape ``(..., C, H, W)`` and a kernel bank ``w``
-of shape ``(K, C, kh, kw)``::
+stride and a dilation. For a block ``x`` of shape ``(..., C, H, W)`` and a
+kernel bank ``w`` of shape ``(K, C, kh, kw)``::
 
-    out[..., k, i, j] = sum_c sum_u sum_v x[..., c, i*sy + u, j*sx + v] * w[k, c, u, v]
-    for 0 <= i < output_length(H, kh, sy)  and  0 <= j < output_length(W, kw, sx)
+    out[..., k, i, j] = sum_c sum_u sum_v x[..., c, i*sy + u*dy, j*sx + v*dx] * w[k, c, u, v]
+    for 0 <= i < output_length(H, dy*(kh-1) + 1, sy), 0 <= j < output_length(W, dx*(kw-1) + 1, sx)
 
-``combine="magnitude"`` returns ``sqrt(sum_k out[..., k, :, :] ** 2)`` without
-the kernel axis.
-
-Every output pixel is summed in one fixed order, in the output dtype, with
-one rounding per operation::
+``combine="magnitude"`` returns ``sqrt(sum_k out[..., k, :, :] ** 2)``,
+``combine="direction"`` (two kernels) the angle ``atan2(out_1, out_0)`` in
+``(-pi, pi]``, 0 where both are 0, both without the kernel axis. Every output
+pixel is computed in one fixed order, in the output dtype, with one rounding
+per operation (the angle: the C library's ``atan2`` in float64, as Numba
+calls it; NumPy's ``arctan2`` differs in the last bit; ``+ 0`` makes a -0
++0, as IEEE ``atan2(+0, -0)`` is pi)::
 
     acc = 0
     for c, u, v (row-major), skipping zero weights:
-        acc += dtype(x[c, i*sy + u, j*sx + v]) * w[k, c, u, v]
+        acc += dtype(x[c, i*sy + u*dy, j*sx + v*dx]) * w[k, c, u, v]
     magnitude = sqrt(acc_0 * acc_0 + acc_1 * acc_1 + ...)   # left to right
+    direction = dtype(math.atan2(float64(acc_1 + 0), float64(acc_0 + 0)))
 
 so the value of a pixel does not depend on which block it was computed in
 (chunked and unchunked results are bit-identical), and every backend returns
@@ -28,6 +31,8 @@ reach the result.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from convpipe.geometry import COMBINES, Combine, output_length
@@ -37,23 +42,20 @@ OUTPUT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def check_block_arguments(
-    block: np.ndarray,
-    weights: np.ndarray,
-    stride: tuple[int, int],
-    combine: str,
-    dtype: np.dtype,
+    block: np.ndarray, weights: np.ndarray, stride: tuple[int, int], combine: str, dtype: np.dtype, dilation=(1, 1)
 ) -> tuple[int, int]:
     """Raise ``ValueError`` for arguments no backend can correlate; return the output's ``(Ho, Wo)``."""
     if dtype not in OUTPUT_DTYPES:
         raise ValueError(f"dtype must be float32 or float64, got {dtype}")
     if combine not in COMBINES:
         raise ValueError(f"combine must be one of {COMBINES}, got {combine!r}")
-    if len(stride) != 2 or min(stride) < 1:
-        raise ValueError(f"stride must be positive integers (sy, sx), got {stride}")
+    for name, pair in (("stride", stride), ("dilation", dilation)):
+        if len(pair) != 2 or min(pair) < 1:
+            raise ValueError(f"{name} must be positive integers, got {pair}")
     if weights.ndim != 4 or 0 in weights.shape[2:]:
         raise ValueError(f"weights must have shape (K, C, kh, kw) with kh, kw >= 1, got {weights.shape}")
-    if combine == "magnitude" and weights.shape[0] == 0:
-        raise ValueError("combine='magnitude' needs at least one kernel, got an empty bank")
+    if (combine == "direction" and weights.shape[0] != 2) or (combine == "magnitude" and weights.shape[0] == 0):
+        raise ValueError(f"combine={combine!r} cannot combine a bank of {weights.shape[0]} kernels")
     if block.ndim < 3:
         raise ValueError(f"block must have shape (..., C, H, W), got {block.shape}")
     if block.dtype.kind not in "biuf":
@@ -61,7 +63,8 @@ def check_block_arguments(
     n_channels, kh, kw = weights.shape[1:]
     if block.shape[-3] != n_channels:
         raise ValueError(f"block has {block.shape[-3]} channels, kernel bank has {n_channels}")
-    (h, w), (sy, sx) = block.shape[-2:], stride
+    (h, w), (sy, sx), (dy, dx) = block.shape[-2:], stride, dilation
+    kh, kw = dy * (kh - 1) + 1, dx * (kw - 1) + 1
     ho, wo = output_length(h, kh, sy), output_length(w, kw, sx)
     if ho <= 0 or wo <= 0:
         raise ValueError(f"block {block.shape[-2:]} is smaller than the kernel {(kh, kw)}")
@@ -74,8 +77,9 @@ def correlate_block_numpy(
     stride: tuple[int, int] = (1, 1),
     combine: Combine = "none",
     dtype: np.dtype | type = np.float32,
+    dilation: tuple[int, int] = (1, 1),
 ) -> np.ndarray:
-    """Valid strided cross-correlation of one block with a bank, in NumPy.
+    """Valid strided, dilated cross-correlation of one block with a bank, in NumPy.
 
     One vectorised pass per kernel tap: the reference every other backend
     must match bit for bit.
@@ -89,12 +93,15 @@ def correlate_block_numpy(
         The kernel bank, in correlation orientation.
     stride : (sy, sx)
         Step of the kernel in pixels, both >= 1.
-    combine : {"none", "magnitude"}
+    combine : {"none", "magnitude", "direction"}
         ``"none"`` keeps one output channel per kernel (shape
         ``(..., K, Ho, Wo)``); ``"magnitude"`` returns the root of the sum of
-        squares over the bank (shape ``(..., Ho, Wo)``).
+        squares over the bank, ``"direction"`` the angle of two responses
+        (shape ``(..., Ho, Wo)``).
     dtype : float32 or float64
         Accumulation and output dtype.
+    dilation : (dy, dx)
+        Spacing of the kernel's taps in pixels, both >= 1.
 
     Examples
     --------
@@ -105,9 +112,9 @@ def correlate_block_numpy(
             [81., 90.]]], dtype=float32)
     """
     dtype = np.dtype(dtype)
-    ho, wo = check_block_arguments(block, weights, stride, combine, dtype)
+    ho, wo = check_block_arguments(block, weights, stride, combine, dtype, dilation)
     n_kernels, n_channels, kh, kw = weights.shape
-    sy, sx = stride
+    (sy, sx), (dy, dx) = stride, dilation
     w = weights.astype(dtype, copy=False)
 
     responses = np.zeros(block.shape[:-3] + (n_kernels, ho, wo), dtype=dtype)
@@ -119,11 +126,26 @@ def correlate_block_numpy(
                     weight = w[k, c, u, v]
                     if weight == 0:
                         continue
-                    tap = block[..., c, u : u + (ho - 1) * sy + 1 : sy, v : v + (wo - 1) * sx + 1 : sx]
+                    tap = block[..., c, u * dy :: sy, v * dx :: sx][..., :ho, :wo]
                     acc += tap.astype(dtype, copy=False) * weight
+    return combine_responses(responses, combine)
+
+
+_ATAN2 = np.frompyfunc(math.atan2, 2, 1)
+
+
+def combine_responses(responses: np.ndarray, combine: Combine) -> np.ndarray:
+    """The output for ``combine`` from a bank's responses ``(..., K, Ho, Wo)``, as the contract says.
+
+    The direction calls ``math.atan2`` once per pixel: slow, and exact to the bit.
+    """
     if combine == "none":
         return responses
-    magnitude = responses[..., 0, :, :] * responses[..., 0, :, :]
-    for k in range(1, n_kernels):
+    first = responses[..., 0, :, :]
+    if combine == "direction":
+        angle = _ATAN2(responses[..., 1, :, :].astype(np.float64) + 0.0, first.astype(np.float64) + 0.0)
+        return angle.astype(responses.dtype)
+    magnitude = first * first
+    for k in range(1, responses.shape[-3]):
         magnitude += responses[..., k, :, :] * responses[..., k, :, :]
     return np.sqrt(magnitude, out=magnitude)
