@@ -154,6 +154,11 @@ def tree_digest(root: Path) -> str:
     return digest.hexdigest()
 
 
+def leftovers(folder: Path) -> list[str]:
+    """Staging, backup or lock files a run may have left next to its output."""
+    return sorted(p.name for p in folder.iterdir() if ".convpipe-" in p.name)
+
+
 def file_stamps(root: Path) -> dict[str, int]:
     """Modification time of every file under ``root``: unchanged stamps mean nothing was rewritten."""
     return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()}

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import zarr
 from cases import BAD_CONFIGS, Bad
-from helpers import assert_user_error, check_message, invoke, read_output, tree_digest
+from helpers import assert_user_error, check_message, invoke, leftovers, read_output, tree_digest
 from reference import LAPLACIAN, correlate_loop, magnitude
 from reference import SOBEL as SOBEL_WEIGHTS
 
@@ -41,11 +41,6 @@ combine: magnitude
 output:
   path: out.zarr
 """
-
-
-def leftovers(folder: Path) -> list[str]:
-    """Staging or backup folders a run may have left next to its output."""
-    return sorted(p.name for p in folder.iterdir() if ".convpipe-" in p.name)
 
 
 # --------------------------------------------------------------------------- bad configs, both commands

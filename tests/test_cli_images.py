@@ -56,8 +56,13 @@ def read_png(path: Path) -> np.ndarray:
     return image
 
 
-def image_config(path: Path, source: str | Path, output: Path, source_case: Source | None = None, **options) -> Path:
-    """A YAML run config at ``path``: stride (1, 2), combine none, float64, whole frames unless told otherwise."""
+def image_config(
+    path: Path, source: str | Path, output: Path, source_case: Source | None = None, **options
+) -> Path:
+    """A YAML run config at ``path``: stride (1, 2), combine none, float64, whole frames unless told so.
+
+    ``source_case`` gives the kernels and further input keys of an image source.
+    """
     options = {"stride": [1, 2], "combine": "none", "dtype": "float64", "chunks": None, **options}
     if source_case is not None:
         options["kernels"] = yaml.safe_load(source_case.kernels)
@@ -206,7 +211,8 @@ def test_ingest_console_script(tmp_path: Path) -> None:
 def sobel_output(tmp_path: Path, sample_zarr: Path) -> Path:
     """A finished combine-none Sobel run on the (4, 32, 40) sample, in blocks of about 16x16 pixels."""
     out = tmp_path / "out.zarr"
-    assert_ok(invoke("run", image_config(tmp_path / "run.yaml", sample_zarr, out, stride=1, chunks=(16, 16)), "-q"))
+    config = image_config(tmp_path / "run.yaml", sample_zarr, out, stride=1, chunks=(16, 16))
+    assert_ok(invoke("run", config, "-q"))
     return out
 
 

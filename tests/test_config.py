@@ -11,14 +11,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 from cases import BAD_CONFIGS, STRIDE_MSG, VALID, Bad, custom
 from helpers import check_message
+from hypothesis import given
+from hypothesis import strategies as st
 
-from convpipe.config import Config, load_config, parse_config
+from convpipe import BUILTIN_BANKS, Config, load_config
+from convpipe.config import parse_config
 from convpipe.errors import ConfigError
-from convpipe.kernels import BUILTIN_BANKS
 
 REPO = Path(__file__).resolve().parents[1]
 SOURCE = "bad.yaml"

@@ -17,7 +17,7 @@ from convpipe.sample import sample_stack, write_sample
 
 
 def run(tmp_path, frames=3, height=40, width=50, chunks=None, **options):
-    """``convpipe.run`` of a sobel config (:func:`helpers.run_config`) on a sample stack; whole frames by default."""
+    """``convpipe.run`` of ``helpers.run_config`` on a sample stack (sobel, whole frames by default)."""
     source = tmp_path / "in.zarr"
     if not source.exists():
         write_sample(str(source), frames, height, width)

@@ -30,6 +30,7 @@ from helpers import (
     file_stamps,
     interrupted_run,
     invoke,
+    leftovers,
     make_config,
     make_stack,
     output_record,
@@ -259,7 +260,7 @@ def test_interrupted_overwrite_keeps_the_old_output_until_the_resumed_swap(
     assert result.exit_code == 0, result.output
     assert resumed_counts(result.stderr) == (small.blocks - 3, small.blocks)
     assert not staged.exists()
-    assert sorted(p.name for p in tmp_path.iterdir() if ".convpipe-" in p.name) == []
+    assert leftovers(tmp_path) == []
     assert output_record(out)["complete"] is True
     assert_same_bytes(read_output(out), small.reference)
 
