@@ -5,6 +5,14 @@ from __future__ import annotations
 import numpy as np
 from scipy.signal import correlate
 
+SOBEL = np.array(
+    [[[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]], [[-1, -2, -1], [0, 0, 0], [1, 2, 1]]], dtype=np.float64
+)[:, None]
+"""The Sobel bank (x then y) as (K, C, kh, kw), written out here, not taken from convpipe."""
+
+LAPLACIAN = np.array([[[[0, 1, 0], [1, -4, 1], [0, 1, 0]]]], dtype=np.float64)
+"""The 4-neighbour Laplacian as (K, C, kh, kw)."""
+
 
 def correlate_loop(
     x: np.ndarray, w: np.ndarray, stride: tuple[int, int], dilation: tuple[int, int] = (1, 1)

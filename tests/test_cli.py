@@ -7,7 +7,6 @@ console script as a real subprocess.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import shutil
@@ -19,12 +18,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
-from numpy.lib.stride_tricks import sliding_window_view
-from test_config import BAD_CONFIGS, Bad, check_message
-from typer.testing import CliRunner, Result
+from cases import BAD_CONFIGS, Bad
+from helpers import assert_user_error, check_message, invoke, leftovers, read_output, tree_digest
+from reference import LAPLACIAN, correlate_loop, magnitude
+from reference import SOBEL as SOBEL_WEIGHTS
 
 import convpipe
-from convpipe.cli import app
 from convpipe.sample import write_sample
 
 REPO = Path(__file__).resolve().parents[1]
@@ -42,57 +41,6 @@ combine: magnitude
 output:
   path: out.zarr
 """
-
-
-def invoke(*args: str | Path) -> Result:
-    return CliRunner().invoke(app, [str(a) for a in args])
-
-
-def assert_user_error(result: Result, *fragments: str, exit_code: int = 2) -> str:
-    """``exit_code``, exactly one ``error:`` line on stderr, no traceback; returns the message."""
-    assert result.exit_code == exit_code, (result.exit_code, result.output, result.exception)
-    assert isinstance(result.exception, SystemExit), result.exception  # not a crash caught by the runner
-    assert "Traceback" not in result.output
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1, result.stderr
-    assert "error:" not in result.stdout
-    message = errors[0][len("error: ") :]
-    for fragment in fragments:
-        assert fragment in message, f"{fragment!r} missing from {message!r}"
-    return message
-
-
-def tree_digest(root: Path) -> str:
-    """A hash of every file name and byte under ``root`` (and of the folder layout)."""
-    digest = hashlib.sha256()
-    for path in sorted(root.rglob("*")):
-        digest.update(str(path.relative_to(root)).encode())
-        if path.is_file():
-            digest.update(b"F" + path.read_bytes())
-        else:
-            digest.update(b"D")
-    return digest.hexdigest()
-
-
-def correlate_valid(frames: np.ndarray, kernel: np.ndarray) -> np.ndarray:
-    """Direct valid cross-correlation of each frame with a 2-D kernel (the oracle)."""
-    windows = sliding_window_view(frames.astype(np.float64), kernel.shape, axis=(-2, -1))
-    return np.einsum("...ij,ij->...", windows, kernel)
-
-
-def sobel_magnitude(frames: np.ndarray) -> np.ndarray:
-    gx = correlate_valid(frames, np.array([[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]], dtype=float))
-    gy = correlate_valid(frames, np.array([[-1, -2, -1], [0, 0, 0], [1, 2, 1]], dtype=float))
-    return np.hypot(gx, gy)
-
-
-def read_output(path: Path) -> np.ndarray:
-    return zarr.open_group(str(path), mode="r")["0"][...]
-
-
-def leftovers(folder: Path) -> list[str]:
-    """Staging or backup folders a run may have left next to its output."""
-    return sorted(p.name for p in folder.iterdir() if ".convpipe-" in p.name)
 
 
 # --------------------------------------------------------------------------- bad configs, both commands
@@ -349,7 +297,8 @@ def test_run_writes_the_output_and_one_summary_line(tmp_path: Path, sample_zarr:
     result_array = read_output(tmp_path / "out.zarr")
     assert result_array.dtype == np.float32
     frames = zarr.open_group(str(sample_zarr), mode="r")["0"][...]
-    np.testing.assert_allclose(result_array, sobel_magnitude(frames), rtol=1e-6)
+    expected = magnitude(correlate_loop(frames[:, None], SOBEL_WEIGHTS, (1, 1)))
+    np.testing.assert_allclose(result_array, expected, rtol=1e-6)
 
 
 def test_run_quiet_prints_nothing(tmp_path: Path, sample_zarr: Path, write_config) -> None:
@@ -369,9 +318,7 @@ def test_overwrite_replaces_the_output(tmp_path: Path, sample_zarr: Path, write_
     assert result.exit_code == 0, result.output
     new = read_output(tmp_path / "out.zarr")
     frames = zarr.open_group(str(sample_zarr), mode="r")["0"][...]
-    expected = correlate_valid(frames, np.array([[0, 1, 0], [1, -4, 1], [0, 1, 0]], dtype=float))[
-        :, None, ::2, ::2
-    ]
+    expected = correlate_loop(frames[:, None], LAPLACIAN, (2, 2))
     assert new.shape == expected.shape == (4, 1, 15, 19)  # the old (4, 30, 38) magnitude is gone
     np.testing.assert_array_equal(new, expected.astype(np.float32))
     assert leftovers(tmp_path) == []
@@ -489,7 +436,8 @@ def test_console_script_runs_the_shipped_sobel_config(tmp_path: Path) -> None:
     match = SUMMARY.match(last)
     assert match and int(match["frames"]) == 4 and match["output"] == str(output), proc.stderr
     frames = zarr.open_group(str(project / "data" / "sample.zarr"), mode="r")["0"][...]
-    np.testing.assert_allclose(read_output(output), sobel_magnitude(frames), rtol=1e-6)
+    expected = magnitude(correlate_loop(frames[:, None], SOBEL_WEIGHTS, (1, 1)))
+    np.testing.assert_allclose(read_output(output), expected, rtol=1e-6)
     assert list(elsewhere.iterdir()) == []
 
 

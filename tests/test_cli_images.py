@@ -14,7 +14,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -23,37 +23,15 @@ import pytest
 import tifffile
 import yaml
 import zarr
-from reference import correlate_scipy
-from typer.testing import CliRunner, Result
+from helpers import assert_ok, assert_user_error, invoke, read_output, run_config, write_yaml
+from reference import SOBEL, correlate_scipy
 
-from convpipe.cli import app
 from convpipe.completion import MARKER_FOLDER
-from convpipe.kernels import BUILTIN_BANKS
 from convpipe.preview import PANEL_GAP, stretch_to_uint8
 from convpipe.sample import sample_stack
 
 FRAMES, HEIGHT, WIDTH = 3, 20, 26
 CONVPIPE = Path(sys.executable).parent / "convpipe"  # the installed console script
-
-
-def invoke(*args: str | Path) -> Result:
-    return CliRunner().invoke(app, [str(a) for a in args])
-
-
-def assert_ok(result: Result) -> Result:
-    assert result.exit_code == 0, (result.exit_code, result.output, result.exception)
-    return result
-
-
-def assert_user_error(result: Result, *fragments: str) -> str:
-    """Exit code 2, exactly one ``error:`` line on stderr, no traceback; returns the message."""
-    assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
-    assert "Traceback" not in result.output
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1, result.stderr
-    for fragment in fragments:
-        assert fragment in errors[0], (fragment, errors[0])
-    return errors[0]
 
 
 def grey_frames() -> np.ndarray:
@@ -71,10 +49,6 @@ def write_pngs(folder: Path, frames: np.ndarray) -> Path:
     return folder
 
 
-def read_output(path: Path) -> np.ndarray:
-    return zarr.open_group(str(path), mode="r")["0"][...]
-
-
 def read_png(path: Path) -> np.ndarray:
     image = iio.imread(path)
     assert image.dtype == np.uint8 and image.ndim == 2
@@ -82,17 +56,20 @@ def read_png(path: Path) -> np.ndarray:
     return image
 
 
-def config_text(
-    source: str | Path, output: Path, kernels: str = "sobel", extra_input: str = "", **options
-) -> str:
-    return (
-        f"input: {{path: '{source}'{extra_input}}}\n"
-        f"kernels: {kernels}\n"
-        f"stride: {options.pop('stride', '[1, 2]')}\n"
-        f"combine: {options.pop('combine', 'none')}\n"
-        f"output: {{path: '{output}', dtype: float64}}\n"
-        f"compute: {{chunks: {options.pop('chunks', 'null')}}}\n"
-    )
+def image_config(
+    path: Path, source: str | Path, output: Path, source_case: Source | None = None, **options
+) -> Path:
+    """A YAML run config at ``path``: stride (1, 2), combine none, float64, whole frames unless told so.
+
+    ``source_case`` gives the kernels and further input keys of an image source.
+    """
+    options = {"stride": [1, 2], "combine": "none", "dtype": "float64", "chunks": None, **options}
+    if source_case is not None:
+        options["kernels"] = yaml.safe_load(source_case.kernels)
+    config = run_config(source, output, **options)
+    if source_case is not None:
+        config["input"].update(source_case.input_options)
+    return write_yaml(path, config)
 
 
 # --------------------------------------------------------------------------- image sources, end to end
@@ -114,8 +91,8 @@ RGB_KERNEL = """
 class Source:
     make: Callable[[Path], str]  # writes the files under a folder, returns input.path
     frames: Callable[[], np.ndarray]  # (N, H, W) or (N, H, W, 3)
-    kernels: str = "sobel"
-    extra_input: str = ""
+    kernels: str = "sobel"  # YAML
+    input_options: dict = field(default_factory=dict)  # further input keys
 
 
 def _multipage_tiff(folder: Path) -> str:
@@ -131,10 +108,10 @@ SOURCES = {
     "png-glob": Source(lambda d: str(write_pngs(d / "frames", grey_frames()) / "frame*.png"), grey_frames),
     "multipage-tiff": Source(_multipage_tiff, grey_frames),
     "rgb-pngs-2d-kernel-summed-over-channels": Source(
-        lambda d: str(write_pngs(d / "frames", rgb_frames())), rgb_frames, extra_input=", channel_axis: 3"
+        lambda d: str(write_pngs(d / "frames", rgb_frames())), rgb_frames, input_options={"channel_axis": 3}
     ),
     "rgb-pngs-3d-kernel": Source(
-        lambda d: str(write_pngs(d / "frames", rgb_frames())), rgb_frames, RGB_KERNEL, ", channel_axis: 3"
+        lambda d: str(write_pngs(d / "frames", rgb_frames())), rgb_frames, RGB_KERNEL, {"channel_axis": 3}
     ),
 }
 
@@ -145,27 +122,21 @@ def test_image_source_run_equals_ingested_run_and_scipy(tmp_path: Path, source: 
     frames = source.frames()
 
     direct = tmp_path / "direct.zarr"
-    (tmp_path / "images.yaml").write_text(
-        config_text(input_path, direct, source.kernels, source.extra_input), encoding="utf-8"
-    )
-    assert_ok(invoke("run", tmp_path / "images.yaml", "-q"))
+    assert_ok(invoke("run", image_config(tmp_path / "images.yaml", input_path, direct, source), "-q"))
 
     # The same run on the ingested stack, stored in tiles unlike the one-frame image chunks.
     ingested = tmp_path / "ingested.zarr"
     assert_ok(invoke("ingest", input_path, ingested, "--chunks", "2,8,8", "-q"))
     np.testing.assert_array_equal(read_output(ingested), frames)
     via_zarr = tmp_path / "via-zarr.zarr"
-    (tmp_path / "zarr.yaml").write_text(
-        config_text(ingested, via_zarr, source.kernels, source.extra_input), encoding="utf-8"
-    )
-    assert_ok(invoke("run", tmp_path / "zarr.yaml", "-q"))
+    assert_ok(invoke("run", image_config(tmp_path / "zarr.yaml", ingested, via_zarr, source), "-q"))
 
     result = read_output(direct)
     assert result.tobytes() == read_output(via_zarr).tobytes()
 
     channels_first = frames[:, None] if frames.ndim == 3 else np.moveaxis(frames, -1, 1)
     if source.kernels == "sobel":
-        weights = np.repeat(BUILTIN_BANKS["sobel"].weights, channels_first.shape[1], axis=1)
+        weights = np.repeat(SOBEL, channels_first.shape[1], axis=1)
     else:
         weights = np.array([kernel["weights"] for kernel in yaml.safe_load(source.kernels)], dtype=float)
     expected = correlate_scipy(channels_first, weights, (1, 2))
@@ -240,10 +211,8 @@ def test_ingest_console_script(tmp_path: Path) -> None:
 def sobel_output(tmp_path: Path, sample_zarr: Path) -> Path:
     """A finished combine-none Sobel run on the (4, 32, 40) sample, in blocks of about 16x16 pixels."""
     out = tmp_path / "out.zarr"
-    (tmp_path / "run.yaml").write_text(
-        config_text(sample_zarr, out, stride=1, chunks="[16, 16]"), encoding="utf-8"
-    )
-    assert_ok(invoke("run", tmp_path / "run.yaml", "-q"))
+    config = image_config(tmp_path / "run.yaml", sample_zarr, out, stride=1, chunks=(16, 16))
+    assert_ok(invoke("run", config, "-q"))
     return out
 
 

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 import tifffile
-from test_resume import (
+from helpers import (
     SMALL_SHAPE,
     Stack,
     assert_same_bytes,
@@ -38,6 +38,7 @@ from test_resume import (
     output_record,
     read_output,
     resumed_counts,
+    run_config,
     run_in_process,
     running,
     shared_stack,
@@ -47,10 +48,8 @@ from test_resume import (
     wait_until_settled,
 )
 
+import convpipe
 from convpipe.completion import BlockRecorder
-from convpipe.config import parse_config
-from convpipe.planner import make_plan
-from convpipe.runner import execute
 from convpipe.sample import sample_stack, write_sample
 
 DASK = str(Path(sys.executable).parent / "dask")
@@ -295,7 +294,7 @@ def test_ctrl_c_on_the_cluster_exits_130_and_resumes_anywhere(
     assert 0 < len(recorded) < big.blocks
 
     # The fingerprint ignores where blocks were computed: finish on the local threads.
-    summary = execute(make_plan(parse_config(config.read_text())), resume=True, progress=False)
+    summary = convpipe.run(config, resume=True, progress=False)
     assert (summary.blocks_computed, summary.blocks_total) == (big.blocks - len(recorded), big.blocks)
     assert_same_bytes(read_output(out), big.reference)
 
@@ -337,10 +336,10 @@ def test_a_scheduler_that_never_answers_is_refused_before_anything_is_written(tm
     with silent_port() as port:
         address = f"tcp://127.0.0.1:{port}"
         if how == "--scheduler":
-            config = make_config(tmp_path / "run.yaml", source, out, compute=", connect_timeout: 1")
+            config = make_config(tmp_path / "run.yaml", source, out, connect_timeout=1)
             code, stderr = run_cli("run", config, "--scheduler", address)
         else:
-            config = make_config(tmp_path / "run.yaml", source, out, scheduler=address, compute=", connect_timeout: 1")
+            config = make_config(tmp_path / "run.yaml", source, out, scheduler=address, connect_timeout=1)
             code, stderr = run_cli("run", config)
     assert code == 2, stderr
     assert stderr.strip().splitlines() == [
@@ -392,10 +391,10 @@ def test_local_scheduler_starts_a_local_cluster_of_the_configured_size(
     write_sample(str(source), *ONE_FRAME)
     run_in_process(source, tmp_path / "threaded.zarr")
     config = make_config(
-        tmp_path / "run.yaml", source, out, scheduler="local", compute=", workers: 1, threads_per_worker: 2"
+        tmp_path / "run.yaml", source, out, scheduler="local", workers=1, threads_per_worker=2
     )
     with occupied_port(8787):  # as when another Dask cluster runs: no "Port 8787 is already in use" warning
-        execute(make_plan(parse_config(config.read_text())), progress=True)
+        convpipe.run(config, progress=True)
     assert sizes == [{0: 2}]  # not the default for this machine (2 workers x 1 thread)
     assert progress_reached(capsys.readouterr().err.replace("\r", "\n"), 12)
     assert_same_bytes(read_output(out), read_output(tmp_path / "threaded.zarr"))
@@ -439,19 +438,17 @@ def test_retries(
     monkeypatch.setattr(BlockRecorder, "__call__", fail_twice)
     source, out = tmp_path / "in.zarr", tmp_path / "out.zarr"
     write_sample(str(source), *ONE_FRAME)
-    compute = "" if retries is None else f", retries: {retries}"
-    plan = make_plan(
-        parse_config(make_config(tmp_path / "run.yaml", source, out, compute=compute).read_text())
-    )
+    compute = {} if retries is None else {"retries": retries}
+    plan = convpipe.plan(run_config(source, out, **compute))
     assert plan.config.compute.retries == (2 if retries is None else retries)
     if succeeds:
-        execute(plan, scheduler=in_process_cluster, progress=False)
+        convpipe.run(plan, scheduler=in_process_cluster, progress=False)
         assert len(failures) == 2
         monkeypatch.undo()
         run_in_process(source, tmp_path / "threaded.zarr")
         assert_same_bytes(read_output(out), read_output(tmp_path / "threaded.zarr"))
     else:
         with pytest.raises(OSError, match="injected failure 2"):
-            execute(plan, scheduler=in_process_cluster, progress=False)
+            convpipe.run(plan, scheduler=in_process_cluster, progress=False)
         assert output_record(out)["complete"] is False
         assert (0, 1, 1) not in BlockRecorder(str(out)).done()

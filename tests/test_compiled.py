@@ -22,21 +22,24 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from reference import correlate_loop, magnitude
+from reference import SOBEL, correlate_loop, magnitude
 
 from convpipe.core import compiled, correlate_block_numpy
 from convpipe.core.compiled import correlate_block_compiled
 from convpipe.geometry import output_length
 
 INPUT_DTYPES = ["uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "int64", "float16", "float32", "float64"]
-SOBEL_X = np.array([[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]], dtype=np.float64)
-SOBEL = np.stack([SOBEL_X, SOBEL_X.T])[:, None]
+SOBEL_X = SOBEL[0, 0]
 SLOW = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+
+# Where kernels of fixed banks go: compiled on the first run of the suite, loaded from disk on the next.
+KERNEL_CACHE = compiled.cache_dir()
 
 
 @pytest.fixture(autouse=True, scope="module")
 def kernel_cache_dir(tmp_path_factory):
-    """Write generated kernels to a temporary directory, not the user's cache."""
+    """Write generated kernels to a temporary directory: random banks would fill the user's cache."""
     with pytest.MonkeyPatch.context() as patch:
         directory = tmp_path_factory.mktemp("kernels")
         patch.setenv(compiled.CACHE_DIR_ENV, str(directory))
@@ -117,12 +120,14 @@ def test_tap_table_kernel_gives_the_same_bits(call, data):
     """With the unroll limit at zero every bank runs through the generic kernel (one compilation per dtype pair)."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(compiled, "MAX_UNROLLED_TAPS", 0)
+        patch.setenv(compiled.CACHE_DIR_ENV, str(KERNEL_CACHE))  # one kernel per dtype pair, whatever the bank
         check_blocks(data, *call)
 
 
 @pytest.mark.parametrize("input_dtype", INPUT_DTYPES)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
-def test_every_input_dtype(input_dtype, dtype):
+def test_every_input_dtype(input_dtype, dtype, monkeypatch):
+    monkeypatch.setenv(compiled.CACHE_DIR_ENV, str(KERNEL_CACHE))  # always the same 44 kernels
     rng = np.random.default_rng(3)
     weights = random_bank(rng, (2, 2, 2, 3), integer=False)  # small: 44 compilations
     block = random_block(rng, (2, 2, 17, 21), input_dtype)

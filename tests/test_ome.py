@@ -22,9 +22,7 @@ from ome_zarr.format import FormatV04, FormatV05
 from ome_zarr.io import parse_url
 from ome_zarr.reader import Multiscales, Reader
 
-from convpipe.config import load_config
-from convpipe.planner import make_plan
-from convpipe.runner import execute
+import convpipe
 from convpipe.sample import sample_stack
 
 FRAMES, HEIGHT, WIDTH = 3, 20, 26
@@ -45,18 +43,15 @@ def run(tmp_path: Path, layout: str = "tyx", axes: str | None = None, **options:
     """Run a Sobel config on a fresh stack; returns the output group's path."""
     source = write_stack(tmp_path / "in.zarr", layout)
     out = tmp_path / "out.zarr"
-    axes_text = f", axes: {axes}" if axes else ""
-    text = (
-        f"input: {{path: {source}{axes_text}}}\n"
-        "kernels: sobel\n"
-        f"stride: {options.pop('stride', 1)}\n"
-        f"combine: {options.pop('combine', 'magnitude')}\n"
-        f"output: {{path: {out}, format: {options.pop('format', 'zarr3')}}}\n"
-    )
+    config = {
+        "input": {"path": str(source), **({"axes": axes} if axes else {})},
+        "kernels": "sobel",
+        "stride": options.pop("stride", 1),
+        "combine": options.pop("combine", "magnitude"),
+        "output": {"path": str(out), "format": options.pop("format", "zarr3")},
+    }
     assert not options, options
-    config = tmp_path / "config.yaml"
-    config.write_text(text, encoding="utf-8")
-    execute(make_plan(load_config(config)), progress=False)
+    convpipe.run(config, progress=False)
     return out
 
 
@@ -81,7 +76,7 @@ class Case:
     layout: str  # input stack
     axes: str | None  # input.axes
     combine: str
-    stride: str
+    stride: int | list[int]
     names: tuple[str, ...]  # expected OME axes / output dims
     types: tuple[str, ...]
     scale: tuple[float, ...]
@@ -89,25 +84,25 @@ class Case:
 
 CASES = {
     "default-t-magnitude-stride2": Case(
-        "tyx", None, "magnitude", "2", ("t", "y", "x"), ("time", "space", "space"), (1, 2, 2)
+        "tyx", None, "magnitude", 2, ("t", "y", "x"), ("time", "space", "space"), (1, 2, 2)
     ),
     "tyx-none-stride-2x3": Case(
         "tyx",
         "tyx",
         "none",
-        "[2, 3]",
+        [2, 3],
         ("t", "c", "y", "x"),
         ("time", "channel", "space", "space"),
         (1, 1, 2, 3),
     ),
     "zyx-magnitude-stride2": Case(
-        "tyx", "zyx", "magnitude", "2", ("z", "y", "x"), ("space", "space", "space"), (1, 2, 2)
+        "tyx", "zyx", "magnitude", 2, ("z", "y", "x"), ("space", "space", "space"), (1, 2, 2)
     ),
     "tcyx-none": Case(
-        "tcyx", "tcyx", "none", "1", ("t", "c", "y", "x"), ("time", "channel", "space", "space"), (1, 1, 1, 1)
+        "tcyx", "tcyx", "none", 1, ("t", "c", "y", "x"), ("time", "channel", "space", "space"), (1, 1, 1, 1)
     ),
     "tcyx-magnitude-stride2": Case(
-        "tcyx", "tcyx", "magnitude", "2", ("t", "y", "x"), ("time", "space", "space"), (1, 2, 2)
+        "tcyx", "tcyx", "magnitude", 2, ("t", "y", "x"), ("time", "space", "space"), (1, 2, 2)
     ),
 }
 
@@ -183,7 +178,7 @@ def test_z_stack_with_kernel_channels_has_ome_metadata(tmp_path: Path) -> None:
 @pytest.mark.parametrize("combine", ["none", "magnitude"])
 @pytest.mark.parametrize("output_format", ["zarr3", "zarr2"])
 def test_xarray_opens_named_dims_without_warnings(tmp_path: Path, output_format: str, combine: str) -> None:
-    out = run(tmp_path, combine=combine, stride="2", format=output_format)
+    out = run(tmp_path, combine=combine, stride=2, format=output_format)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         dataset = xr.open_zarr(out, consolidated=False)

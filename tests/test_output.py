@@ -9,44 +9,29 @@ import numpy as np
 import pytest
 import xarray as xr
 import zarr
-from reference import correlate_loop, magnitude
+from helpers import run_config
+from reference import SOBEL, correlate_loop, magnitude
 
-from convpipe.config import parse_config
-from convpipe.kernels import BUILTIN_BANKS
-from convpipe.planner import make_plan
-from convpipe.runner import execute
+import convpipe
 from convpipe.sample import sample_stack, write_sample
 
 
-def config_text(input_path, output_path, **extra):
-    lines = [
-        f"input: {{path: {input_path}}}",
-        f"kernels: {extra.pop('kernels', 'sobel')}",
-        f"stride: {extra.pop('stride', 1)}",
-        f"combine: {extra.pop('combine', 'magnitude')}",
-        f"output: {{path: {output_path}, dtype: {extra.pop('dtype', 'float32')}, format: {extra.pop('format', 'zarr3')}}}",
-        f"compute: {{chunks: {extra.pop('chunks', 'null')}, scheduler: {extra.pop('scheduler', 'threads')}}}",
-    ]
-    assert not extra
-    return "\n".join(lines) + "\n"
-
-
-def run(tmp_path, frames=3, height=40, width=50, **options):
+def run(tmp_path, frames=3, height=40, width=50, chunks=None, **options):
+    """``convpipe.run`` of ``helpers.run_config`` on a sample stack (sobel, whole frames by default)."""
     source = tmp_path / "in.zarr"
     if not source.exists():
         write_sample(str(source), frames, height, width)
     out = tmp_path / "out.zarr"
-    config = parse_config(config_text(source, out, **options), source="test.yaml")
-    execute(make_plan(config), progress=False)
+    convpipe.run(run_config(source, out, chunks=chunks, **options), progress=False)
     return out, sample_stack(frames, height, width)
 
 
 def sobel_reference(x, stride=(1, 1)):
-    return correlate_loop(x[:, None], BUILTIN_BANKS["sobel"].weights, stride)
+    return correlate_loop(x[:, None], SOBEL, stride)
 
 
 def test_magnitude_output_reads_back_with_zarr_dask_and_xarray(tmp_path):
-    out, x = run(tmp_path, chunks="[16, 16]")
+    out, x = run(tmp_path, chunks=(16, 16))
     expected = magnitude(sobel_reference(x)).astype(np.float32)
 
     array = zarr.open_group(out, mode="r")["0"]
@@ -65,20 +50,20 @@ def test_magnitude_output_reads_back_with_zarr_dask_and_xarray(tmp_path):
 
 
 def test_combine_none_has_a_kernel_axis_and_is_exact(tmp_path):
-    out, x = run(tmp_path, combine="none", stride=2, chunks="[10, 12]")
+    out, x = run(tmp_path, combine="none", stride=2, chunks=(10, 12))
     array = zarr.open_group(out, mode="r")["0"]
     assert array.metadata.dimension_names == ("t", "c", "y", "x")
     np.testing.assert_array_equal(array[:], sobel_reference(x, (2, 2)).astype(np.float32))
 
 
 def test_zarr_chunks_match_the_dask_blocks(tmp_path):
-    out, _ = run(tmp_path, combine="none", stride=2, chunks="[10, 12]")
+    out, _ = run(tmp_path, combine="none", stride=2, chunks=(10, 12))
     array = zarr.open_group(out, mode="r")["0"]
     assert array.chunks == (1, 2, 5, 6)  # one frame per chunk, as the input stores it
 
 
 def test_provenance_attributes(tmp_path):
-    out, _ = run(tmp_path, stride="[1, 2]")
+    out, _ = run(tmp_path, stride=(1, 2))
     record = zarr.open_group(out, mode="r")["0"].attrs["convpipe"]
     assert record["complete"] is True
     assert record["stride"] == [1, 2]
@@ -92,7 +77,7 @@ def test_provenance_attributes(tmp_path):
 
 
 def test_ome_metadata_scale_reflects_the_stride(tmp_path):
-    out, _ = run(tmp_path, combine="none", stride="[2, 3]")
+    out, _ = run(tmp_path, combine="none", stride=(2, 3))
     ome = zarr.open_group(out, mode="r").attrs["ome"]
     assert ome["version"] == "0.5"
     multiscale = ome["multiscales"][0]
@@ -112,8 +97,8 @@ def test_float64_output(tmp_path):
 
 @pytest.mark.parametrize("scheduler", ["synchronous", "processes"])
 def test_other_local_schedulers_give_the_same_bits(tmp_path, scheduler):
-    out, _ = run(tmp_path / "a", chunks="[16, 16]", scheduler=scheduler)
-    reference, _ = run(tmp_path / "b", chunks="[16, 16]")
+    out, _ = run(tmp_path / "a", chunks=(16, 16), scheduler=scheduler)
+    reference, _ = run(tmp_path / "b", chunks=(16, 16))
     a = zarr.open_group(out, mode="r")["0"][:]
     b = zarr.open_group(reference, mode="r")["0"][:]
     assert a.tobytes() == b.tobytes()
@@ -137,7 +122,7 @@ def test_threads_scheduler_uses_every_thread_even_for_a_single_slab(tmp_path, mo
 
     monkeypatch.setattr(convpipe.pipeline, "correlate_block", recording_core)
     monkeypatch.setattr("convpipe.execution.local_threads", lambda: 2)
-    out, x = run(tmp_path, frames=frames, height=64, width=64, chunks="[16, 16]")
+    out, x = run(tmp_path, frames=frames, height=64, width=64, chunks=(16, 16))
     assert len(threads) == 2
     expected = magnitude(sobel_reference(x)).astype(np.float32)
     np.testing.assert_allclose(zarr.open_group(out, mode="r")["0"][:], expected, rtol=1e-6)

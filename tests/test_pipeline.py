@@ -9,7 +9,7 @@ import pytest
 import zarr
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from reference import correlate_loop, magnitude
+from reference import SOBEL, correlate_loop, magnitude
 
 from convpipe.core import correlate_block
 from convpipe.geometry import plan_geometry
@@ -17,7 +17,7 @@ from convpipe.pipeline import result_array, write_tasks
 
 # A few fixed banks keep the number of compiled kernels (and the test time) bounded.
 BANKS = {
-    "sobel": np.array([[[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]], [[-1, -2, -1], [0, 0, 0], [1, 2, 1]]], float)[:, None],
+    "sobel": SOBEL,
     "even-2x4": np.array([[[1, -2, 0, 3], [0, 1, 1, -1]]], float)[:, None],
     "row-1x3": np.array([[[1, 2, 1]], [[-1, 0, 1]]], float)[:, None],
     "col-5x1": np.array([[[1], [0], [-2], [0], [1]]], float)[:, None],
@@ -50,6 +50,11 @@ def pipeline_cases(draw):
 
 
 def run_in_memory(x, weights, stride, combine, channel_axis, stored, chunks, out_dtype="float64"):
+    """The pipeline on its own, with work tiles of ``chunks`` pixels (halos across tile edges).
+
+    ``convpipe.correlate`` (tested in ``test_arrays.py``) tiles by the input's
+    chunks and takes whole small frames; these tests choose the tiles.
+    """
     kh, kw = weights.shape[-2:]
     geometry = plan_geometry(
         x.shape, stored, x.dtype.itemsize, np.dtype(out_dtype).itemsize, channel_axis, (kh, kw),

@@ -7,113 +7,58 @@ run on the synchronous scheduler (a crash after exactly N recorded blocks).
 Every resumed output is compared byte for byte with an uninterrupted
 threaded run of the same config.
 
-The helpers at the top are shared with ``test_cluster.py``.
+The shared helpers (runs, crashes, subprocesses) are in ``helpers.py``.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import itertools
-import os
 import re
 import shlex
 import signal
-import subprocess
-import sys
-import threading
-import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 import zarr
-from typer.testing import CliRunner, Result
+from helpers import (
+    SMALL_SHAPE,
+    Stack,
+    assert_same_bytes,
+    file_stamps,
+    interrupted_run,
+    invoke,
+    leftovers,
+    make_config,
+    make_stack,
+    output_record,
+    read_output,
+    resumed_counts,
+    run_config,
+    run_in_process,
+    running,
+    shared_stack,
+    start_convpipe,
+    stderr_of,
+    tree_digest,
+    wait_for_markers,
+)
 
-from convpipe.cli import app
+import convpipe
 from convpipe.completion import BlockRecorder
-from convpipe.config import load_config, parse_config
-from convpipe.planner import make_plan
-from convpipe.runner import execute
-from convpipe.sample import write_sample
 from convpipe.outputs import staging_path
+from convpipe.sample import write_sample
 
-CONVPIPE = str(Path(sys.executable).parent / "convpipe")
-SPATIAL_CHUNKS = (32, 32)
-SMALL_SHAPE = (2, 96, 128)  # 2 frames (slabs) x 12 blocks of 32 x 32
 # One frame is one slab (one job on the threads scheduler) of 576 blocks: a run long enough
 # (a few seconds with the start-up) to be interrupted in the middle of its only slab.
 BIG_SHAPE = (1, 768, 768)
-SUMMARY_RESUMED = re.compile(r"resumed: (\d+) of (\d+) blocks computed")
-
-
-# --------------------------------------------------------------------------- shared helpers
-
-
-def config_yaml(
-    input_path: str | Path,
-    output_path: str | Path,
-    *,
-    kernels: str = "sobel",
-    stride: int = 1,
-    combine: str = "magnitude",
-    dtype: str = "float32",
-    scheduler: str = "threads",
-    compute: str = "",
-) -> str:
-    """A run config: sobel magnitude in (32, 32) tiles unless told otherwise."""
-    cy, cx = SPATIAL_CHUNKS
-    return (
-        f"input: {{path: '{input_path}'}}\n"
-        f"kernels: {kernels}\n"
-        f"stride: {stride}\n"
-        f"combine: {combine}\n"
-        f"output: {{path: '{output_path}', dtype: {dtype}}}\n"
-        f"compute: {{chunks: [{cy}, {cx}], scheduler: '{scheduler}'{compute}}}\n"
-    )
-
-
-def make_config(path: Path, input_path: str | Path, output_path: str | Path, **options) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(config_yaml(input_path, output_path, **options), encoding="utf-8")
-    return path
-
-
-def run_in_process(input_path, output_path, **options) -> None:
-    """Run a config through the Python API (threads unless told otherwise), no progress bar."""
-    execute(make_plan(parse_config(config_yaml(input_path, output_path, **options))), progress=False)
-
-
-def read_output(path: str | Path) -> np.ndarray:
-    return zarr.open_group(str(path), mode="r")["0"][...]
-
-
-def output_record(path: str | Path) -> dict:
-    return dict(zarr.open_group(str(path), mode="r")["0"].attrs["convpipe"])
-
-
-def assert_same_bytes(actual: np.ndarray, expected: np.ndarray) -> None:
-    assert actual.dtype == expected.dtype and actual.shape == expected.shape
-    assert actual.tobytes() == expected.tobytes()
-
-
-def invoke(*args: str | Path) -> Result:
-    return CliRunner().invoke(app, [str(a) for a in args])
-
-
-def resumed_counts(text: str) -> tuple[int, int]:
-    """``(computed, total)`` from the summary line of a resumed run."""
-    match = SUMMARY_RESUMED.search(text)
-    assert match, f"no 'resumed: N of M blocks computed' in {text!r}"
-    return int(match[1]), int(match[2])
 
 
 def block_regions(config_path: Path) -> dict[tuple[int, ...], tuple[slice, ...]]:
     """Output region of every block (task) of a config, by block index."""
-    chunks = make_plan(load_config(config_path)).geometry.output_chunks
+    chunks = convpipe.plan(config_path).geometry.output_chunks
     offsets = [np.concatenate([[0], np.cumsum(sizes)]) for sizes in chunks]
     return {
         index: tuple(slice(int(o[i]), int(o[i + 1])) for o, i in zip(offsets, index))
@@ -127,121 +72,6 @@ def zarr_chunk_regions(array: zarr.Array) -> Iterator[tuple[slice, ...]]:
         yield tuple(slice(s, min(s + c, n)) for s, c, n in zip(corner, array.chunks, array.shape))
 
 
-def file_stamps(root: Path) -> dict[str, int]:
-    """Modification time of every file under ``root``: unchanged stamps mean nothing was rewritten."""
-    return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()}
-
-
-def tree_digest(root: Path) -> str:
-    digest = hashlib.sha256()
-    for path in sorted(root.rglob("*")):
-        digest.update(str(path.relative_to(root)).encode())
-        digest.update(b"F" + path.read_bytes() if path.is_file() else b"D")
-    return digest.hexdigest()
-
-
-@dataclass(frozen=True)
-class Stack:
-    """A generated input and the threaded result of :func:`config_yaml` on it."""
-
-    input: Path
-    reference: np.ndarray
-    blocks: int
-
-
-def shared_stack(tmp_path_factory: pytest.TempPathFactory, shape: tuple[int, int, int]) -> Stack:
-    """Input + threaded reference, built once per test session (shared by the test modules)."""
-    folder = tmp_path_factory.getbasetemp() / "shared-stacks" / "x".join(map(str, shape))
-    source, reference = folder / "in.zarr", folder / "reference.zarr"
-    if not (folder / "ready").exists():
-        folder.mkdir(parents=True, exist_ok=True)
-        write_sample(str(source), *shape)
-        run_in_process(source, reference)
-        (folder / "ready").touch()
-    return Stack(source, read_output(reference), output_record(reference)["blocks"])
-
-
-def start_convpipe(args: list[str | Path], logs: Path) -> subprocess.Popen:
-    """Start the installed ``convpipe`` console script; stdout/stderr go to files in ``logs``."""
-    logs.mkdir(parents=True, exist_ok=True)
-    with open(logs / "stdout", "wb") as out, open(logs / "stderr", "wb") as err:
-        return subprocess.Popen([CONVPIPE, *map(str, args)], stdout=out, stderr=err, cwd=logs)
-
-
-def stderr_of(logs: Path) -> str:
-    return (logs / "stderr").read_text(encoding="utf-8", errors="replace").replace("\r", "\n")
-
-
-@contextlib.contextmanager
-def running(proc: subprocess.Popen) -> Iterator[subprocess.Popen]:
-    """Make sure a subprocess never outlives the test."""
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=30)
-
-
-def wait_for_markers(output: str | Path, at_least: int, proc: subprocess.Popen, timeout: float = 60) -> int:
-    """Poll the completion markers of a running ``proc`` until ``at_least`` blocks are recorded."""
-    recorder = BlockRecorder(str(output))
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if os.path.exists(recorder.folder) and len(recorder.done()) >= at_least:
-            return len(recorder.done())
-        if proc.poll() is not None:
-            raise AssertionError(f"the run exited ({proc.returncode}) before {at_least} blocks were recorded")
-        time.sleep(0.02)
-    raise AssertionError(f"fewer than {at_least} blocks recorded after {timeout} s")
-
-
-def wait_until_settled(output: str | Path, quiet_for: float = 1.0, timeout: float = 20) -> set:
-    """The recorded blocks once no new marker has appeared for ``quiet_for`` seconds."""
-    recorder = BlockRecorder(str(output))
-    done, last_change = recorder.done(), time.monotonic()
-    deadline = time.monotonic() + timeout
-    while time.monotonic() - last_change < quiet_for:
-        assert time.monotonic() < deadline, "markers are still appearing"
-        time.sleep(0.1)
-        now = recorder.done()
-        if now != done:
-            done, last_change = now, time.monotonic()
-    return done
-
-
-class InjectedCrash(Exception):
-    """Raised by the patched recorder: the run dies before recording a block."""
-
-
-@contextlib.contextmanager
-def crash_after(recorded: int) -> Iterator[None]:
-    """Let ``recorded`` blocks be recorded, then crash every write task (after its block is stored)."""
-    original = BlockRecorder.__call__
-    calls = itertools.count()
-    lock = threading.Lock()
-
-    def record_or_crash(self, index):
-        with lock:
-            n = next(calls)
-        if n >= recorded:
-            raise InjectedCrash(f"injected crash before recording block {index}")
-        return original(self, index)
-
-    BlockRecorder.__call__ = record_or_crash
-    try:
-        yield
-    finally:
-        BlockRecorder.__call__ = original
-
-
-def interrupted_run(input_path, output_path, recorded: int, overwrite: bool = False, **options) -> None:
-    """An in-process run on the synchronous scheduler that crashes after ``recorded`` blocks."""
-    plan = make_plan(parse_config(config_yaml(input_path, output_path, scheduler="synchronous", **options)))
-    with crash_after(recorded), pytest.raises(InjectedCrash):
-        execute(plan, overwrite=overwrite, progress=False)
-
-
 @pytest.fixture(scope="module")
 def big(tmp_path_factory: pytest.TempPathFactory) -> Stack:
     return shared_stack(tmp_path_factory, BIG_SHAPE)
@@ -249,10 +79,7 @@ def big(tmp_path_factory: pytest.TempPathFactory) -> Stack:
 
 @pytest.fixture
 def small(tmp_path: Path) -> Stack:
-    source, reference = tmp_path / "in.zarr", tmp_path / "reference.zarr"
-    write_sample(str(source), *SMALL_SHAPE)
-    run_in_process(source, reference)
-    return Stack(source, read_output(reference), output_record(reference)["blocks"])
+    return make_stack(tmp_path, SMALL_SHAPE)
 
 
 # --------------------------------------------------------------------------- real interruptions
@@ -433,7 +260,7 @@ def test_interrupted_overwrite_keeps_the_old_output_until_the_resumed_swap(
     assert result.exit_code == 0, result.output
     assert resumed_counts(result.stderr) == (small.blocks - 3, small.blocks)
     assert not staged.exists()
-    assert sorted(p.name for p in tmp_path.iterdir() if ".convpipe-" in p.name) == []
+    assert leftovers(tmp_path) == []
     assert output_record(out)["complete"] is True
     assert_same_bytes(read_output(out), small.reference)
 
@@ -480,8 +307,7 @@ def test_memory_urls_give_the_local_bytes_and_overwrite_swaps(memory_root: str, 
     assert output_record(out)["complete"] is True
     assert_same_bytes(read_output(out), small.reference)
 
-    plan = make_plan(parse_config(config_yaml(source, out)))
-    summary = execute(plan, overwrite=True, progress=False)
+    summary = convpipe.run(run_config(source, out), overwrite=True, progress=False)
     assert summary.blocks_computed == summary.blocks_total == small.blocks
     assert_same_bytes(read_output(out), small.reference)
     import fsspec
@@ -495,7 +321,7 @@ def test_memory_url_run_resumes_after_a_crash(memory_root: str, small: Stack) ->
     interrupted_run(source, out, recorded=5)
     assert len(BlockRecorder(out).done()) == 5
     assert output_record(out)["complete"] is False
-    summary = execute(make_plan(parse_config(config_yaml(source, out))), resume=True, progress=False)
+    summary = convpipe.run(run_config(source, out), resume=True, progress=False)
     assert (summary.blocks_computed, summary.blocks_total) == (small.blocks - 5, small.blocks)
     assert output_record(out)["complete"] is True
     assert_same_bytes(read_output(out), small.reference)

@@ -22,9 +22,7 @@ import numpy as np
 import pytest
 import zarr
 
-from convpipe.config import load_config
-from convpipe.planner import make_plan
-from convpipe.runner import execute
+import convpipe
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "workflows" / "cluster_run.sh"
@@ -95,9 +93,9 @@ def run_script(tmp_path: Path) -> Iterator[Callable[..., ScriptRun]]:
 
 def threaded_sobel(output: Path) -> np.ndarray:
     """configs/sobel.yaml on the threads scheduler, written to ``output``."""
-    config = load_config(REPO / "configs" / "sobel.yaml")
+    config = convpipe.load_config(REPO / "configs" / "sobel.yaml")
     config = replace(config, output=replace(config.output, path=str(output)))
-    execute(make_plan(config), progress=False)
+    convpipe.run(config, progress=False)
     return zarr.open_group(str(output), mode="r")["0"][...]
 
 
