@@ -15,8 +15,8 @@ import pytest
 import tifffile
 import xarray as xr
 import zarr
+from helpers import assert_user_error, invoke
 from reference import correlate_loop, magnitude
-from test_cli import assert_user_error, invoke
 
 import convpipe
 from convpipe.ingest import ingest
