@@ -133,7 +133,7 @@ def list_frames(path: str | os.PathLike[str]) -> list[Frame]:
         neither 2-D nor 2-D with 2 to 4 colour samples.
     """
     text = os.fspath(path)
-    files = _source_files(text)
+    files = source_files(text)
     frames: list[Frame] = []
     for file in files:
         suffix = Path(file).suffix.lower()
@@ -248,7 +248,7 @@ def check_frames_match(frames: Sequence[Frame]) -> None:
             )
 
 
-def _source_files(text: str) -> list[str]:
+def source_files(text: str) -> list[str]:
     """Absolute paths of the image files of a source, naturally sorted."""
     if os.path.isdir(text):
         if not is_image_source(text):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -84,7 +85,21 @@ class InputStack:
             "dtype": str(self.dtype),
             "chunks": list(self.stored_chunks),
             "sampled_content": self.content_signature(),
+            **({} if isinstance(self.source, zarr.Array) else {"files": self.files_signature()}),
         }
+
+    def files_signature(self) -> str:
+        """Hash of the name, size and modification time of every image file of the source.
+
+        Image-file inputs have no per-chunk identities in the completion
+        records (see :mod:`convpipe.integrity`): any file rewritten between an
+        interrupted run and its resume changes the fingerprint instead.
+        """
+        digest = hashlib.sha256()
+        for file in imagefiles.source_files(self.path):
+            status = os.stat(file)
+            digest.update(f"{file}\0{status.st_size}\0{status.st_mtime_ns}\n".encode())
+        return digest.hexdigest()[:32]
 
     def content_signature(self, samples: int = 4) -> str:
         """Hash of a few stored chunks spread over the stack (first, last, between).

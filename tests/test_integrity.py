@@ -138,3 +138,20 @@ def test_identities_on_an_fsspec_store_change_when_a_chunk_is_rewritten() -> Non
     writable[1] = 255 - writable[1]
     after = chunk_identities(array, everything)
     assert after["c/0/0/0"] == before["c/0/0/0"] and after["c/1/0/0"] != before["c/1/0/0"]
+
+
+def test_an_image_file_rewritten_between_a_kill_and_the_resume_refuses_it(tmp_path: Path) -> None:
+    import imageio.v3 as iio
+
+    from convpipe.sample import sample_stack
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for t, frame in enumerate(sample_stack(6, 32, 40)):
+        iio.imwrite(frames / f"frame{t}.png", frame)
+    out = tmp_path / "out.zarr"
+    convpipe.run(config(frames, out), progress=False)
+    interrupt(out, keep=2)
+    iio.imwrite(frames / "frame4.png", 255 - iio.imread(frames / "frame4.png"))  # the sampled hash skips frame 4
+    with pytest.raises(convpipe.ConvpipeError, match=r"written by a different run \(differs in: input\)"):
+        convpipe.run(config(frames, out), resume=True, progress=False)
