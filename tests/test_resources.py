@@ -8,8 +8,10 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import zarr
+from reference import SOBEL, correlate_loop
 from typer.testing import CliRunner
 
 import convpipe
@@ -102,3 +104,21 @@ def test_workers_too_small_for_the_tasks_are_refused_before_the_output_exists(tm
             proc.wait(timeout=30)
         for log in logs:
             log.close()
+
+
+def test_a_stride_far_larger_than_the_frame_runs_at_once_and_gives_one_column(tmp_path: Path) -> None:
+    """The generated code does not grow with the stride: [1, 10**6] used to hang the run."""
+    write_sample(str(tmp_path / "in.zarr"), 2, 32, 40)
+    summary = convpipe.run(
+        {
+            "input": {"path": str(tmp_path / "in.zarr")},
+            "kernels": "sobel",
+            "stride": [1, 10**6],
+            "output": {"path": str(tmp_path / "out.zarr")},
+        },
+        progress=False,
+    )
+    assert summary.shape == (2, 2, 30, 1)
+    frames = zarr.open_group(str(tmp_path / "in.zarr"))["0"][...]
+    want = correlate_loop(frames[:, None], SOBEL, (1, 10**6))
+    np.testing.assert_array_equal(convpipe.open_output(str(tmp_path / "out.zarr")).values, want)
