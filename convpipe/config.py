@@ -22,7 +22,7 @@ from convpipe.errors import ConfigError, ConvpipeError
 from convpipe.geometry import COMBINES, Combine
 from convpipe.kernels import BUILTIN_BANKS, KernelBank
 from convpipe.padding import Padding, PaddingMode, parse_dilation, parse_padding, parse_padding_mode
-from convpipe.yamldoc import YamlDoc, parse_yaml
+from convpipe.yamldoc import YamlDoc, is_int, is_number, parse_yaml, show
 
 SCHEDULERS = ("threads", "processes", "synchronous", "local")
 OUTPUT_DTYPES = ("float32", "float64")
@@ -117,58 +117,9 @@ class Config:
 # --------------------------------------------------------------------------- value checks
 
 
-def _mapping(doc: YamlDoc, value: Any, key: tuple, allowed: tuple[str, ...]) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise doc.error(key, f"must be a mapping with keys {', '.join(allowed)}, got {_show(value)}")
-    for name in value:
-        if name not in allowed:
-            raise doc.error(key + (name,), f"unknown key; expected one of {', '.join(allowed)}")
-    return value
-
-
-def _show(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _positive_int(doc: YamlDoc, value: Any, key: tuple, what: str = "a positive integer") -> int:
-    if not _is_int(value) or value < 1:
-        raise doc.error(key, f"must be {what}, got {_show(value)}")
-    return value
-
-
-def _pair(doc: YamlDoc, value: Any, key: tuple, what: str) -> tuple[int, int]:
-    """An int or a [y, x] list of two positive ints."""
-    if _is_int(value) and value >= 1:
-        return value, value
-    if isinstance(value, list) and len(value) == 2 and all(_is_int(v) and v >= 1 for v in value):
-        return value[0], value[1]
-    raise doc.error(key, f"must be {what}, got {_show(value)}")
-
-
-def _choice(doc: YamlDoc, value: Any, key: tuple, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        raise doc.error(key, f"must be one of {', '.join(choices)}, got {_show(value)}")
-    return value
-
-
-def _bool(doc: YamlDoc, value: Any, key: tuple) -> bool:
-    if not isinstance(value, bool):
-        raise doc.error(key, f"must be true or false, got {_show(value)}")
-    return value
-
-
 def _path(doc: YamlDoc, value: Any, key: tuple, base: Path | None) -> str:
     if not isinstance(value, str) or not value.strip():
-        raise doc.error(key, f"must be a path or URL string, got {_show(value)}")
+        raise doc.error(key, f"must be a path or URL string, got {show(value)}")
     return resolve_path(value, base)
 
 
@@ -193,7 +144,7 @@ def parse_kernels(doc: YamlDoc, value: Any, key: tuple = ("kernels",)) -> tuple[
         return BUILTIN_BANKS[value], value
     if not isinstance(value, list):
         raise doc.error(
-            key, f"must be a built-in bank name or a list of {{name, weights}}, got {_show(value)}"
+            key, f"must be a built-in bank name or a list of {{name, weights}}, got {show(value)}"
         )
     if not value:
         raise doc.error(key, "the kernel bank is empty; give at least one {name, weights}")
@@ -201,12 +152,12 @@ def parse_kernels(doc: YamlDoc, value: Any, key: tuple = ("kernels",)) -> tuple[
     arrays: list[np.ndarray] = []
     for i, item in enumerate(value):
         item_key = key + (i,)
-        entry = _mapping(doc, item, item_key, ("name", "weights"))
+        entry = doc.mapping(item, item_key, ("name", "weights"))
         if "weights" not in entry:
             raise doc.error(item_key, "missing key 'weights' (a 2-D [kh][kw] or 3-D [C][kh][kw] list)")
         name = entry.get("name", f"kernel{i}")
         if not isinstance(name, str) or not name:
-            raise doc.error(item_key + ("name",), f"must be a non-empty string, got {_show(name)}")
+            raise doc.error(item_key + ("name",), f"must be a non-empty string, got {show(name)}")
         if name in names:
             raise doc.error(item_key + ("name",), f"duplicate kernel name {name!r}")
         weights = _weights(doc, entry["weights"], item_key + ("weights",))
@@ -238,11 +189,11 @@ def _weights(doc: YamlDoc, value: Any, key: tuple) -> np.ndarray:
                 if s != shapes[0]:
                     raise doc.error(path + (j,), f"ragged weights (row lengths differ); expected {expected}")
             return (len(v),) + shapes[0]
-        if _is_int(v) or isinstance(v, float):
+        if is_int(v) or isinstance(v, float):
             if abs(v) > sys.float_info.max or not math.isfinite(v):
-                raise doc.error(path, f"weights must be finite numbers, got {_show(v)}")
+                raise doc.error(path, f"weights must be finite numbers, got {show(v)}")
             return ()
-        raise doc.error(path, f"weights must be numbers, got {_show(v)}")
+        raise doc.error(path, f"weights must be numbers, got {show(v)}")
 
     shape = shape_of(value, key)
     if len(shape) not in (2, 3):
@@ -296,25 +247,25 @@ def parse_config(text: str, source: str = "<config>", base: Path | None = None) 
 
 
 def _config_from(raw: Any, doc: YamlDoc, source: str, base: Path | None) -> Config:
-    top = _mapping(doc, raw, (), TOP_KEYS)
+    top = doc.mapping(raw, (), TOP_KEYS)
     for required in ("input", "kernels", "output"):
         if required not in top:
             raise doc.error((), f"missing required key {required!r}")
 
-    raw_input = _mapping(doc, top["input"], ("input",), INPUT_KEYS)
+    raw_input = doc.mapping(top["input"], ("input",), INPUT_KEYS)
     if "path" not in raw_input:
         raise doc.error(("input",), "missing required key 'path'")
     array = raw_input.get("array")
-    if _is_int(array) and array >= 0:
+    if is_int(array) and array >= 0:
         array = str(array)  # `array: 0` names the OME-Zarr level "0"
     if array is not None and (not isinstance(array, str) or not array):
-        raise doc.error(("input", "array"), f"must be an array path inside the group, got {_show(array)}")
+        raise doc.error(("input", "array"), f"must be an array path inside the group, got {show(array)}")
     channel_axis = raw_input.get("channel_axis")
-    if channel_axis is not None and not _is_int(channel_axis):
-        raise doc.error(("input", "channel_axis"), f"must be an integer axis or null, got {_show(channel_axis)}")
+    if channel_axis is not None and not is_int(channel_axis):
+        raise doc.error(("input", "channel_axis"), f"must be an integer axis or null, got {show(channel_axis)}")
     axes = raw_input.get("axes")
     if axes is not None and (not isinstance(axes, str) or not axes.isalpha() or len(set(axes)) != len(axes)):
-        raise doc.error(("input", "axes"), f"must be distinct axis letters such as 'tyx' or 'zyx', got {_show(axes)}")
+        raise doc.error(("input", "axes"), f"must be distinct axis letters such as 'tyx' or 'zyx', got {show(axes)}")
     input_spec = InputSpec(
         path=_path(doc, raw_input["path"], ("input", "path"), base),
         array=array,
@@ -323,8 +274,8 @@ def _config_from(raw: Any, doc: YamlDoc, source: str, base: Path | None) -> Conf
     )
 
     bank, bank_name = parse_kernels(doc, top["kernels"])
-    stride = _pair(doc, top.get("stride", 1), ("stride",), "a positive integer or [sy, sx]")
-    combine = _choice(doc, top.get("combine", "none"), ("combine",), COMBINES)
+    stride = doc.pair(top.get("stride", 1), ("stride",), "a positive integer or [sy, sx]")
+    combine = doc.choice(top.get("combine", "none"), ("combine",), COMBINES)
     if combine == "direction" and len(bank.names) != 2:
         raise doc.error(("combine",), f"direction needs a bank of exactly two kernels, got {len(bank.names)}")
     geometry_keys, parsers = {}, {"padding": parse_padding, "padding_mode": parse_padding_mode, "dilation": parse_dilation}
@@ -334,40 +285,40 @@ def _config_from(raw: Any, doc: YamlDoc, source: str, base: Path | None) -> Conf
         except ValueError as exc:
             raise doc.error((name,), str(exc)) from None
 
-    raw_output = _mapping(doc, top["output"], ("output",), OUTPUT_KEYS)
+    raw_output = doc.mapping(top["output"], ("output",), OUTPUT_KEYS)
     if "path" not in raw_output:
         raise doc.error(("output",), "missing required key 'path'")
     output_spec = OutputSpec(
         path=_path(doc, raw_output["path"], ("output", "path"), base),
-        overwrite=_bool(doc, raw_output.get("overwrite", False), ("output", "overwrite")),
-        dtype=_choice(doc, raw_output.get("dtype", "float32"), ("output", "dtype"), OUTPUT_DTYPES),
-        codec=_choice(doc, raw_output.get("codec", "blosc-lz4"), ("output", "codec"), CODECS),
-        format=_choice(doc, raw_output.get("format", "zarr3"), ("output", "format"), OUTPUT_FORMATS),
+        overwrite=doc.boolean(raw_output.get("overwrite", False), ("output", "overwrite")),
+        dtype=doc.choice(raw_output.get("dtype", "float32"), ("output", "dtype"), OUTPUT_DTYPES),
+        codec=doc.choice(raw_output.get("codec", "blosc-lz4"), ("output", "codec"), CODECS),
+        format=doc.choice(raw_output.get("format", "zarr3"), ("output", "format"), OUTPUT_FORMATS),
     )
 
     raw_compute = top.get("compute")
-    raw_compute = _mapping(doc, {} if raw_compute is None else raw_compute, ("compute",), COMPUTE_KEYS)
+    raw_compute = doc.mapping({} if raw_compute is None else raw_compute, ("compute",), COMPUTE_KEYS)
     chunks = raw_compute.get("chunks")
     if chunks is not None:
-        chunks = _pair(doc, chunks, ("compute", "chunks"), "null or [cy, cx] positive integers")
+        chunks = doc.pair(chunks, ("compute", "chunks"), "null or [cy, cx] positive integers")
     scheduler = raw_compute.get("scheduler", "threads")
     if not is_scheduler(scheduler):
         raise doc.error(
             ("compute", "scheduler"),
             f"must be one of {', '.join(SCHEDULERS)} or a scheduler address tcp://HOST:PORT, "
-            f"got {_show(scheduler)}",
+            f"got {show(scheduler)}",
         )
     optional_ints = {}
     for name in ("workers", "threads_per_worker"):
         if raw_compute.get(name) is not None:
-            optional_ints[name] = _positive_int(doc, raw_compute[name], ("compute", name))
+            optional_ints[name] = doc.positive_int(raw_compute[name], ("compute", name))
     retries = raw_compute.get("retries", 2)
-    if not _is_int(retries) or retries < 0:
-        raise doc.error(("compute", "retries"), f"must be a non-negative integer, got {_show(retries)}")
+    if not is_int(retries) or retries < 0:
+        raise doc.error(("compute", "retries"), f"must be a non-negative integer, got {show(retries)}")
     connect_timeout = raw_compute.get("connect_timeout", ComputeSpec.connect_timeout)
-    if not _is_number(connect_timeout) or not 0 < connect_timeout < math.inf:
+    if not is_number(connect_timeout) or not 0 < connect_timeout < math.inf:
         raise doc.error(
-            ("compute", "connect_timeout"), f"must be a positive number of seconds, got {_show(connect_timeout)}"
+            ("compute", "connect_timeout"), f"must be a positive number of seconds, got {show(connect_timeout)}"
         )
     compute_spec = ComputeSpec(
         chunks=chunks, scheduler=scheduler, retries=retries, connect_timeout=float(connect_timeout), **optional_ints
@@ -381,7 +332,7 @@ def _config_from(raw: Any, doc: YamlDoc, source: str, base: Path | None) -> Conf
         combine=combine,
         output=output_spec,
         compute=compute_spec,
-        channels=_choice(doc, top.get("channels", "sum"), ("channels",), CHANNELS),
+        channels=doc.choice(top.get("channels", "sum"), ("channels",), CHANNELS),
         **geometry_keys,  # padding, padding_mode, dilation
         source=source,
         key_lines={

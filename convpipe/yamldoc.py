@@ -48,6 +48,40 @@ class YamlDoc:
             key = key[:-1]
         return self.lines.get(())
 
+    # ------------------------------------------------------------------ value checks, one line each
+
+    def mapping(self, value: Any, key: tuple, allowed: tuple[str, ...]) -> dict[str, Any]:
+        """``value`` as a mapping whose keys are all in ``allowed``."""
+        if not isinstance(value, dict):
+            raise self.error(key, f"must be a mapping with keys {', '.join(allowed)}, got {show(value)}")
+        for name in value:
+            if name not in allowed:
+                raise self.error(key + (name,), f"unknown key; expected one of {', '.join(allowed)}")
+        return value
+
+    def positive_int(self, value: Any, key: tuple, what: str = "a positive integer") -> int:
+        if not is_int(value) or value < 1:
+            raise self.error(key, f"must be {what}, got {show(value)}")
+        return value
+
+    def pair(self, value: Any, key: tuple, what: str) -> tuple[int, int]:
+        """An int or a [y, x] list of two positive ints."""
+        if is_int(value) and value >= 1:
+            return value, value
+        if isinstance(value, list) and len(value) == 2 and all(is_int(v) and v >= 1 for v in value):
+            return value[0], value[1]
+        raise self.error(key, f"must be {what}, got {show(value)}")
+
+    def choice(self, value: Any, key: tuple, choices: tuple[str, ...]) -> str:
+        if value not in choices:
+            raise self.error(key, f"must be one of {', '.join(choices)}, got {show(value)}")
+        return value
+
+    def boolean(self, value: Any, key: tuple) -> bool:
+        if not isinstance(value, bool):
+            raise self.error(key, f"must be true or false, got {show(value)}")
+        return value
+
     def to_python(self, node: yaml.Node, key: tuple = ()) -> Any:
         self.lines.setdefault(key, node.start_mark.line + 1)
         if not isinstance(node, yaml.ScalarNode) and node.tag not in _COLLECTION_TAGS:
@@ -73,6 +107,20 @@ class YamlDoc:
             raise self.error(key, f"unsupported YAML tag {_tag_text(node.tag)}; write a plain value") from None
         finally:
             loader.dispose()
+
+
+def show(value: Any) -> str:
+    """``repr(value)`` cut to 60 characters, for error messages."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 class YamlLoader(yaml.SafeLoader):
