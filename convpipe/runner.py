@@ -230,7 +230,7 @@ def _slab_jobs(
     from convpipe.padding import unpadded_chunks
     from convpipe.pipeline import result_array, write_tasks
 
-    g, dtype = plan.geometry, plan.config.output.dtype
+    g, dtype = plan.geometry, plan.output_dtype
     stack = plan.stack.to_dask(unpadded_chunks(g))
     for group in g.batch_groups():
         slab = g.slab(group)
@@ -365,7 +365,7 @@ def _create_target(plan: Plan, path: str):
         path,
         g.output_shape,
         g.zarr_chunks,
-        config.output.dtype,
+        plan.output_dtype,
         plan.dimension_names,
         {"convpipe": provenance(plan)},
         group_attrs,

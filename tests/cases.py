@@ -127,8 +127,8 @@ BAD_CONFIGS = {
         3,
         ("input.channel_axis: must be an integer axis", "True"),
     ),
-    "output-dtype-int16": Bad(
-        VALID + "  dtype: int16\n", 6, ("output.dtype: must be one of float32, float64", "'int16'")
+    "output-dtype-uint8": Bad(
+        VALID + "  dtype: uint8\n", 6, ("output.dtype: must be one of float32, float64, int16, int32, auto", "'uint8'")
     ),
     "output-codec": Bad(VALID + "  codec: lzma\n", 6, ("output.codec: must be one of blosc-lz4", "'lzma'")),
     "combine-max": Bad(VALID + "combine: max\n", 6, ("combine: must be one of none, magnitude", "'max'")),

@@ -7,7 +7,11 @@ kernel bank ``w`` of shape ``(K, C, kh, kw)``::
     out[..., k, i, j] = sum_c sum_u sum_v x[..., c, i*sy + u*dy, j*sx + v*dx] * w[k, c, u, v]
     for 0 <= i < output_length(H, dy*(kh-1) + 1, sy), 0 <= j < output_length(W, dx*(kw-1) + 1, sx)
 
-``combine="magnitude"`` returns ``sqrt(sum_k out[..., k, :, :] ** 2)``,
+Integer outputs (int16, int32: integer pixels and weights, ``combine="none"``)
+are summed with two's-complement wrap-around, which gives the exact sum
+reduced modulo ``2**bits`` whatever the order or the width of the
+intermediate sums: exact whenever the response fits the output dtype
+(:mod:`convpipe.outtypes` allows only those). ``combine="magnitude"`` returns ``sqrt(sum_k out[..., k, :, :] ** 2)``,
 ``combine="direction"`` (two kernels) the angle ``atan2(out_1, out_0)`` in
 ``(-pi, pi]``, 0 where both are 0, both without the kernel axis. Every output
 pixel is computed in one fixed order, in the output dtype, with one rounding
@@ -37,8 +41,8 @@ import numpy as np
 
 from convpipe.geometry import COMBINES, Combine, output_length
 
-#: Output (and accumulation) dtypes.
-OUTPUT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+#: Output (and accumulation) dtypes. The integer ones need integer pixels and weights and ``combine="none"``.
+OUTPUT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.int16), np.dtype(np.int32))
 
 
 def check_block_arguments(
@@ -46,7 +50,7 @@ def check_block_arguments(
 ) -> tuple[int, int]:
     """Raise ``ValueError`` for arguments no backend can correlate; return the output's ``(Ho, Wo)``."""
     if dtype not in OUTPUT_DTYPES:
-        raise ValueError(f"dtype must be float32 or float64, got {dtype}")
+        raise ValueError(f"dtype must be one of {', '.join(d.name for d in OUTPUT_DTYPES)}, got {dtype}")
     if combine not in COMBINES:
         raise ValueError(f"combine must be one of {COMBINES}, got {combine!r}")
     for name, pair in (("stride", stride), ("dilation", dilation)):
@@ -60,6 +64,8 @@ def check_block_arguments(
         raise ValueError(f"block must have shape (..., C, H, W), got {block.shape}")
     if block.dtype.kind not in "biuf":
         raise TypeError(f"block must hold real numbers, got dtype {block.dtype}")
+    if dtype.kind == "i" and (combine != "none" or block.dtype.kind == "f" or np.any(weights != np.round(weights))):
+        raise ValueError(f"an {dtype} output needs integer pixels, integer weights and combine='none'")
     n_channels, kh, kw = weights.shape[1:]
     if block.shape[-3] != n_channels:
         raise ValueError(f"block has {block.shape[-3]} channels, kernel bank has {n_channels}")
@@ -98,8 +104,9 @@ def correlate_block_numpy(
         ``(..., K, Ho, Wo)``); ``"magnitude"`` returns the root of the sum of
         squares over the bank, ``"direction"`` the angle of two responses
         (shape ``(..., Ho, Wo)``).
-    dtype : float32 or float64
-        Accumulation and output dtype.
+    dtype : float32, float64, int16 or int32
+        Accumulation and output dtype. Integer outputs need integer pixels
+        and weights and ``combine="none"``.
     dilation : (dy, dx)
         Spacing of the kernel's taps in pixels, both >= 1.
 
