@@ -7,13 +7,11 @@ kernel bank ``w`` of shape ``(K, C, kh, kw)``::
     out[..., k, i, j] = sum_c sum_u sum_v x[..., c, i*sy + u*dy, j*sx + v*dx] * w[k, c, u, v]
     for 0 <= i < output_length(H, dy*(kh-1) + 1, sy), 0 <= j < output_length(W, dx*(kw-1) + 1, sx)
 
-Integer outputs (int16, int32: integer pixels and weights, ``combine="none"``)
-are summed with two's-complement wrap-around, which gives the exact sum
-reduced modulo ``2**bits`` whatever the order or the width of the
-intermediate sums: exact whenever the response fits the output dtype
-(:mod:`convpipe.outtypes` allows only those). ``combine="magnitude"`` returns ``sqrt(sum_k out[..., k, :, :] ** 2)``,
+``combine="magnitude"`` returns ``sqrt(sum_k out[..., k, :, :] ** 2)``,
 ``combine="direction"`` (two kernels) the angle ``atan2(out_1, out_0)`` in
-``(-pi, pi]``, 0 where both are 0, both without the kernel axis. Every output
+``(-pi, pi]``, 0 where both are 0, both without the kernel axis. Integer
+outputs wrap (the exact sum modulo ``2**bits``; :mod:`convpipe.outtypes`
+allows only sums that fit). Every output
 pixel is computed in one fixed order, in the output dtype, with one rounding
 per operation (the angle: the C library's ``atan2`` in float64, as Numba
 calls it; NumPy's ``arctan2`` differs in the last bit; ``+ 0`` makes a -0
@@ -41,7 +39,6 @@ import numpy as np
 
 from convpipe.geometry import COMBINES, Combine, output_length
 
-#: Output (and accumulation) dtypes. The integer ones need integer pixels and weights and ``combine="none"``.
 OUTPUT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.int16), np.dtype(np.int32))
 
 
@@ -64,8 +61,8 @@ def check_block_arguments(
         raise ValueError(f"block must have shape (..., C, H, W), got {block.shape}")
     if block.dtype.kind not in "biuf":
         raise TypeError(f"block must hold real numbers, got dtype {block.dtype}")
-    if dtype.kind == "i" and (combine != "none" or block.dtype.kind == "f" or np.any(weights != np.round(weights))):
-        raise ValueError(f"an {dtype} output needs integer pixels, integer weights and combine='none'")
+    if dtype.kind == "i" and (combine != "none" or block.dtype.kind == "f" or np.any(weights % 1 != 0)):
+        raise ValueError(f"an {dtype} output needs integer pixels and weights and combine='none'")
     n_channels, kh, kw = weights.shape[1:]
     if block.shape[-3] != n_channels:
         raise ValueError(f"block has {block.shape[-3]} channels, kernel bank has {n_channels}")
@@ -105,8 +102,7 @@ def correlate_block_numpy(
         squares over the bank, ``"direction"`` the angle of two responses
         (shape ``(..., Ho, Wo)``).
     dtype : float32, float64, int16 or int32
-        Accumulation and output dtype. Integer outputs need integer pixels
-        and weights and ``combine="none"``.
+        Accumulation and output dtype (integers: for integer pixels and weights, ``combine="none"``).
     dilation : (dy, dx)
         Spacing of the kernel's taps in pixels, both >= 1.
 
@@ -127,14 +123,12 @@ def correlate_block_numpy(
     responses = np.zeros(block.shape[:-3] + (n_kernels, ho, wo), dtype=dtype)
     for k in range(n_kernels):
         acc = responses[..., k, :, :]
-        for c in range(n_channels):
-            for u in range(kh):
-                for v in range(kw):
-                    weight = w[k, c, u, v]
-                    if weight == 0:
-                        continue
-                    tap = block[..., c, u * dy :: sy, v * dx :: sx][..., :ho, :wo]
-                    acc += tap.astype(dtype, copy=False) * weight
+        for c, u, v in np.ndindex(n_channels, kh, kw):  # row-major: the contract's order
+            weight = w[k, c, u, v]
+            if weight == 0:
+                continue
+            tap = block[..., c, u * dy :: sy, v * dx :: sx][..., :ho, :wo]
+            acc += tap.astype(dtype, copy=False) * weight
     return combine_responses(responses, combine)
 
 
@@ -142,10 +136,7 @@ _ATAN2 = np.frompyfunc(math.atan2, 2, 1)
 
 
 def combine_responses(responses: np.ndarray, combine: Combine) -> np.ndarray:
-    """The output for ``combine`` from a bank's responses ``(..., K, Ho, Wo)``, as the contract says.
-
-    The direction calls ``math.atan2`` once per pixel: slow, and exact to the bit.
-    """
+    """The output for ``combine`` from responses ``(..., K, Ho, Wo)`` (a direction: ``math.atan2`` per pixel)."""
     if combine == "none":
         return responses
     first = responses[..., 0, :, :]
