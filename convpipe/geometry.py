@@ -156,7 +156,7 @@ MIN_TASKS = 4
 MIN_TILE_FRACTION = 2
 """A spatial tile grows until one frame of it is at least ``task_bytes / 2``
 (larger tiles read and write several stored chunks at once, which Zarr does
-concurrently; see ``benchmarks/choices.py --only tiles``)."""
+concurrently; ``benchmarks/choices.py --only tiles`` times tile sizes)."""
 
 
 @dataclass(frozen=True)

@@ -212,6 +212,7 @@ def make_plan(config: Config) -> Plan:
         config.stride,
         config.combine,
         spatial_chunks=config.compute.chunks,
+        task_bytes=config.compute.task_mib * 2**20,
         kernel_position=kernel_position(axes, axes.batch_axes),
         padding=padding,
         padding_mode=config.padding_mode,

@@ -142,6 +142,9 @@ BAD_CONFIGS = {
     "compute-workers-0": Bad(
         VALID + "compute:\n  workers: 0\n", 7, ("compute.workers: must be a positive", "0")
     ),
+    "compute-task-mib-0": Bad(
+        VALID + "compute:\n  task_mib: 0\n", 7, ("compute.task_mib: must be a positive integer", "0")
+    ),
     "compute-connect-timeout-0": Bad(
         VALID + "compute:\n  connect_timeout: 0\n", 7, ("compute.connect_timeout: must be a positive number",)
     ),

@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 import convpipe
 from convpipe.core import correlate_block
 from convpipe.outtypes import output_dtype, response_range
-from tests.helpers import CONVPIPE, assert_user_error, invoke, read_output, write_yaml
-from tests.reference import SOBEL, correlate_loop
+from helpers import CONVPIPE, assert_user_error, invoke, read_output, write_yaml
+from reference import SOBEL, correlate_loop
 
 PIXEL_DTYPES = (np.uint8, np.int8, np.uint16, np.int16, np.int32, np.bool_)
 
