@@ -106,6 +106,5 @@ class BlockRecorder:
             names = [p.name for p in folder.iterdir()] if folder.is_dir() else []
         else:
             fs, root = filesystem(self.folder, self.storage_options)
-            fs.invalidate_cache(root)  # another process (a worker) may have written markers since
             names = [Path(p).name for p in fs.ls(root, detail=False)] if fs.exists(root) else []
         return {tuple(int(i) for i in n.split(".")) for n in names if _BLOCK_NAME.fullmatch(n)}

@@ -20,7 +20,7 @@ from convpipe import imagefiles
 from convpipe.axes import SourceAxes, image_axes, zarr_axes
 from convpipe.errors import InputError
 from convpipe.integrity import stored_objects
-from convpipe.paths import StorageOptions, local_path, zarr_store
+from convpipe.paths import StorageOptions, local_path, unreachable_errors, zarr_store
 
 INPUT_DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "int64", "float16", "float32", "float64")
 
@@ -244,7 +244,7 @@ def open_zarr_array(
     except (FileNotFoundError, NotADirectoryError, *UNREADABLE_METADATA) as exc:
         what = type(exc).__name__
         raise InputError(f"{path} is not a readable Zarr array or group ({what}: {exc})", key=path_key) from None
-    except OSError as exc:
+    except unreachable_errors() as exc:
         if local is not None:
             raise  # a local disk's refusal: the storage-error policy decides
         raise InputError(f"cannot read {path} ({type(exc).__name__}: {exc})", key=path_key) from None

@@ -51,11 +51,40 @@ def parse_storage_options(value: Any) -> dict[str, Any]:
     return dict(value)
 
 
+def unreachable_errors() -> tuple[type[BaseException], ...]:
+    """What the filesystem packages raise, besides ``OSError``, for a store that cannot be reached or used.
+
+    botocore's errors (no credentials, an endpoint that does not answer) and
+    aiohttp's (a refused connection) are not ``OSError``s.
+    """
+    errors: list[type[BaseException]] = [OSError]
+    try:
+        from botocore.exceptions import BotoCoreError
+
+        errors.append(BotoCoreError)
+    except ImportError:
+        pass
+    try:
+        from aiohttp import ClientError
+
+        errors.append(ClientError)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
 def filesystem(path: str, storage_options: StorageOptions | None = None) -> tuple[Any, str]:
-    """The fsspec filesystem of URL ``path`` with its storage options, and the path inside it."""
+    """The fsspec filesystem of URL ``path`` with its storage options, and the path inside it.
+
+    Its cached listings are dropped: other processes (workers, other runs) and
+    zarr's own filesystem instance write to the same store, and a stale
+    listing would make convpipe miss objects it must copy, keep or delete.
+    """
     import fsspec
 
-    return fsspec.core.url_to_fs(path, **dict(storage_options or {}))
+    fs, root = fsspec.core.url_to_fs(path, **dict(storage_options or {}))
+    fs.invalidate_cache()
+    return fs, root
 
 
 def zarr_store(path: str, storage_options: StorageOptions | None = None, read_only: bool = False) -> Any:
