@@ -21,8 +21,8 @@ import numpy as np
 from convpipe.errors import ConfigError, ConvpipeError
 from convpipe.geometry import COMBINES, Combine
 from convpipe.kernels import BUILTIN_BANKS, KernelBank
-from convpipe.paths import parse_storage_options
 from convpipe.padding import Padding, PaddingMode, parse_dilation, parse_padding, parse_padding_mode
+from convpipe.paths import parse_storage_options
 from convpipe.yamldoc import YamlDoc, is_int, is_number, parse_yaml, show
 
 SCHEDULERS = ("threads", "processes", "synchronous", "local")

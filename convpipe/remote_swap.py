@@ -29,6 +29,7 @@ METADATA_NAMES = ("zarr.json", ".zarray", ".zgroup", ".zattrs", ".zmetadata")
 
 
 def journal_path(final: str) -> str:
+    """The journal object of a swap into ``final``: beside it, like the lock and the staging copy."""
     return f"{final.rstrip('/')}{JOURNAL_SUFFIX}"
 
 

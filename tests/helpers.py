@@ -445,7 +445,7 @@ class Bucket:
         self.fs.put(str(local), f"{self.name}/{key}", recursive=True)
         return self.url(key)
 
-    def keys(self, key: str = "") -> list[str]:
+    def objects(self, key: str = "") -> list[str]:
         """Every object under ``key``, relative to the bucket."""
         self.fs.invalidate_cache()
         return sorted(name[len(self.name) + 1 :] for name in self.fs.find(f"{self.name}/{key}"))

@@ -24,8 +24,8 @@ from pathlib import Path
 import pytest
 import tifffile
 from helpers import (
-    DaskCluster,
     SMALL_SHAPE,
+    DaskCluster,
     Stack,
     assert_same_bytes,
     interrupted_run,
