@@ -30,8 +30,8 @@ import tempfile
 from collections.abc import Iterator
 from typing import Any
 
-from convpipe.errors import OutputError
-from convpipe.paths import StorageOptions, filesystem, local_path
+from convpipe.errors import OutputError, StorageError
+from convpipe.paths import StorageOptions, filesystem, local_path, unreachable_errors
 
 LOCK_SUFFIX = ".convpipe-lock"
 
@@ -104,6 +104,10 @@ def _object_lock(output: str, storage_options: StorageOptions | None) -> Iterato
     content = json.dumps(me).encode()
     try:
         _create(fs, marker, content, output, url)
+    except unreachable_errors() as exc:
+        if isinstance(exc, OSError):
+            raise  # refused, or the storage's own answer: the storage-error policy decides
+        raise StorageError(f"{output}: cannot reach the store to take the lock {url} ({type(exc).__name__}: {exc})")
     except NotImplementedError:
         print(f"convpipe: warning: {url}: this store has no conditional writes; the run is not locked", file=sys.stderr)
         yield
@@ -111,7 +115,7 @@ def _object_lock(output: str, storage_options: StorageOptions | None) -> Iterato
     try:
         yield
     finally:
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(*unreachable_errors()):
             if _read(fs, marker) == me:  # never remove a lock someone else took after ours was removed by hand
                 fs.rm(marker)
 

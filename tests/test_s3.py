@@ -289,3 +289,10 @@ def test_bad_storage_options_are_one_line(tmp_path: Path, s3: Bucket) -> None:
     config["output"]["storage_options"] = ["endpoint_url", "http://x"]
     with pytest.raises(ConfigError, match=r"output\.storage_options: must be a mapping of fsspec options"):
         convpipe.run(config, progress=False)
+
+
+def test_an_output_store_that_cannot_be_reached_is_one_line(tmp_path: Path, s3: Bucket) -> None:
+    config = run_config(upload_sample(s3, tmp_path), "s3://elsewhere/out.zarr")
+    config["output"]["storage_options"] = {"endpoint_url": f"http://127.0.0.1:{free_port()}"}  # nothing listens
+    message = assert_user_error(invoke("run", write_yaml(tmp_path / "run.yaml", config)), exit_code=1)
+    assert message.startswith("s3://elsewhere/out.zarr: cannot reach the store to take the lock")
