@@ -22,7 +22,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from convpipe.paths import local_path
+from convpipe.paths import StorageOptions, filesystem, local_path
 
 MARKER_FOLDER = "0/.convpipe-done"
 _BLOCK_NAME = re.compile(r"\d+(\.\d+)*")  # anything else in the folder (a stray file) is not a record
@@ -47,13 +47,19 @@ class BlockRecorder:
     on resume.
     """
 
-    def __init__(self, output_path: str, inputs: dict[tuple[int, ...], dict[str, str]] | None = None) -> None:
+    def __init__(
+        self,
+        output_path: str,
+        inputs: dict[tuple[int, ...], dict[str, str]] | None = None,
+        storage_options: StorageOptions | None = None,
+    ) -> None:
         self.output_path = output_path.rstrip("/")
         self.inputs = inputs or {}
+        self.storage_options = dict(storage_options or {})
 
     def with_inputs(self, inputs: dict[tuple[int, ...], dict[str, str]]) -> BlockRecorder:
         """The same recorder, writing ``inputs`` into the markers of those blocks."""
-        return BlockRecorder(self.output_path, inputs)
+        return BlockRecorder(self.output_path, inputs, self.storage_options)
 
     @property
     def folder(self) -> str:
@@ -75,11 +81,9 @@ class BlockRecorder:
             temporary.write_bytes(content)
             os.replace(temporary, marker)
             return
-        import fsspec
-
-        fs, root = fsspec.core.url_to_fs(self.folder)
+        fs, root = filesystem(self.folder, self.storage_options)
         fs.makedirs(root, exist_ok=True)
-        fs.pipe_file(f"{root}/{name}", content)
+        fs.pipe_file(f"{root}/{name}", content)  # one PUT: on an object store the marker is whole or absent
 
     def inputs_read(self, index: tuple[int, ...]) -> dict[str, str] | None:
         """The input identities recorded with block ``index``, or None if its marker holds none."""
@@ -87,9 +91,7 @@ class BlockRecorder:
         if folder is not None:
             content = (folder / block_name(index)).read_bytes()
         else:
-            import fsspec
-
-            fs, root = fsspec.core.url_to_fs(self.folder)
+            fs, root = filesystem(self.folder, self.storage_options)
             content = fs.cat_file(f"{root}/{block_name(index)}")
         try:
             inputs = json.loads(content) if content else None
@@ -103,8 +105,6 @@ class BlockRecorder:
         if folder is not None:
             names = [p.name for p in folder.iterdir()] if folder.is_dir() else []
         else:
-            import fsspec
-
-            fs, root = fsspec.core.url_to_fs(self.folder)
+            fs, root = filesystem(self.folder, self.storage_options)
             names = [Path(p).name for p in fs.ls(root, detail=False)] if fs.exists(root) else []
         return {tuple(int(i) for i in n.split(".")) for n in names if _BLOCK_NAME.fullmatch(n)}

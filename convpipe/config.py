@@ -23,6 +23,7 @@ from convpipe.geometry import COMBINES, DEFAULT_TASK_BYTES, Combine
 from convpipe.kernels import BUILTIN_BANKS, KernelBank
 from convpipe.outtypes import OUTPUT_DTYPES
 from convpipe.padding import Padding, PaddingMode, parse_dilation, parse_padding, parse_padding_mode
+from convpipe.paths import parse_storage_options
 from convpipe.yamldoc import YamlDoc, is_int, is_number, parse_yaml, show
 
 SCHEDULERS = ("threads", "processes", "synchronous", "local")
@@ -39,6 +40,8 @@ class InputSpec:
     array: str | None = None
     channel_axis: int | None = None
     axes: str | None = None
+    storage_options: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    """fsspec options for a URL path (endpoint, credentials); never written into the output."""
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,8 @@ class OutputSpec:
     dtype: str = "float32"
     codec: str = "blosc-lz4"
     format: str = "zarr3"
+    storage_options: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    """fsspec options for a URL path (endpoint, credentials); never written into the output."""
 
 
 @dataclass(frozen=True)
@@ -102,17 +107,23 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         """The resolved config as plain JSON-able data (for output attributes)."""
         return {
-            "input": asdict(self.input),
+            "input": _without_storage_options(asdict(self.input)),
             "kernels": self.bank_name if self.bank_name else self.kernels.describe(),
             "stride": list(self.stride),
             "combine": self.combine,
             "padding": self.padding if isinstance(self.padding, str) else list(self.padding),
             "padding_mode": self.padding_mode,
             "dilation": list(self.dilation),
-            "output": asdict(self.output),
+            "output": _without_storage_options(asdict(self.output)),
             "compute": asdict(self.compute),
             "channels": self.channels,
         }
+
+
+def _without_storage_options(spec: dict[str, Any]) -> dict[str, Any]:
+    """A spec as recorded in the output: storage options may hold credentials, and do not change the result."""
+    spec.pop("storage_options", None)
+    return spec
 
 
 # --------------------------------------------------------------------------- value checks
@@ -122,6 +133,13 @@ def _path(doc: YamlDoc, value: Any, key: tuple, base: Path | None) -> str:
     if not isinstance(value, str) or not value.strip():
         raise doc.error(key, f"must be a path or URL string, got {show(value)}")
     return resolve_path(value, base)
+
+
+def _storage_options(doc: YamlDoc, spec: dict[str, Any], key: tuple) -> dict[str, Any]:
+    try:
+        return parse_storage_options(spec.get(key[-1]) or {})
+    except ValueError as exc:
+        raise doc.error(key, str(exc)) from None
 
 
 def resolve_path(value: str, base: Path | None) -> str:
@@ -209,8 +227,8 @@ def _weights(doc: YamlDoc, value: Any, key: tuple) -> np.ndarray:
 TOP_KEYS = (
     "input", "kernels", "stride", "combine", "padding", "padding_mode", "dilation", "channels", "output", "compute",
 )
-INPUT_KEYS = ("path", "array", "channel_axis", "axes")
-OUTPUT_KEYS = ("path", "overwrite", "dtype", "codec", "format")
+INPUT_KEYS = ("path", "array", "channel_axis", "axes", "storage_options")
+OUTPUT_KEYS = ("path", "overwrite", "dtype", "codec", "format", "storage_options")
 COMPUTE_KEYS = ("chunks", "scheduler", "workers", "threads_per_worker", "retries", "connect_timeout", "task_mib")
 
 
@@ -272,6 +290,7 @@ def _config_from(raw: Any, doc: YamlDoc, source: str, base: Path | None) -> Conf
         array=array,
         channel_axis=channel_axis,
         axes=axes.lower() if axes else None,
+        storage_options=_storage_options(doc, raw_input, ("input", "storage_options")),
     )
 
     bank, bank_name = parse_kernels(doc, top["kernels"])
@@ -295,6 +314,7 @@ def _config_from(raw: Any, doc: YamlDoc, source: str, base: Path | None) -> Conf
         dtype=doc.choice(raw_output.get("dtype", "float32"), ("output", "dtype"), OUTPUT_DTYPES),
         codec=doc.choice(raw_output.get("codec", "blosc-lz4"), ("output", "codec"), CODECS),
         format=doc.choice(raw_output.get("format", "zarr3"), ("output", "format"), OUTPUT_FORMATS),
+        storage_options=_storage_options(doc, raw_output, ("output", "storage_options")),
     )
 
     raw_compute = top.get("compute")

@@ -20,7 +20,7 @@ from convpipe import imagefiles
 from convpipe.axes import SourceAxes, image_axes, zarr_axes
 from convpipe.errors import InputError
 from convpipe.integrity import stored_objects
-from convpipe.paths import local_path, store_argument
+from convpipe.paths import StorageOptions, local_path, unreachable_errors, zarr_store
 
 INPUT_DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "int64", "float16", "float32", "float64")
 
@@ -158,10 +158,10 @@ class CheckedReader:
         return None
 
 
-def open_input(path: str, array: str | None = None) -> InputStack:
+def open_input(path: str, array: str | None = None, storage_options: StorageOptions | None = None) -> InputStack:
     """Open a Zarr array or group (format 2 or 3), or an image-file source, lazily.
 
-    Errors carry the config key they are about (``input.path`` or ``input.array``).
+    ``storage_options`` are the fsspec options of a URL ``path``. Errors carry the config key they are about (``input.path`` or ``input.array``).
     """
     local = local_path(path)
     if local is not None and imagefiles.is_image_source(str(local)):
@@ -172,7 +172,7 @@ def open_input(path: str, array: str | None = None) -> InputStack:
         )
     if local is not None and not local.exists():
         raise InputError(f"{path} does not exist", key="input.path")
-    node, name = open_zarr_array(path, array, keys=("input.path", "input.array"))
+    node, name = open_zarr_array(path, array, keys=("input.path", "input.array"), storage_options=storage_options)
     if node.ndim < 2:
         message = f"{path} has {node.ndim} dimension(s) {node.shape}; expected at least 2-D"
         raise InputError(message, key="input.path")
@@ -182,11 +182,13 @@ def open_input(path: str, array: str | None = None) -> InputStack:
     if 0 in node.shape or 0 in node.chunks:
         message = f"{path} has shape {node.shape} and chunks {node.chunks}; expected no empty axis and no empty chunk"
         raise InputError(message, key="input.path")
-    axes = zarr_axes(node, *enclosing_group(path, name))
+    axes = zarr_axes(node, *enclosing_group(path, name, storage_options))
     return InputStack(path, array, tuple(node.shape), np.dtype(node.dtype), tuple(node.chunks), node, axes)
 
 
-def enclosing_group(path: str, name: str | None) -> tuple[Any, str | None]:
+def enclosing_group(
+    path: str, name: str | None, storage_options: StorageOptions | None = None
+) -> tuple[Any, str | None]:
     """The group holding the input array and the array's path in it (for OME-NGFF metadata), or (None, None)."""
     if name is None:
         parent, _, name = path.rstrip("/").rpartition("/")
@@ -194,7 +196,8 @@ def enclosing_group(path: str, name: str | None) -> tuple[Any, str | None]:
     if not path:
         return None, None
     try:
-        return zarr.open_group(store=store_argument(path), mode="r", use_consolidated=False), name
+        store = zarr_store(path, storage_options, read_only=True)
+        return zarr.open_group(store=store, mode="r", use_consolidated=False), name
     except (FileNotFoundError, NotADirectoryError, ValueError, KeyError, TypeError):  # no group there
         return None, None
 
@@ -213,6 +216,7 @@ def open_zarr_array(
     take_single: bool = True,
     mode: str = "r",
     keys: tuple[str, str] = ("path", "array"),
+    storage_options: StorageOptions | None = None,
 ) -> tuple[zarr.Array, str | None]:
     """The Zarr array at ``path``, or the array ``array`` of the group there, and its name.
 
@@ -222,14 +226,16 @@ def open_zarr_array(
     ``take_single``. The name is None when ``path`` is an array itself.
     ``keys`` name the path and the array as the user gave them (config keys
     or options): errors carry one of them as their ``key`` and say how to
-    choose an array with the second.
+    choose an array with the second. ``storage_options`` are the fsspec
+    options of a URL ``path``.
     """
     path_key, array_key = keys
     local = local_path(path)
     if local is not None and not local.exists():
         raise InputError(f"no such Zarr array or group: {path} (it does not exist)", key=path_key)
     try:
-        node = zarr.open(store=store_argument(path), mode=mode, use_consolidated=False)
+        store = zarr_store(path, storage_options, read_only=mode == "r")
+        node = zarr.open(store=store, mode=mode, use_consolidated=False)
         if isinstance(node, zarr.Array):
             if array is not None:
                 raise InputError(f"{path} is a single array, not a group; remove {array_key}", key=array_key)
@@ -238,7 +244,7 @@ def open_zarr_array(
     except (FileNotFoundError, NotADirectoryError, *UNREADABLE_METADATA) as exc:
         what = type(exc).__name__
         raise InputError(f"{path} is not a readable Zarr array or group ({what}: {exc})", key=path_key) from None
-    except OSError as exc:
+    except unreachable_errors() as exc:
         if local is not None:
             raise  # a local disk's refusal: the storage-error policy decides
         raise InputError(f"cannot read {path} ({type(exc).__name__}: {exc})", key=path_key) from None

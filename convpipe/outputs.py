@@ -20,7 +20,8 @@ import zarr
 from convpipe.codecs import compressors_for
 from convpipe.errors import ConvpipeError, OutputError
 from convpipe.inputs import open_zarr_array
-from convpipe.paths import local_path, remove_path, store_argument
+from convpipe.paths import StorageOptions, local_path, remove_path, zarr_store
+from convpipe.remote_swap import recover_swap_by_copy, swap_by_copy
 
 
 def check_output_location(output: str, input_path: str, config_file: str | None = None) -> None:
@@ -60,22 +61,19 @@ def backup_path(path: str) -> str:
     return f"{path.rstrip('/')}.convpipe-old"
 
 
-def swap_into_place(staged: str, final: str) -> None:
+def swap_into_place(staged: str, final: str, storage_options: StorageOptions | None = None) -> None:
     """Replace ``final`` by the finished ``staged`` output; the old one is removed only after the swap.
 
     On a local disk: ``final`` is renamed to :func:`backup_path`, ``staged`` to
     ``final``, then the backup is removed. Each rename is atomic, the three
     steps together are not: :func:`recover_interrupted_swap` finishes or undoes
-    them after a kill. On an object store there is no rename: the old output
-    is deleted and the new one copied over (a window with no output).
+    them after a kill. On an object store there is no rename: the swap is a
+    journalled copy (:mod:`convpipe.remote_swap`), with a window where no
+    output is visible at ``final``.
     """
     local_final, local_staged = local_path(final), local_path(staged)
     if local_final is None or local_staged is None:
-        remove_path(final)
-        import fsspec
-
-        fs, root = fsspec.core.url_to_fs(staged)
-        fs.mv(root, fsspec.core.url_to_fs(final)[1], recursive=True)
+        swap_by_copy(staged, final, storage_options)
         return
     backup = Path(backup_path(str(local_final)))
     if local_final.exists():
@@ -85,17 +83,19 @@ def swap_into_place(staged: str, final: str) -> None:
         remove_path(str(backup))
 
 
-def recover_interrupted_swap(final: str, staged_is_whole) -> str | None:
+def recover_interrupted_swap(
+    final: str, staged_is_whole, storage_options: StorageOptions | None = None
+) -> str | None:
     """Finish or undo a swap that was killed midway; say what was done (None: nothing to do).
 
     ``staged_is_whole(path)`` tells whether the staging output is finished and
     every block recorded: only then is it moved into place; otherwise the
-    previous output goes back. Local disks only (object stores have no swap
-    to recover: see :func:`swap_into_place`).
+    previous output goes back. On an object store the journalled copy is
+    finished instead (:func:`convpipe.remote_swap.recover_swap_by_copy`).
     """
     local_final = local_path(final)
     if local_final is None:
-        return None
+        return recover_swap_by_copy(staging_path(final), final, staged_is_whole, storage_options)
     backup, staged = Path(backup_path(str(local_final))), Path(staging_path(str(local_final)))
     if not backup.exists():
         return None
@@ -121,7 +121,7 @@ def sweep_partial_writes(path: str) -> int:
     return len(leftovers)
 
 
-def is_replaceable(path: str) -> bool:
+def is_replaceable(path: str, storage_options: StorageOptions | None = None) -> bool:
     """Whether convpipe may delete ``path``: one of its outputs (finished or not), or an empty folder.
 
     Anything else (a user's folder, a file, an unreadable store) is never removed.
@@ -129,7 +129,7 @@ def is_replaceable(path: str) -> bool:
     local = local_path(path)
     if local is not None and local.is_dir() and not any(local.iterdir()):
         return True
-    return read_record(path) is not None
+    return read_record(path, storage_options) is not None
 
 
 def create_output(
@@ -143,6 +143,7 @@ def create_output(
     codec: str = "blosc-lz4",
     zarr_format: int = 3,
     labels: dict[str, list[str]] | None = None,
+    storage_options: StorageOptions | None = None,
 ) -> zarr.Array:
     """Create the output group at ``path`` with an empty result array at ``0``.
 
@@ -150,7 +151,7 @@ def create_output(
     of the channel axis); each becomes a 1-D string array named after the
     dimension, which xarray reads as that dimension's coordinate.
     """
-    group = zarr.open_group(store=store_argument(path), mode="w", zarr_format=zarr_format)
+    group = zarr.open_group(store=zarr_store(path, storage_options), mode="w", zarr_format=zarr_format)
     group.attrs.update(group_attributes)
     attributes = dict(array_attributes)
     kwargs: dict[str, Any] = {}
@@ -191,7 +192,7 @@ def _write_labels(group: zarr.Group, dimension: str, values: list[str], zarr_for
     coordinate[:] = text
 
 
-def consolidate(path: str) -> None:
+def consolidate(path: str, storage_options: StorageOptions | None = None) -> None:
     """Write consolidated metadata for the finished output.
 
     ``xarray.open_zarr(path)`` then opens it without a warning. Done last,
@@ -201,20 +202,23 @@ def consolidate(path: str) -> None:
     """
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
-        zarr.consolidate_metadata(store_argument(path))
+        zarr.consolidate_metadata(zarr_store(path, storage_options))
 
 
-def open_output_array(path: str, mode: str = "r") -> zarr.Array:
+def open_output_array(path: str, mode: str = "r", storage_options: StorageOptions | None = None) -> zarr.Array:
     """The result array ``0`` of a convpipe output group, with its attributes as they are now."""
-    array, _ = open_zarr_array(path, mode=mode, default="0", take_single=False, keys=("output.path", "array"))
+    keys = ("output.path", "array")
+    array, _ = open_zarr_array(
+        path, mode=mode, default="0", take_single=False, keys=keys, storage_options=storage_options
+    )
     return array
 
 
-def read_record(path: str) -> dict[str, Any] | None:
+def read_record(path: str, storage_options: StorageOptions | None = None) -> dict[str, Any] | None:
     """The ``convpipe`` attribute of an existing output, or None if it is not one."""
     try:
         with warnings.catch_warnings():  # a stray file in the group is not our concern here
             warnings.filterwarnings("ignore", message="Object at .* is not recognized")
-            return dict(open_output_array(path).attrs["convpipe"])
+            return dict(open_output_array(path, storage_options=storage_options).attrs["convpipe"])
     except (ConvpipeError, OSError, KeyError, ValueError, TypeError):
         return None  # not a Zarr group, no array 0, no attribute: not a convpipe output

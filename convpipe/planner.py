@@ -159,7 +159,7 @@ def make_plan(config: Config) -> Plan:
     """
     try:
         with storage_errors():
-            stack = open_input(config.input.path, config.input.array)
+            stack = open_input(config.input.path, config.input.array, config.input.storage_options)
     except StorageError:
         raise  # the storage refused: not a mistake in the config
     except ConvpipeError as exc:

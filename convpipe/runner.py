@@ -143,21 +143,22 @@ def execute(
         overwrite = config.output.overwrite if overwrite is None else overwrite
         started = time.perf_counter()
         g = plan.geometry
-        final = config.output.path
+        final, options = config.output.path, config.output.storage_options
         _check_before_writing(plan, config)
-        with output_lock(final):  # one run at a time on this output and its staging copy
-            note = recover_interrupted_swap(final, _is_whole)
+        with output_lock(final, options):  # one run at a time on this output and its staging copy
+            note = recover_interrupted_swap(final, functools.partial(_is_whole, storage_options=options), options)
             if note:
                 print(f"convpipe: {note}", file=sys.stderr)
             target_path, target, done = _open_target(plan, overwrite, resume)
             opened.append(target_path)
-            todo = _write_missing_blocks(plan, config, target, BlockRecorder(target_path), done, progress, hint)
+            recorder = BlockRecorder(target_path, storage_options=options)
+            todo = _write_missing_blocks(plan, config, target, recorder, done, progress, hint)
             record = dict(target.attrs["convpipe"])
             record["complete"] = True
             target.attrs["convpipe"] = record
-            consolidate(target_path)
+            consolidate(target_path, options)
             if target_path != final:
-                swap_into_place(target_path, final)
+                swap_into_place(target_path, final, options)
     seconds = time.perf_counter() - started
     h, w = (plan.stack.shape[a] for a in g.spatial_axes)
     return RunSummary(g.frames, g.frames * h * w / 1e6, seconds, final, todo, g.n_tasks, g.output_shape)
@@ -165,7 +166,7 @@ def execute(
 
 def _resume_hint(plan: Plan, scheduler: str | None, opened: list[str]) -> str:
     """How to go on after a failure: the resume command, when finished blocks are there to resume from."""
-    if not opened or not BlockRecorder(opened[0]).done():
+    if not opened or not BlockRecorder(opened[0], storage_options=plan.config.output.storage_options).done():
         return ""
     return f"; finished blocks are kept. Once fixed, resume with: {resume_command(plan, scheduler)}"
 
@@ -287,23 +288,24 @@ def _unchanged_inputs(plan: Plan, recorder: BlockRecorder, done: set[tuple[int, 
 
 def _open_target(plan: Plan, overwrite: bool, resume: bool):
     """The output array to write into, its path, and the blocks already done."""
-    final = plan.config.output.path
+    final, options = plan.config.output.path, plan.config.output.storage_options
     staged = staging_path(final)
+    exists = functools.partial(path_exists, storage_options=options)
     if resume:
         refusal = None
         for candidate in (staged, final):  # an interrupted replacement first
-            if path_exists(candidate):
+            if exists(candidate):
                 try:
                     array = _reopen_for_resume(plan, candidate)
                 except ResumeError as error:  # another run's; the other candidate may still be ours
                     refusal = error
                     continue
                 sweep_partial_writes(candidate)  # chunk files a killed write left half-written
-                return candidate, array, BlockRecorder(candidate).done()
+                return candidate, array, BlockRecorder(candidate, storage_options=options).done()
         if refusal is not None:
             raise refusal  # the output's own reason when it exists (it is examined last)
-    if path_exists(final) and not overwrite:
-        record = read_record(final)
+    if exists(final) and not overwrite:
+        record = read_record(final, options)
         if record is not None and not record.get("complete"):
             raise OutputError(
                 f"output.path: {final} is an unfinished convpipe output; pass --resume to finish it "
@@ -312,32 +314,34 @@ def _open_target(plan: Plan, overwrite: bool, resume: bool):
             )
         message = f"output.path: {final} already exists; pass --overwrite (or output.overwrite: true)"
         raise OutputError(message, key="output.path")
-    if path_exists(final) and not is_replaceable(final):
+    if exists(final) and not is_replaceable(final, options):
         raise OutputError(
             f"output.path: {final} exists and is not a convpipe output; convpipe replaces only its own "
             "outputs: choose another output.path, or remove it yourself",
             key="output.path",
         )
-    target_path = staged if path_exists(final) else final
-    if path_exists(target_path):  # an abandoned replacement
-        if not is_replaceable(target_path):
+    target_path = staged if exists(final) else final
+    if exists(target_path):  # an abandoned replacement
+        if not is_replaceable(target_path, options):
             raise OutputError(
                 f"output.path: {target_path} (where the replacement is built) exists and is not a convpipe "
                 "output; remove or rename it",
                 key="output.path",
             )
-        remove_path(target_path)
+        remove_path(target_path, options)
     return target_path, _create_target(plan, target_path), set()
 
 
-def _is_whole(path: str) -> bool:
+def _is_whole(path: str, storage_options: dict[str, Any] | None = None) -> bool:
     """A finished output with every block recorded: the only kind a swap moves into place."""
-    record = read_record(path)
-    return bool(record and record.get("complete")) and len(BlockRecorder(path).done()) == record.get("blocks")
+    record = read_record(path, storage_options)
+    done = BlockRecorder(path, storage_options=storage_options).done() if record else set()
+    return bool(record and record.get("complete")) and len(done) == record.get("blocks")
 
 
 def _reopen_for_resume(plan: Plan, path: str):
-    record = read_record(path)
+    options = plan.config.output.storage_options
+    record = read_record(path, options)
     if record is None:
         raise ResumeError(
             f"output.path: {path} exists but is not a convpipe output; cannot resume it", key="output.path"
@@ -351,7 +355,7 @@ def _reopen_for_resume(plan: Plan, path: str):
             "cannot resume; pass --overwrite to start again",
             key="output.path",
         )
-    return open_output_array(path, mode="r+")
+    return open_output_array(path, mode="r+", storage_options=options)
 
 
 def _create_target(plan: Plan, path: str):
@@ -372,4 +376,5 @@ def _create_target(plan: Plan, path: str):
         codec=config.output.codec,
         zarr_format=zarr_format,
         labels={a.name: list(a.labels) for a in plan.output_axes if a.labels},
+        storage_options=config.output.storage_options,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import signal
 import textwrap
 from collections.abc import Callable
@@ -12,6 +13,7 @@ import pytest
 from convpipe.sample import write_sample
 
 SAMPLE_SHAPE = (4, 32, 40)  # (frames, height, width), uint8
+_BUCKET_NUMBERS = itertools.count()
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -47,3 +49,30 @@ def _write_config(folder: Path, text: str, name: str = "config.yaml") -> Path:
 def write_config() -> Callable[..., Path]:
     """``write_config(folder, text, name="config.yaml")``: write dedented YAML, return its path."""
     return _write_config
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory):
+    """One moto S3 server on 127.0.0.1 for the session (buckets keep tests apart)."""
+    from helpers import S3Server
+
+    server = S3Server(tmp_path_factory.mktemp("moto")).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3(s3_server, monkeypatch: pytest.MonkeyPatch):
+    """A new bucket; the environment (inherited by subprocesses) points every S3 client at the server."""
+    import s3fs
+    from helpers import Bucket
+
+    for name, value in s3_server.environment().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    fs = s3fs.S3FileSystem(endpoint_url=s3_server.endpoint, skip_instance_cache=True)
+    name = f"convpipe-{next(_BUCKET_NUMBERS)}"
+    fs.mkdir(name)
+    return Bucket(name, fs)

@@ -11,12 +11,14 @@ import hashlib
 import itertools
 import os
 import re
+import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,8 @@ from convpipe.completion import BlockRecorder
 from convpipe.sample import write_sample
 
 CONVPIPE = str(Path(sys.executable).parent / "convpipe")  # the installed console script
+DASK = str(Path(sys.executable).parent / "dask")
+STARTUP_TIMEOUT = 60.0  # seconds for a service (scheduler, worker, S3 server) to come up
 SPATIAL_CHUNKS = (32, 32)
 SMALL_SHAPE = (2, 96, 128)  # 2 frames (slabs) x 12 blocks of 32 x 32
 SUMMARY_RESUMED = re.compile(r"resumed: (\d+) of (\d+) blocks computed")
@@ -280,3 +284,172 @@ def interrupted_run(input_path, output_path, recorded: int, overwrite: bool = Fa
     config = run_config(input_path, output_path, scheduler="synchronous", **options)
     with crash_after(recorded), pytest.raises(InjectedCrash):
         convpipe.run(config, overwrite=overwrite, progress=False)
+
+
+# --------------------------------------------------------------------------- services on 127.0.0.1
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@dataclass
+class DaskCluster:
+    """A scheduler and workers running as subprocesses; :meth:`stop` kills them all."""
+
+    folder: Path
+    address: str = ""
+    scheduler: subprocess.Popen | None = None
+    workers: list[subprocess.Popen] = field(default_factory=list)
+
+    def _spawn(self, args: list[str], log_name: str) -> subprocess.Popen:
+        with open(self.folder / log_name, "wb") as log:
+            return subprocess.Popen(
+                [DASK, *args], stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=self.folder
+            )
+
+    def log(self, name: str) -> str:
+        return (self.folder / name).read_text(encoding="utf-8", errors="replace")
+
+    def _wait_for_log(self, proc: subprocess.Popen, log_name: str, text: str) -> None:
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while time.monotonic() < deadline:
+            if text in self.log(log_name):
+                return
+            if proc.poll() is not None:
+                raise RuntimeError(f"{log_name} exited with {proc.returncode}:\n{self.log(log_name)}")
+            time.sleep(0.05)
+        raise TimeoutError(f"no {text!r} in {log_name} after {STARTUP_TIMEOUT} s:\n{self.log(log_name)}")
+
+    def start(self, n_workers: int = 2) -> DaskCluster:
+        port = free_port()
+        self.address = f"tcp://127.0.0.1:{port}"
+        self.scheduler = self._spawn(
+            # --dashboard-address: without a dashboard the scheduler still serves HTTP, by default on 8787.
+            # --idle-timeout: a safety net should this test process die without its finaliser.
+            [
+                "scheduler",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--no-dashboard",
+                "--dashboard-address",
+                "127.0.0.1:0",
+                "--idle-timeout",
+                "600s",
+            ],
+            "scheduler.log",
+        )
+        self._wait_for_log(self.scheduler, "scheduler.log", "Scheduler at:")
+        for name in [self.add_worker() for _ in range(n_workers)]:
+            self.wait_for_worker(name)
+        return self
+
+    def add_worker(self) -> str:
+        """Start one more single-threaded worker (its own process, no nanny); returns its name."""
+        name = f"worker-{len(self.workers)}"
+        args = [
+            "worker",
+            self.address,
+            "--host",
+            "127.0.0.1",
+            "--name",
+            name,
+            "--nthreads",
+            "1",
+            "--no-nanny",
+            "--no-dashboard",
+            "--local-directory",
+            str(self.folder / name),
+            "--death-timeout",
+            "60s",
+        ]
+        self.workers.append(self._spawn(args, f"{name}.log"))
+        return name
+
+    def wait_for_worker(self, name: str) -> None:
+        index = int(name.rsplit("-", 1)[1])
+        self._wait_for_log(self.workers[index], f"{name}.log", "Registered to:")
+
+    def stop(self) -> None:
+        procs = [p for p in [*self.workers, self.scheduler] if p is not None]
+        for proc in procs:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+        for proc in procs:
+            proc.wait(timeout=30)
+
+
+@dataclass
+class S3Server:
+    """A moto S3 server (``python -m moto.server``) on 127.0.0.1, a subprocess; :meth:`stop` kills it."""
+
+    folder: Path
+    endpoint: str = ""
+    process: subprocess.Popen | None = None
+
+    def start(self) -> S3Server:
+        port = free_port()
+        self.endpoint = f"http://127.0.0.1:{port}"
+        with open(self.folder / "moto.log", "wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+                return self
+            if self.process.poll() is not None:
+                raise RuntimeError(f"moto exited with {self.process.returncode}")
+            time.sleep(0.1)
+        raise TimeoutError(f"moto did not listen on {port} within {STARTUP_TIMEOUT} s")
+
+    def environment(self) -> dict[str, str]:
+        """What points botocore/s3fs (in this process and in children) at this server and nowhere else."""
+        return {
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_ACCESS_KEY_ID": "convpipe-test",
+            "AWS_SECRET_ACCESS_KEY": "convpipe-test",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_EC2_METADATA_DISABLED": "true",
+            "AWS_CONFIG_FILE": str(self.folder / "no-aws-config"),
+            "AWS_SHARED_CREDENTIALS_FILE": str(self.folder / "no-aws-credentials"),
+            "AWS_MAX_ATTEMPTS": "2",
+        }
+
+    def stop(self) -> None:
+        if self.process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=30)
+
+
+@dataclass(frozen=True)
+class Bucket:
+    """A fresh bucket on the test's S3 server: ``url(key)`` gives ``s3://bucket/key``."""
+
+    name: str
+    fs: Any  # an s3fs.S3FileSystem for this server
+
+    def url(self, key: str) -> str:
+        return f"s3://{self.name}/{key}"
+
+    def upload(self, local: Path, key: str) -> str:
+        """Copy a local file or folder (a Zarr store) into the bucket; returns its URL."""
+        self.fs.put(str(local), f"{self.name}/{key}", recursive=True)
+        return self.url(key)
+
+    def objects(self, key: str = "") -> list[str]:
+        """Every object under ``key``, relative to the bucket."""
+        self.fs.invalidate_cache()
+        return sorted(name[len(self.name) + 1 :] for name in self.fs.find(f"{self.name}/{key}"))
+
+    def read_output(self, key: str) -> np.ndarray:
+        """The result array ``0`` of an output group in the bucket, read with zarr alone."""
+        return zarr.open_group(self.url(key), mode="r")["0"][...]

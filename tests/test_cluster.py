@@ -14,22 +14,18 @@ byte for byte with the threaded run of the same config.
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import signal
 import socket
-import subprocess
-import sys
 import threading
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 import tifffile
 from helpers import (
     SMALL_SHAPE,
+    DaskCluster,
     Stack,
     assert_same_bytes,
     interrupted_run,
@@ -52,106 +48,10 @@ import convpipe
 from convpipe.completion import BlockRecorder
 from convpipe.sample import sample_stack, write_sample
 
-DASK = str(Path(sys.executable).parent / "dask")
 ONE_FRAME = (1, 96, 128)  # one slab of 12 blocks
 # One slab of 256 blocks: some 5 s on two single-threaded workers, long enough to lose one midway.
 BIG_SHAPE = (1, 512, 512)
-STARTUP_TIMEOUT = 60.0  # seconds for the scheduler, then each worker, to come up
 RUN_TIMEOUT = 120.0
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@dataclass
-class DaskCluster:
-    """A scheduler and workers running as subprocesses; :meth:`stop` kills them all."""
-
-    folder: Path
-    address: str = ""
-    scheduler: subprocess.Popen | None = None
-    workers: list[subprocess.Popen] = field(default_factory=list)
-
-    def _spawn(self, args: list[str], log_name: str) -> subprocess.Popen:
-        with open(self.folder / log_name, "wb") as log:
-            return subprocess.Popen(
-                [DASK, *args], stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=self.folder
-            )
-
-    def log(self, name: str) -> str:
-        return (self.folder / name).read_text(encoding="utf-8", errors="replace")
-
-    def _wait_for_log(self, proc: subprocess.Popen, log_name: str, text: str) -> None:
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        while time.monotonic() < deadline:
-            if text in self.log(log_name):
-                return
-            if proc.poll() is not None:
-                raise RuntimeError(f"{log_name} exited with {proc.returncode}:\n{self.log(log_name)}")
-            time.sleep(0.05)
-        raise TimeoutError(f"no {text!r} in {log_name} after {STARTUP_TIMEOUT} s:\n{self.log(log_name)}")
-
-    def start(self, n_workers: int = 2) -> DaskCluster:
-        port = free_port()
-        self.address = f"tcp://127.0.0.1:{port}"
-        self.scheduler = self._spawn(
-            # --dashboard-address: without a dashboard the scheduler still serves HTTP, by default on 8787.
-            # --idle-timeout: a safety net should this test process die without its finaliser.
-            [
-                "scheduler",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--no-dashboard",
-                "--dashboard-address",
-                "127.0.0.1:0",
-                "--idle-timeout",
-                "600s",
-            ],
-            "scheduler.log",
-        )
-        self._wait_for_log(self.scheduler, "scheduler.log", "Scheduler at:")
-        for name in [self.add_worker() for _ in range(n_workers)]:
-            self.wait_for_worker(name)
-        return self
-
-    def add_worker(self) -> str:
-        """Start one more single-threaded worker (its own process, no nanny); returns its name."""
-        name = f"worker-{len(self.workers)}"
-        args = [
-            "worker",
-            self.address,
-            "--host",
-            "127.0.0.1",
-            "--name",
-            name,
-            "--nthreads",
-            "1",
-            "--no-nanny",
-            "--no-dashboard",
-            "--local-directory",
-            str(self.folder / name),
-            "--death-timeout",
-            "60s",
-        ]
-        self.workers.append(self._spawn(args, f"{name}.log"))
-        return name
-
-    def wait_for_worker(self, name: str) -> None:
-        index = int(name.rsplit("-", 1)[1])
-        self._wait_for_log(self.workers[index], f"{name}.log", "Registered to:")
-
-    def stop(self) -> None:
-        procs = [p for p in [*self.workers, self.scheduler] if p is not None]
-        for proc in procs:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-        for proc in procs:
-            proc.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")
