@@ -23,6 +23,7 @@ from convpipe.metadata import OutputAxis
 from convpipe.outputs import check_output_location
 from convpipe.padding import frame_padding
 from convpipe.resources import local_memory_problem, task_count_warning
+from convpipe.shards import shard_files, shard_layout
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,8 @@ class Plan:
     """The input's axes as stored, when ``axes`` differs (``channels: each`` moved the channel axis)."""
     warnings: tuple[str, ...] = ()
     """Lines worth reading before a run (e.g. very many tiny tasks); ``validate`` and ``run`` print them."""
+    shards: tuple[int, ...] | None = None
+    """Zarr v3 shard shape of the output (each block covers whole shards), or None: unsharded."""
 
     @property
     def dimension_names(self) -> tuple[str, ...]:
@@ -79,6 +82,7 @@ class Plan:
                 "chunks": list(g.zarr_chunks),
                 "format": c.output.format,
                 "codec": c.output.codec,
+                **({"shards": list(self.shards)} if self.shards else {}),
             },
         }
 
@@ -110,6 +114,7 @@ class Plan:
             f"  shape     {g.output_shape}  dtype {c.output.dtype}  dims {list(self.dimension_names)}",
             f"  axes      {_output_axes_text(self.output_axes)}",
             f"  chunks    {g.zarr_chunks}  codec {c.output.codec}  format {c.output.format}",
+            *([f"  shards    {self.shards}  ({shard_files(g, self.shards)} shard files)"] if self.shards else []),
             f"tasks       {g.n_tasks}",
             (
                 f"memory      ~{_mib(self.task_memory())} per task, ~{_mib(self.task_memory() * _threads())}"
@@ -220,7 +225,14 @@ def make_plan(config: Config) -> Plan:
     except ConvpipeError as exc:
         raise config.error(type(exc), "output.path", str(exc)) from None
     outputs = output_axes(axes, geometry, kernel_labels, batch_labels)
-    plan = Plan(config, stack, geometry, weights, axes, outputs, None if axes is resolved else resolved)
+    shards = None
+    if config.output.shards is not None:
+        try:
+            names = tuple(a.name for a in outputs)
+            geometry, shards = shard_layout(geometry, config.output.shards, np.dtype(config.output.dtype).itemsize, names)
+        except ValueError as exc:
+            raise config.error(ConfigError, "output.shards", str(exc)) from None
+    plan = Plan(config, stack, geometry, weights, axes, outputs, None if axes is resolved else resolved, shards=shards)
     if config.compute.scheduler in ("threads", "processes", "synchronous"):
         import psutil
 

@@ -372,4 +372,5 @@ def _create_target(plan: Plan, path: str):
         codec=config.output.codec,
         zarr_format=zarr_format,
         labels={a.name: list(a.labels) for a in plan.output_axes if a.labels},
+        shards=plan.shards,
     )
