@@ -238,6 +238,8 @@ def make_plan(config: Config) -> Plan:
 
         threads = 1 if config.compute.scheduler == "synchronous" else _threads()
         problem = local_memory_problem(plan.task_memory(), threads, psutil.virtual_memory().available)
+        if problem and shards:  # a task writes whole shards: they set its size
+            raise config.error(ConfigError, "output.shards", f"{problem}, or smaller output.shards")
         if problem:
             raise config.error(ConfigError, "compute.chunks", problem)
     warning = task_count_warning(geometry.n_tasks, plan.task_memory())

@@ -15,9 +15,8 @@ one task, and a repeated task rewrites identical bytes.
 multiple of the output's Zarr chunk along that axis (``convpipe validate``
 prints the chunks). ``auto`` makes shards of whole blocks, about
 :data:`AUTO_SHARD_BYTES` each, no larger than the output and small enough
-that the output has at least :data:`~convpipe.geometry.MIN_TASKS` of them
-when it has that many blocks (a shard is one task: one shard would be a run
-on one thread).
+that the output has at least :data:`AUTO_MIN_SHARDS` of them when it has
+that many blocks.
 """
 
 from __future__ import annotations
@@ -26,12 +25,17 @@ import math
 from dataclasses import replace
 from typing import Any
 
-from convpipe.geometry import MIN_TASKS, StackGeometry, regular_chunks, round_chunk, stride_aligned_chunks
+from convpipe.geometry import StackGeometry, regular_chunks, round_chunk, stride_aligned_chunks
 from convpipe.yamldoc import YamlDoc, is_int, show
 
 AUTO = "auto"
 AUTO_SHARD_BYTES = 2**30
 """Target size of an ``auto`` shard (uncompressed): few files, and still a task's worth of work."""
+
+AUTO_MIN_SHARDS = 16
+"""An ``auto`` shard is at most this fraction of the output: a shard is one task, and a small output
+cut into a few large tasks leaves threads idle at the end of the run while the last shards are
+computed and written (zarr-python encodes and stores a shard as one object)."""
 
 Shards = tuple[int, ...] | str | None
 
@@ -76,7 +80,7 @@ def shard_layout(
 
 
 def auto_shards(g: StackGeometry, itemsize: int) -> tuple[int, ...]:
-    """Shards of whole blocks of ``g``: about :data:`AUTO_SHARD_BYTES`, at least ``MIN_TASKS`` where possible.
+    """Shards of whole blocks of ``g``: about :data:`AUTO_SHARD_BYTES`, at most 1 / :data:`AUTO_MIN_SHARDS` of the output.
 
     A shard grows block by block along x, then y (towards whole frames),
     then the batch axes from the innermost out; an axis grows only once the
@@ -89,12 +93,12 @@ def auto_shards(g: StackGeometry, itemsize: int) -> tuple[int, ...]:
     last = len(g.output_order) - 1
     growth = [work_to_output[last], work_to_output[last - 1]]
     growth += [work_to_output[w] for w in reversed(range(n_batch))]
-    total = math.prod(g.output_shape) * itemsize
-    target = min(AUTO_SHARD_BYTES, total / min(MIN_TASKS, math.prod(counts)))
+    whole_chunks = math.prod(-(-n // c) * c for n, c in zip(g.output_shape, g.zarr_chunks))  # as shards count
+    target = min(AUTO_SHARD_BYTES, whole_chunks * itemsize // AUTO_MIN_SHARDS)
     shards = list(blocks)
     for axis in growth:
         others = math.prod(shards) // shards[axis] * itemsize
-        fits = int(target // (others * blocks[axis]))
+        fits = target // (others * blocks[axis])
         shards[axis] = blocks[axis] * max(1, min(fits, counts[axis]))
         if shards[axis] < blocks[axis] * counts[axis]:
             break

@@ -27,6 +27,7 @@ from helpers import (
     Stack,
     assert_same_bytes,
     assert_user_error,
+    interrupted_run,
     invoke,
     make_config,
     output_record,
@@ -38,7 +39,6 @@ from helpers import (
     start_convpipe,
     wait_for_markers,
     write_yaml,
-    interrupted_run,
 )
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -46,10 +46,10 @@ from reference import SOBEL, correlate_loop, magnitude
 
 import convpipe
 from convpipe.completion import BlockRecorder
-from convpipe.geometry import MIN_TASKS, plan_geometry
+from convpipe.geometry import plan_geometry
 from convpipe.pipeline import result_array, write_tasks
 from convpipe.sample import sample_stack, write_sample
-from convpipe.shards import AUTO_SHARD_BYTES, auto_shards, blocks_of_whole_shards
+from convpipe.shards import AUTO_MIN_SHARDS, AUTO_SHARD_BYTES, auto_shards, blocks_of_whole_shards
 
 BIG_SHAPE = (1, 768, 768)  # as in test_resume.py: a run long enough to be killed in the middle
 
@@ -136,8 +136,9 @@ def test_auto_shards_are_whole_blocks_and_spread_a_small_output(tmp_path: Path) 
     array = zarr.open_group(str(out), mode="r")["0"]
     blocks = [c[0] for c in unsharded.output_chunks]
     assert all(s % b == 0 for s, b in zip(array.shards, blocks))  # made of whole processing blocks
-    assert array.shards[1:] == (96, 128)  # whole frames (the output is 94 x 126)
-    assert len(stored_objects(out)) >= MIN_TASKS  # not the whole output in one task
+    assert array.shards != tuple(blocks)  # more than one block each
+    assert math.prod(array.shards) <= math.prod(array.shape) / AUTO_MIN_SHARDS
+    assert len(stored_objects(out)) >= AUTO_MIN_SHARDS  # a small output still spreads over many tasks
 
 
 @pytest.mark.parametrize(
@@ -145,7 +146,7 @@ def test_auto_shards_are_whole_blocks_and_spread_a_small_output(tmp_path: Path) 
     [
         (1000, 2048, 2048),  # whole frames per block: shards of many frames
         (50, 8192, 8192),  # tiled frames: shards of whole frames
-        (1, 32768, 65536),  # one large image: shards of rows of tiles
+        (1, 65536, 65536),  # one large image: shards of rows of tiles
     ],
 )
 def test_auto_shards_hold_about_a_gibibyte_of_whole_blocks(shape) -> None:
@@ -221,7 +222,8 @@ def test_each_shard_is_stored_once_and_never_read_back(tmp_path: Path) -> None:
         for method, key in calls:
             if method == "get" and key in stored:
                 found.append(key)
-            stored.add(key) if method == "set" else None
+            if method == "set":
+                stored.add(key)
         return found
 
     writes = list(calls)
@@ -356,3 +358,15 @@ def test_bad_shards_are_one_line_naming_the_yaml_line(sample_zarr: Path, command
     message = assert_user_error(invoke(command, config), *fragments)
     assert message.startswith(f"{config}:{line}: output.shards: "), message
     assert not (sample_zarr.parent / "out.zarr").exists()
+
+
+def test_shards_too_large_for_memory_are_refused_naming_the_key(tmp_path: Path) -> None:
+    source = tmp_path / "in.zarr"  # metadata only: nothing stored, nothing read beyond a few missing chunks
+    zarr.open_group(str(source), mode="w").create_array(
+        "0", shape=(64, 16384, 16384), chunks=(1, 4096, 4096), dtype="uint16", dimension_names=["t", "y", "x"]
+    )
+    g = convpipe.plan(run_config(source, tmp_path / "out.zarr", chunks=None)).geometry
+    whole = [-(-n // c) * c for n, c in zip(g.output_shape, g.zarr_chunks)]  # the output in one shard
+    config = write_yaml(tmp_path / "run.yaml", sharded_config(source, tmp_path / "out.zarr", whole, chunks=None))
+    message = assert_user_error(invoke("validate", config), "output.shards", "or smaller output.shards")
+    assert message.startswith(f"{config}:")
