@@ -141,6 +141,24 @@ def test_auto_shards_are_whole_blocks_and_spread_a_small_output(tmp_path: Path) 
     assert len(stored_objects(out)) >= AUTO_MIN_SHARDS  # a small output still spreads over many tasks
 
 
+@pytest.mark.parametrize("shards", [[2, 2, 2, 32, 48], "auto"], ids=["explicit", "auto"])
+def test_two_batch_axes_and_a_kernel_axis_between_them(tmp_path: Path, shards) -> None:
+    """A (t, z, y, x) stack with ``combine: none``: the output is (t, c, z, y, x), shards in that order."""
+    x = (np.random.default_rng(1).random((2, 3, 40, 50)) * 255).astype("uint8")
+    source = tmp_path / "in.zarr"
+    group = zarr.open_group(str(source), mode="w")
+    group.create_array("0", shape=x.shape, chunks=(1, 1, 40, 50), dtype="uint8", dimension_names=["t", "z", "y", "x"])
+    group["0"][...] = x
+    config = sharded_config(source, tmp_path / "out.zarr", shards, combine="none", chunks=(16, 16))
+    convpipe.run(config, progress=False)
+    array = zarr.open_group(str(tmp_path / "out.zarr"), mode="r")["0"]
+    assert array.metadata.dimension_names == ("t", "c", "z", "y", "x")
+    assert array.chunks == (1, 2, 1, 16, 16) and array.shards[1] == 2
+    expected = np.moveaxis(correlate_loop(x[:, :, None], SOBEL, (1, 1)), 2, 1)  # (t, K, z, y, x)
+    np.testing.assert_array_equal(array[...], expected.astype(np.float32))
+    assert stored_objects(tmp_path / "out.zarr") == expected_keys(array.shape, array.shards)
+
+
 @pytest.mark.parametrize(
     "shape",
     [
