@@ -38,15 +38,21 @@ def open_output(path: Path):
 
 
 def config(
-    input_path: Path, output_path: Path, stride: int, combine: str = "magnitude", dtype: str = "float32"
+    input_path: Path,
+    output_path: Path,
+    stride: int,
+    combine: str = "magnitude",
+    dtype: str = "float32",
+    shards: str | None = None,
 ) -> dict:
     """A convpipe config for the Sobel magnitude (or ``combine``) of ``input_path``, as a mapping."""
+    output = {"path": str(output_path), "dtype": dtype, "codec": "blosc-lz4"}
     return {
         "input": {"path": str(input_path)},
         "kernels": "sobel",
         "stride": stride,
         "combine": combine,
-        "output": {"path": str(output_path), "dtype": dtype, "codec": "blosc-lz4"},
+        "output": output | ({"shards": shards} if shards else {}),
         "compute": {"scheduler": "threads"},
     }
 
@@ -62,23 +68,24 @@ def run_command(config_path: Path) -> list[str]:
 
 
 def pipeline_cases(reference: Reference, results: Results, scratch: Path) -> list[Case]:
-    """The whole pipeline from a config text, Sobel magnitude, stride 1 and 2."""
+    """The whole pipeline from a config text, Sobel magnitude, stride 1 and 2, and stride 1 with ``shards: auto``."""
     input_path = reference.path
     cases = []
-    for stride in (1, 2):
-        plan = convpipe.plan(config(input_path, scratch / "plan.zarr", stride))
+    for stride, shards in ((1, None), (2, None), (1, "auto")):
+        name = f"convpipe stride {stride}" + (f", shards {shards}" if shards else "")
+        plan = convpipe.plan(config(input_path, scratch / "plan.zarr", stride, shards=shards))
         g = plan.geometry
         results.note(
-            f"convpipe stride {stride} plan: {g.n_tasks} tasks, processing chunks "
-            f"{tuple(c[0] for c in g.input_chunks)}, output Zarr chunks {g.zarr_chunks}, "
-            f"~{plan.task_memory() / 2**20:.0f} MiB per task"
+            f"{name} plan: {g.n_tasks} tasks, processing chunks "
+            f"{tuple(c[0] for c in g.input_chunks)}, output Zarr chunks {g.zarr_chunks}"
+            + (f", shards {plan.shards}" if plan.shards else "")
+            + f", ~{plan.task_memory() / 2**20:.0f} MiB per task"
         )
 
-        def run(output: Path, stride: int = stride) -> None:
-            convpipe.run(config(input_path, output, stride), progress=False)
+        def run(output: Path, stride: int = stride, shards: str | None = shards) -> None:
+            convpipe.run(config(input_path, output, stride, shards=shards), progress=False)
 
-        def verify(output: Path, stride: int = stride) -> None:
-            label = f"convpipe stride {stride}"
+        def verify(output: Path, stride: int = stride, label: str = name) -> None:
             worst = check_stack_output(label, open_output(output), reference, stride)
             results.agree(
                 f"{label}: {reference.frames_text()} vs the reference"
@@ -86,7 +93,6 @@ def pipeline_cases(reference: Reference, results: Results, scratch: Path) -> lis
                 + f" (max rel err {worst:.1e})"
             )
 
-        name = f"convpipe stride {stride}"
         cases.append(pipeline_case(name, "convpipe", reference.megapixels, run, verify, scratch))
     return cases
 

@@ -82,6 +82,13 @@ RATIOS = (
         "t(dtype auto) / t(float32), combine none",
     ),
     RatioDefinition(
+        "sharded / unsharded output (time)",
+        "convpipe stride 1, shards auto",
+        "convpipe stride 1",
+        "t(convpipe s1, shards) / t(convpipe s1)",
+        Target(1.10, at_most=True),
+    ),
+    RatioDefinition(
         "convpipe stride 2 / stride 1 (time)",
         "convpipe stride 2",
         "convpipe stride 1",
@@ -97,6 +104,7 @@ STACK_ROW_SECTIONS = {
     "I/O floor (read, cast, write)": "floor",
     "convpipe stride 1": "convpipe",
     "convpipe stride 2": "convpipe",
+    "convpipe stride 1, shards auto": "convpipe",
     "dask-image (2 x correlate, hypot)": "daskimage",
     "convpipe responses dtype float32": "dtypes",
     "convpipe responses dtype auto": "dtypes",

@@ -98,9 +98,10 @@ def pipeline_case(
     warm_up = scratch / "warm-up.zarr"
     run(warm_up)
     verify(warm_up)
-    stored = sum(f.stat().st_size for f in warm_up.rglob("*") if f.is_file())
+    files = [f for f in warm_up.rglob("*") if f.is_file()]
+    stored = sum(f.stat().st_size for f in files)
     shutil.rmtree(warm_up, ignore_errors=True)
-    written = f"writes {stored / 1e6:.0f} MB"  # compressed: what the disk has to take
+    written = f"writes {stored / 1e6:.0f} MB in {len(files)} files"  # compressed: what the disk has to take
     return Case(name, section, megapixels, once, f"{note}, {written}" if note else written)
 
 

@@ -24,6 +24,7 @@ from convpipe.kernels import BUILTIN_BANKS, KernelBank
 from convpipe.outtypes import OUTPUT_DTYPES
 from convpipe.padding import Padding, PaddingMode, parse_dilation, parse_padding, parse_padding_mode
 from convpipe.paths import parse_storage_options
+from convpipe.shards import parse_shards
 from convpipe.yamldoc import YamlDoc, is_int, is_number, parse_yaml, show
 
 SCHEDULERS = ("threads", "processes", "synchronous", "local")
@@ -55,6 +56,8 @@ class OutputSpec:
     format: str = "zarr3"
     storage_options: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
     """fsspec options for a URL path (endpoint, credentials); never written into the output."""
+    shards: tuple[int, ...] | str | None = None
+    """Zarr v3 shard shape (one length per output axis), ``"auto"``, or None: no shards (see :mod:`convpipe.shards`)."""
 
 
 @dataclass(frozen=True)
@@ -228,7 +231,7 @@ TOP_KEYS = (
     "input", "kernels", "stride", "combine", "padding", "padding_mode", "dilation", "channels", "output", "compute",
 )
 INPUT_KEYS = ("path", "array", "channel_axis", "axes", "storage_options")
-OUTPUT_KEYS = ("path", "overwrite", "dtype", "codec", "format", "storage_options")
+OUTPUT_KEYS = ("path", "overwrite", "dtype", "codec", "format", "storage_options", "shards")
 COMPUTE_KEYS = ("chunks", "scheduler", "workers", "threads_per_worker", "retries", "connect_timeout", "task_mib")
 
 
@@ -308,13 +311,15 @@ def _config_from(raw: Any, doc: YamlDoc, source: str, base: Path | None) -> Conf
     raw_output = doc.mapping(top["output"], ("output",), OUTPUT_KEYS)
     if "path" not in raw_output:
         raise doc.error(("output",), "missing required key 'path'")
+    output_format = doc.choice(raw_output.get("format", "zarr3"), ("output", "format"), OUTPUT_FORMATS)
     output_spec = OutputSpec(
         path=_path(doc, raw_output["path"], ("output", "path"), base),
         overwrite=doc.boolean(raw_output.get("overwrite", False), ("output", "overwrite")),
         dtype=doc.choice(raw_output.get("dtype", "float32"), ("output", "dtype"), OUTPUT_DTYPES),
         codec=doc.choice(raw_output.get("codec", "blosc-lz4"), ("output", "codec"), CODECS),
-        format=doc.choice(raw_output.get("format", "zarr3"), ("output", "format"), OUTPUT_FORMATS),
+        format=output_format,
         storage_options=_storage_options(doc, raw_output, ("output", "storage_options")),
+        shards=parse_shards(doc, raw_output.get("shards"), ("output", "shards"), output_format),
     )
 
     raw_compute = top.get("compute")

@@ -192,6 +192,9 @@ class StackGeometry:
     """Pixels added (top, bottom, left, right) by ``padding_mode`` around each frame."""
     padding_mode: str = "zeros"
     dilation: tuple[int, int] = (1, 1)
+    inner_chunks: tuple[int, ...] | None = None
+    """Zarr chunk shape of the output when blocks were enlarged around it (whole shards, see
+    :mod:`convpipe.shards`); None: derived from the blocks (:attr:`zarr_chunks`)."""
 
     @property
     def has_kernel_axis(self) -> bool:
@@ -264,6 +267,8 @@ class StackGeometry:
         one frame per chunk), so every block covers whole Zarr chunks and no
         two tasks ever write the same chunk.
         """
+        if self.inner_chunks is not None:
+            return self.inner_chunks
         work = [chunks[0] for chunks in self.work_output_chunks]
         work[: len(self.batch_zarr_chunks)] = self.batch_zarr_chunks
         return tuple(work[a] for a in self.output_order)

@@ -144,12 +144,15 @@ def create_output(
     zarr_format: int = 3,
     labels: dict[str, list[str]] | None = None,
     storage_options: StorageOptions | None = None,
+    shards: tuple[int, ...] | None = None,
 ) -> zarr.Array:
     """Create the output group at ``path`` with an empty result array at ``0``.
 
     ``labels`` maps a dimension name to one label per index (the kernel names
     of the channel axis); each becomes a 1-D string array named after the
-    dimension, which xarray reads as that dimension's coordinate.
+    dimension, which xarray reads as that dimension's coordinate. ``shards``
+    (Zarr 3 only) groups the ``chunks`` into shards of that shape, one
+    stored object each; every write must then cover whole shards.
     """
     group = zarr.open_group(store=zarr_store(path, storage_options), mode="w", zarr_format=zarr_format)
     group.attrs.update(group_attributes)
@@ -157,6 +160,7 @@ def create_output(
     kwargs: dict[str, Any] = {}
     if zarr_format == 3:
         kwargs["dimension_names"] = list(dimension_names)
+        kwargs["shards"] = shards
     else:
         attributes["_ARRAY_DIMENSIONS"] = list(dimension_names)
     for dimension, values in (labels or {}).items():

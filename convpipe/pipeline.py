@@ -152,17 +152,19 @@ def write_tasks(
 
     ``result`` may be a slab of the whole output starting at element
     ``origin`` and block ``block_origin`` (used to name completion records).
-    Every block must cover whole Zarr chunks of the target (block edges on
-    chunk edges), so each Zarr chunk is written by exactly one task and a
+    Every block must cover whole Zarr chunks (whole shards when the target
+    is sharded) of the target (block edges on chunk edges), so each Zarr
+    chunk is written by exactly one task and a
     repeated task rewrites identical bytes without racing another task.
     The returned array of tokens is what gets computed.
     """
     origin = origin or (0,) * result.ndim
-    for axis, (sizes, chunk, start) in enumerate(zip(result.chunks, target.chunks, origin)):
+    stored = getattr(target, "shards", None) or target.chunks  # a shard is one stored object: written whole
+    for axis, (sizes, chunk, start) in enumerate(zip(result.chunks, stored, origin)):
         edges = start + np.cumsum((0,) + sizes)
         ends_inside = edges[-1] % chunk and edges[-1] != target.shape[axis]
         if np.any(edges[:-1] % chunk) or ends_inside:
-            raise ValueError(f"Zarr chunks {target.chunks} are not aligned with the Dask blocks {result.chunks}")
+            raise ValueError(f"Zarr chunks {stored} are not aligned with the Dask blocks {result.chunks}")
     return result.map_blocks(
         BlockWriter(target, on_written, origin, block_origin),
         dtype=np.uint8,

@@ -24,6 +24,7 @@ from convpipe.outputs import check_output_location
 from convpipe.outtypes import output_dtype
 from convpipe.padding import frame_padding
 from convpipe.resources import local_memory_problem, task_count_warning
+from convpipe.shards import shard_files, shard_layout
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,8 @@ class Plan:
     """Lines worth reading before a run (e.g. very many tiny tasks); ``validate`` and ``run`` print them."""
     output_dtype: str = "float32"
     """``output.dtype`` resolved against the input (``auto`` becomes a dtype)."""
+    shards: tuple[int, ...] | None = None
+    """Zarr v3 shard shape of the output (each block covers whole shards), or None: unsharded."""
 
     @property
     def dimension_names(self) -> tuple[str, ...]:
@@ -78,6 +81,7 @@ class Plan:
                 "chunks": list(g.zarr_chunks),
                 "format": c.output.format,
                 "codec": c.output.codec,
+                **({"shards": list(self.shards)} if self.shards else {}),
             },
         }
 
@@ -109,6 +113,7 @@ class Plan:
             f"  shape     {g.output_shape}  dtype {self.output_dtype}  dims {list(self.dimension_names)}",
             f"  axes      {_output_axes_text(self.output_axes)}",
             f"  chunks    {g.zarr_chunks}  codec {c.output.codec}  format {c.output.format}",
+            *([f"  shards    {self.shards}  ({shard_files(g, self.shards)} shard files)"] if self.shards else []),
             f"tasks       {g.n_tasks}",
             (
                 f"memory      ~{_mib(self.task_memory())} per task, ~{_mib(self.task_memory() * _threads())}"
@@ -223,14 +228,31 @@ def make_plan(config: Config) -> Plan:
     except ConvpipeError as exc:
         raise config.error(type(exc), "output.path", str(exc)) from None
     outputs = output_axes(axes, geometry, kernel_labels, batch_labels)
+    shards = None
+    if config.output.shards is not None:
+        try:
+            names = tuple(a.name for a in outputs)
+            geometry, shards = shard_layout(geometry, config.output.shards, np.dtype(dtype).itemsize, names)
+        except ValueError as exc:
+            raise config.error(ConfigError, "output.shards", str(exc)) from None
     plan = Plan(
-        config, stack, geometry, weights, axes, outputs, None if axes is resolved else resolved, output_dtype=dtype
+        config,
+        stack,
+        geometry,
+        weights,
+        axes,
+        outputs,
+        None if axes is resolved else resolved,
+        output_dtype=dtype,
+        shards=shards,
     )
     if config.compute.scheduler in ("threads", "processes", "synchronous"):
         import psutil
 
         threads = 1 if config.compute.scheduler == "synchronous" else _threads()
         problem = local_memory_problem(plan.task_memory(), threads, psutil.virtual_memory().available)
+        if problem and shards:  # a task writes whole shards: they set its size
+            raise config.error(ConfigError, "output.shards", f"{problem}, or smaller output.shards")
         if problem:
             raise config.error(ConfigError, "compute.chunks", problem)
     warning = task_count_warning(geometry.n_tasks, plan.task_memory())

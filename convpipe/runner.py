@@ -377,4 +377,5 @@ def _create_target(plan: Plan, path: str):
         zarr_format=zarr_format,
         labels={a.name: list(a.labels) for a in plan.output_axes if a.labels},
         storage_options=config.output.storage_options,
+        shards=plan.shards,
     )
