@@ -22,6 +22,7 @@ from convpipe.errors import ConfigError, ConvpipeError
 from convpipe.geometry import COMBINES, Combine
 from convpipe.kernels import BUILTIN_BANKS, KernelBank
 from convpipe.padding import Padding, PaddingMode, parse_dilation, parse_padding, parse_padding_mode
+from convpipe.pyramid import parse_pyramid
 from convpipe.yamldoc import YamlDoc, is_int, is_number, parse_yaml, show
 
 SCHEDULERS = ("threads", "processes", "synchronous", "local")
@@ -50,6 +51,8 @@ class OutputSpec:
     dtype: str = "float32"
     codec: str = "blosc-lz4"
     format: str = "zarr3"
+    pyramid: int | str = 0
+    """Levels below level 0 (each a 2 x 2 mean of the one below), or ``"auto"``; see :mod:`convpipe.pyramid`."""
 
 
 @dataclass(frozen=True)
@@ -121,6 +124,13 @@ def _path(doc: YamlDoc, value: Any, key: tuple, base: Path | None) -> str:
     if not isinstance(value, str) or not value.strip():
         raise doc.error(key, f"must be a path or URL string, got {show(value)}")
     return resolve_path(value, base)
+
+
+def _pyramid(doc: YamlDoc, value: Any) -> int | str:
+    try:
+        return parse_pyramid(value)
+    except ValueError as exc:
+        raise doc.error(("output", "pyramid"), str(exc)) from None
 
 
 def resolve_path(value: str, base: Path | None) -> str:
@@ -209,7 +219,7 @@ TOP_KEYS = (
     "input", "kernels", "stride", "combine", "padding", "padding_mode", "dilation", "channels", "output", "compute",
 )
 INPUT_KEYS = ("path", "array", "channel_axis", "axes")
-OUTPUT_KEYS = ("path", "overwrite", "dtype", "codec", "format")
+OUTPUT_KEYS = ("path", "overwrite", "dtype", "codec", "format", "pyramid")
 COMPUTE_KEYS = ("chunks", "scheduler", "workers", "threads_per_worker", "retries", "connect_timeout")
 
 
@@ -294,6 +304,7 @@ def _config_from(raw: Any, doc: YamlDoc, source: str, base: Path | None) -> Conf
         dtype=doc.choice(raw_output.get("dtype", "float32"), ("output", "dtype"), OUTPUT_DTYPES),
         codec=doc.choice(raw_output.get("codec", "blosc-lz4"), ("output", "codec"), CODECS),
         format=doc.choice(raw_output.get("format", "zarr3"), ("output", "format"), OUTPUT_FORMATS),
+        pyramid=_pyramid(doc, raw_output.get("pyramid", 0)),
     )
 
     raw_compute = top.get("compute")

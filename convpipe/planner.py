@@ -7,6 +7,7 @@ prints (``str(plan)``) and what :func:`convpipe.runner.execute` runs.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -22,6 +23,7 @@ from convpipe.inputs import InputStack, open_input
 from convpipe.metadata import OutputAxis
 from convpipe.outputs import check_output_location
 from convpipe.padding import frame_padding
+from convpipe.pyramid import level_shape, levels_for, pyramid_bytes
 from convpipe.resources import local_memory_problem, task_count_warning
 
 
@@ -40,6 +42,8 @@ class Plan:
     """The input's axes as stored, when ``axes`` differs (``channels: each`` moved the channel axis)."""
     warnings: tuple[str, ...] = ()
     """Lines worth reading before a run (e.g. very many tiny tasks); ``validate`` and ``run`` print them."""
+    levels: int = 0
+    """Pyramid levels below level 0 (``output.pyramid`` resolved against the output's size)."""
 
     @property
     def dimension_names(self) -> tuple[str, ...]:
@@ -60,7 +64,8 @@ class Plan:
         out_item = np.dtype(self.output_dtype).itemsize
         out_block = int(np.prod([max(c) for c in g.output_chunks])) * out_item
         responses = out_block * (1 if g.has_kernel_axis else g.n_kernels)
-        return block_pixels * g.channels * self.stack.dtype.itemsize * 2 + responses + out_block
+        levels = pyramid_bytes(out_block, out_item, self.levels)
+        return block_pixels * g.channels * self.stack.dtype.itemsize * 2 + responses + out_block + levels
 
     def fingerprint_fields(self) -> dict[str, Any]:
         """What determines the output's bytes: a resumed run must match all of it."""
@@ -79,6 +84,7 @@ class Plan:
                 "chunks": list(g.zarr_chunks),
                 "format": c.output.format,
                 "codec": c.output.codec,
+                **({"pyramid": self.levels} if self.levels else {}),
             },
         }
 
@@ -110,6 +116,8 @@ class Plan:
             f"  shape     {g.output_shape}  dtype {c.output.dtype}  dims {list(self.dimension_names)}",
             f"  axes      {_output_axes_text(self.output_axes)}",
             f"  chunks    {g.zarr_chunks}  codec {c.output.codec}  format {c.output.format}",
+            *([f"  pyramid   {self.levels} level(s) below 0, down to {level_shape(g.output_shape, self.levels)}"]
+              if self.levels else []),
             f"tasks       {g.n_tasks}",
             (
                 f"memory      ~{_mib(self.task_memory())} per task, ~{_mib(self.task_memory() * _threads())}"
@@ -199,7 +207,8 @@ def make_plan(config: Config) -> Plan:
         )
     except InputError as exc:
         raise config.error(InputError, exc.key, str(exc)) from None
-    geometry = plan_geometry(
+    geometry_of = functools.partial(
+        plan_geometry,
         stack.shape,
         stack.stored_chunks,
         stack.dtype.itemsize,
@@ -215,12 +224,20 @@ def make_plan(config: Config) -> Plan:
         padding_mode=config.padding_mode,
         dilation=config.dilation,
     )
+    geometry = geometry_of()
+    try:
+        levels = levels_for(config.output.pyramid, geometry.output_shape[-2:])
+    except ValueError as exc:
+        raise config.error(ConfigError, "output.pyramid", str(exc)) from None
+    geometry = geometry_of(block_multiple=2**levels) if levels else geometry
     try:
         check_output_location(config.output.path, config.input.path, config.source)
     except ConvpipeError as exc:
         raise config.error(type(exc), "output.path", str(exc)) from None
     outputs = output_axes(axes, geometry, kernel_labels, batch_labels)
-    plan = Plan(config, stack, geometry, weights, axes, outputs, None if axes is resolved else resolved)
+    plan = Plan(
+        config, stack, geometry, weights, axes, outputs, None if axes is resolved else resolved, levels=levels
+    )
     if config.compute.scheduler in ("threads", "processes", "synchronous"):
         import psutil
 
