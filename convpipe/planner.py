@@ -64,7 +64,7 @@ class Plan:
         out_item = np.dtype(self.output_dtype).itemsize
         out_block = int(np.prod([max(c) for c in g.output_chunks])) * out_item
         responses = out_block * (1 if g.has_kernel_axis else g.n_kernels)
-        levels = pyramid_bytes(out_block, out_item, self.levels)
+        levels = pyramid_bytes(out_block, self.levels)
         return block_pixels * g.channels * self.stack.dtype.itemsize * 2 + responses + out_block + levels
 
     def fingerprint_fields(self) -> dict[str, Any]:

@@ -20,6 +20,7 @@ come from exactly one block: one writer per stored chunk, at every level.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -104,18 +105,38 @@ def level_transform(scale: list[float], translation: list[float], k: int) -> tup
 def downsample_mean(block: np.ndarray) -> np.ndarray:
     """The 2 x 2 mean of ``block`` over its last two axes (floored sizes), in ``block``'s dtype.
 
+    Compiled with Numba on first use (a plain loop, float64 sums in the
+    documented order, no ``fastmath``): several times faster than NumPy's
+    strided slices, and no float64 copy of the block is made.
+
     Examples
     --------
     >>> downsample_mean(np.arange(12, dtype=np.float32).reshape(3, 4))
     array([[2.5, 4.5]], dtype=float32)
     """
-    h, w = (n // 2 * 2 for n in block.shape[-2:])
-    mean = block[..., 0:h:2, 0:w:2].astype(np.float64)
-    mean += block[..., 0:h:2, 1:w:2]
-    mean += block[..., 1:h:2, 0:w:2]
-    mean += block[..., 1:h:2, 1:w:2]
-    mean *= 0.25
-    return mean.astype(block.dtype)
+    h, w = block.shape[-2:]
+    frames = np.ascontiguousarray(block).reshape(-1, h, w)
+    out = np.empty((frames.shape[0], h // 2, w // 2), dtype=block.dtype)
+    _compiled_mean()(frames, out)
+    return out.reshape(block.shape[:-2] + out.shape[-2:])
+
+
+def _mean_2x2(x, out):
+    """``out[f, i, j]`` = the float64 mean of ``x[f, 2i:2i+2, 2j:2j+2]`` summed row by row, left to right."""
+    for f in range(out.shape[0]):
+        for i in range(out.shape[1]):
+            for j in range(out.shape[2]):
+                total = np.float64(x[f, 2 * i, 2 * j]) + np.float64(x[f, 2 * i, 2 * j + 1])
+                total += np.float64(x[f, 2 * i + 1, 2 * j])
+                total += np.float64(x[f, 2 * i + 1, 2 * j + 1])
+                out[f, i, j] = total * 0.25
+
+
+@functools.cache
+def _compiled_mean():
+    import numba  # only when a pyramid is written: the config and the CLI stay light
+
+    return numba.njit(nogil=True, cache=True)(_mean_2x2)
 
 
 def write_levels(levels: tuple, block: np.ndarray, region: tuple[slice, ...]) -> None:
@@ -136,12 +157,13 @@ def write_levels(levels: tuple, block: np.ndarray, region: tuple[slice, ...]) ->
         array[tuple(region[:-2]) + spatial] = level
 
 
-def pyramid_bytes(block_bytes: int, itemsize: int, levels: int) -> int:
+def pyramid_bytes(block_bytes: int, levels: int) -> int:
     """Peak extra bytes a write task holds for the levels of a level-0 block of ``block_bytes``.
 
-    Level ``k`` (a quarter of level ``k - 1``) is summed in float64 and cast;
-    at most a third of the block in float64 plus a third in the output dtype.
+    The levels themselves (a quarter, a sixteenth... of the block: under a
+    third of it together), plus a contiguous copy of a block that is a
+    transposed view (``combine: none`` with the kernel axis moved).
     """
     if not levels:
         return 0
-    return int(block_bytes * (8 / itemsize + 1) / 3) + 1
+    return block_bytes + block_bytes // 3 + 1
