@@ -196,6 +196,7 @@ def test_auto_on_a_run_writes_the_levels_it_needs(tmp_path: Path) -> None:
     out = tmp_path / "out.zarr"
     the_plan = convpipe.plan(config_for(source, out, "auto", {}))  # output 1100 x 600
     assert the_plan.levels == 2
+    assert "pyramid   2 level(s) below 0, down to (1, 275, 150)" in str(the_plan)  # what validate prints
     convpipe.run(the_plan, progress=False)
     arrays = levels_of(out)
     assert [a.shape for a in arrays] == [(1, 1100, 600), (1, 550, 300), (1, 275, 150)]
