@@ -25,6 +25,7 @@ from convpipe.outtypes import OUTPUT_DTYPES
 from convpipe.padding import Padding, PaddingMode, parse_dilation, parse_padding, parse_padding_mode
 from convpipe.paths import parse_storage_options
 from convpipe.shards import parse_shards
+from convpipe.pyramid import parse_pyramid
 from convpipe.yamldoc import YamlDoc, is_int, is_number, parse_yaml, show
 
 SCHEDULERS = ("threads", "processes", "synchronous", "local")
@@ -58,6 +59,8 @@ class OutputSpec:
     """fsspec options for a URL path (endpoint, credentials); never written into the output."""
     shards: tuple[int, ...] | str | None = None
     """Zarr v3 shard shape (one length per output axis), ``"auto"``, or None: no shards (see :mod:`convpipe.shards`)."""
+    pyramid: int | str = 0
+    """Levels below level 0 (each a 2 x 2 mean of the one below), or ``"auto"``; see :mod:`convpipe.pyramid`."""
 
 
 @dataclass(frozen=True)
@@ -143,6 +146,11 @@ def _storage_options(doc: YamlDoc, spec: dict[str, Any], key: tuple) -> dict[str
         return parse_storage_options(spec.get(key[-1]) or {})
     except ValueError as exc:
         raise doc.error(key, str(exc)) from None
+def _pyramid(doc: YamlDoc, value: Any) -> int | str:
+    try:
+        return parse_pyramid(value)
+    except ValueError as exc:
+        raise doc.error(("output", "pyramid"), str(exc)) from None
 
 
 def resolve_path(value: str, base: Path | None) -> str:
@@ -231,7 +239,7 @@ TOP_KEYS = (
     "input", "kernels", "stride", "combine", "padding", "padding_mode", "dilation", "channels", "output", "compute",
 )
 INPUT_KEYS = ("path", "array", "channel_axis", "axes", "storage_options")
-OUTPUT_KEYS = ("path", "overwrite", "dtype", "codec", "format", "storage_options", "shards")
+OUTPUT_KEYS = ("path", "overwrite", "dtype", "codec", "format", "storage_options", "shards", "pyramid")
 COMPUTE_KEYS = ("chunks", "scheduler", "workers", "threads_per_worker", "retries", "connect_timeout", "task_mib")
 
 
@@ -320,6 +328,7 @@ def _config_from(raw: Any, doc: YamlDoc, source: str, base: Path | None) -> Conf
         format=output_format,
         storage_options=_storage_options(doc, raw_output, ("output", "storage_options")),
         shards=parse_shards(doc, raw_output.get("shards"), ("output", "shards"), output_format),
+        pyramid=_pyramid(doc, raw_output.get("pyramid", 0)),
     )
 
     raw_compute = top.get("compute")

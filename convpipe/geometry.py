@@ -352,6 +352,7 @@ def plan_geometry(
     padding: tuple[int, int, int, int] = (0, 0, 0, 0),
     padding_mode: str = "zeros",
     dilation: tuple[int, int] = (1, 1),
+    block_multiple: int = 1,
 ) -> StackGeometry:
     """Choose processing chunks and derive the output layout.
 
@@ -366,12 +367,14 @@ def plan_geometry(
     ``kernel_shape`` is the bank's; the plan is that of its window (the
     dilated kernel) over the padded input. Inputs are checked by the caller:
     the window fits the padded image and ``channel_axis`` is a valid,
-    normalised axis.
+    normalised axis. Output blocks but the last hold a multiple of
+    ``block_multiple`` pixels along y and x (``2**N`` for an N-level pyramid).
     """
     task_bytes = DEFAULT_TASK_BYTES if task_bytes is None else task_bytes
     kernel_shape = tuple(d * (k - 1) + 1 for k, d in zip(kernel_shape, dilation))
     probe = StackGeometry(input_shape, channel_axis, kernel_shape, n_kernels, stride, combine, ())
     (ay, ax), (kh, kw), (sy, sx) = probe.spatial_axes, kernel_shape, stride
+    qy, qx = sy * block_multiple, sx * block_multiple  # processing chunks are multiples of these
     added = {ay: padding[0] + padding[1], ax: padding[2] + padding[3]}
     input_shape = tuple(n + added.get(axis, 0) for axis, n in enumerate(input_shape))
     h, w = input_shape[ay], input_shape[ax]
@@ -379,23 +382,23 @@ def plan_geometry(
     per_pixel = input_itemsize * probe.channels + out_per_pixel
 
     if spatial_chunks is not None:
-        cy, cx = round_chunk(spatial_chunks[0], kh, sy), round_chunk(spatial_chunks[1], kw, sx)
+        cy, cx = round_chunk(spatial_chunks[0], kh, qy), round_chunk(spatial_chunks[1], kw, qx)
     elif h * w * per_pixel <= task_bytes:  # whole frames: no halo exchange at all
         cy, cx = round_chunk(h, kh, sy), round_chunk(w, kw, sx)
     else:
-        cy = aligned_spatial_chunk(stored_chunks[ay], h, kh, sy)
-        cx = aligned_spatial_chunk(stored_chunks[ax], w, kw, sx)
+        cy = aligned_spatial_chunk(stored_chunks[ay], h, kh, qy)
+        cx = aligned_spatial_chunk(stored_chunks[ax], w, kw, qx)
         step_y, step_x = cy, cx
         while cy * cx * per_pixel * MIN_TILE_FRACTION < task_bytes and (cy < h or cx < w):
             if (cx < w and cx <= cy) or cy >= h:
                 cx += step_x
             else:
                 cy += step_y
-        while cy * cx * per_pixel > 2 * task_bytes and (cy > max(kh, 2 * sy) or cx > max(kw, 2 * sx)):
+        while cy * cx * per_pixel > 2 * task_bytes and (cy > max(kh, 2 * qy) or cx > max(kw, 2 * qx)):
             if cy >= cx:
-                cy = round_chunk(cy // 2, kh, sy)
+                cy = round_chunk(cy // 2, kh, qy)
             else:
-                cx = round_chunk(cx // 2, kw, sx)
+                cx = round_chunk(cx // 2, kw, qx)
     cy, cx = min(cy, round_chunk(h, kh, sy)), min(cx, round_chunk(w, kw, sx))
 
     chunks: list[tuple[int, ...]] = [()] * len(input_shape)

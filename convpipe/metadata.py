@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from convpipe.geometry import StackGeometry
+from convpipe.pyramid import level_transform
 
 
 @dataclass(frozen=True)
@@ -59,12 +60,25 @@ def ome_compatible(axes: tuple[OutputAxis, ...]) -> bool:
     )
 
 
-def ome_multiscales(axes: tuple[OutputAxis, ...], version: str) -> dict[str, Any]:
-    """OME-NGFF single-resolution image metadata (``version`` "0.5" or "0.4") of the output ``axes``.
+def _dataset(axes: tuple[OutputAxis, ...], level: int) -> dict[str, Any]:
+    """The ``datasets`` entry of pyramid ``level`` (0: the result itself)."""
+    scale, translation = level_transform([float(a.scale) for a in axes], [float(a.translation) for a in axes], level)
+    return {
+        "path": str(level),
+        "coordinateTransformations": [
+            {"type": "scale", "scale": scale},
+            {"type": "translation", "translation": translation},
+        ],
+    }
+
+
+def ome_multiscales(axes: tuple[OutputAxis, ...], version: str, levels: int = 0) -> dict[str, Any]:
+    """OME-NGFF image metadata (``version`` "0.5" or "0.4") of the output ``axes`` and its pyramid ``levels``.
 
     Names, types and units are the input's; ``scale`` and ``translation``
     place every output pixel in the input's physical coordinates (see
-    :func:`convpipe.axes.output_axes`). The channel axis' labels become
+    :func:`convpipe.axes.output_axes`); levels ``1..levels`` are listed after
+    ``0`` with the scale and translation of :func:`convpipe.pyramid.level_transform`. The channel axis' labels become
     ``omero`` channels, each with a colour (napari-ome-zarr needs one).
     """
     ome_axes = []
@@ -76,15 +90,7 @@ def ome_multiscales(axes: tuple[OutputAxis, ...], version: str) -> dict[str, Any
     multiscale: dict[str, Any] = {
         "name": "convpipe",
         "axes": ome_axes,
-        "datasets": [
-            {
-                "path": "0",
-                "coordinateTransformations": [
-                    {"type": "scale", "scale": [float(a.scale) for a in axes]},
-                    {"type": "translation", "translation": [float(a.translation) for a in axes]},
-                ],
-            }
-        ],
+        "datasets": [_dataset(axes, k) for k in range(levels + 1)],
     }
     labels = next((a.labels for a in axes if a.type == "channel" and a.labels), None)
     omero = None

@@ -145,14 +145,19 @@ def create_output(
     labels: dict[str, list[str]] | None = None,
     storage_options: StorageOptions | None = None,
     shards: tuple[int, ...] | None = None,
+    levels: tuple[tuple[tuple[int, ...], tuple[int, ...]], ...] = (),
 ) -> zarr.Array:
     """Create the output group at ``path`` with an empty result array at ``0``.
 
     ``labels`` maps a dimension name to one label per index (the kernel names
     of the channel axis); each becomes a 1-D string array named after the
     dimension, which xarray reads as that dimension's coordinate. ``shards``
-    (Zarr 3 only) groups the ``chunks`` into shards of that shape, one
-    stored object each; every write must then cover whole shards.
+    (Zarr 3 only) groups the ``chunks`` of ``0`` into shards of that shape,
+    one stored object each; every write must then cover whole shards.
+    ``levels`` holds the (shape, chunks) of pyramid levels ``1, 2, ...``:
+    arrays of the same dtype, codec and dimension names (unsharded: each of
+    their chunks comes from one block), created before ``0``, so that an
+    output whose ``0`` exists has all its levels.
     """
     group = zarr.open_group(store=zarr_store(path, storage_options), mode="w", zarr_format=zarr_format)
     group.attrs.update(group_attributes)
@@ -165,16 +170,26 @@ def create_output(
         attributes["_ARRAY_DIMENSIONS"] = list(dimension_names)
     for dimension, values in (labels or {}).items():
         _write_labels(group, dimension, values, zarr_format)
-    return group.create_array(
-        "0",
-        shape=shape,
-        chunks=chunks,
-        dtype=dtype,
-        compressors=compressors_for(codec, zarr_format),
-        fill_value=unwritten_value(dtype),
-        attributes=attributes,
-        **kwargs,
-    )
+    arrays = [(str(k), level_shape, level_chunks) for k, (level_shape, level_chunks) in enumerate(levels, 1)]
+    for name, array_shape, array_chunks in arrays + [("0", shape, chunks)]:
+        array = group.create_array(
+            name,
+            shape=array_shape,
+            chunks=array_chunks,
+            dtype=dtype,
+            compressors=compressors_for(codec, zarr_format),
+            fill_value=unwritten_value(dtype),
+            attributes=attributes if name == "0" else {k: v for k, v in attributes.items() if k != "convpipe"},
+            **(kwargs if name == "0" else {k: v for k, v in kwargs.items() if k != "shards"}),
+        )
+    return array
+
+
+def open_levels(target: zarr.Array, levels: int) -> tuple[zarr.Array, ...]:
+    """The pyramid level arrays ``1..levels`` beside the result array ``target``, in its store and mode."""
+    store, path = target.store_path.store, target.store_path.path
+    parent = path.rsplit("/", 1)[0] + "/" if "/" in path else ""
+    return tuple(zarr.open_array(store=store, path=f"{parent}{k}", mode="r+") for k in range(1, levels + 1))
 
 
 def unwritten_value(dtype) -> float | int:

@@ -16,6 +16,7 @@ from dask.base import tokenize
 from convpipe.core import correlate_block
 from convpipe.geometry import StackGeometry, halo
 from convpipe.padding import NUMPY_PAD_MODES, unpadded_chunks
+from convpipe.pyramid import write_levels
 
 
 def result_array(
@@ -114,27 +115,29 @@ def _result_name(work: da.Array, depth: dict, geometry: StackGeometry, weights: 
 
 
 class BlockWriter:
-    """Writes one output block into the Zarr target, then records it as done.
+    """Writes one output block into the Zarr target (and its pyramid ``levels``), then records it as done.
 
     A plain picklable object with a cheap Dask token: Dask would otherwise walk
     and hash the whole zarr.Array (a dataclass) for every slab's graph.
     """
 
-    def __init__(self, target, on_written=None, origin=None, block_origin=None) -> None:
+    def __init__(self, target, on_written=None, origin=None, block_origin=None, levels=()) -> None:
         self.target = target
         self.on_written = on_written
         self.origin = origin
         self.block_origin = block_origin
+        self.levels = tuple(levels)
 
     def __dask_tokenize__(self):
-        return ("convpipe.BlockWriter", str(self.target.store_path), self.origin, self.block_origin)
+        return ("convpipe.BlockWriter", str(self.target.store_path), self.origin, self.block_origin, len(self.levels))
 
     def __call__(self, block: np.ndarray, block_info=None) -> np.ndarray:
-        """Store ``block`` in its own Zarr chunk(s), then record it; return a 1-element token."""
+        """Store ``block`` in its own Zarr chunk(s) and its levels, then record it; return a 1-element token."""
         location = block_info[0]["array-location"]
         origin = self.origin or (0,) * block.ndim
         region = tuple(slice(o + start, o + stop) for o, (start, stop) in zip(origin, location))
         self.target[region] = block
+        write_levels(self.levels, block, region)  # from this block, not read back: no second pass
         if self.on_written is not None:
             block_origin = self.block_origin or (0,) * block.ndim
             self.on_written(tuple(o + i for o, i in zip(block_origin, block_info[0]["chunk-location"])))
@@ -147,8 +150,9 @@ def write_tasks(
     on_written=None,
     origin: tuple[int, ...] | None = None,
     block_origin: tuple[int, ...] | None = None,
+    levels: tuple = (),
 ) -> da.Array:
-    """One task per output block that writes it to ``target`` (a zarr.Array).
+    """One task per output block that writes it to ``target`` (a zarr.Array) and its pyramid ``levels``.
 
     ``result`` may be a slab of the whole output starting at element
     ``origin`` and block ``block_origin`` (used to name completion records).
@@ -156,7 +160,9 @@ def write_tasks(
     is sharded) of the target (block edges on chunk edges), so each Zarr
     chunk is written by exactly one task and a
     repeated task rewrites identical bytes without racing another task.
-    The returned array of tokens is what gets computed.
+    Each task writes its block's region of every level (the 2 x 2 means of
+    :mod:`convpipe.pyramid`) before recording the block, so a record covers
+    all levels. The returned array of tokens is what gets computed.
     """
     origin = origin or (0,) * result.ndim
     stored = getattr(target, "shards", None) or target.chunks  # a shard is one stored object: written whole
@@ -166,7 +172,7 @@ def write_tasks(
         if np.any(edges[:-1] % chunk) or ends_inside:
             raise ValueError(f"Zarr chunks {stored} are not aligned with the Dask blocks {result.chunks}")
     return result.map_blocks(
-        BlockWriter(target, on_written, origin, block_origin),
+        BlockWriter(target, on_written, origin, block_origin, levels),
         dtype=np.uint8,
         chunks=tuple((1,) * len(chunks) for chunks in result.chunks),
         meta=np.empty((0,) * result.ndim, dtype=np.uint8),

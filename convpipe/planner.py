@@ -7,6 +7,7 @@ prints (``str(plan)``) and what :func:`convpipe.runner.execute` runs.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -23,6 +24,7 @@ from convpipe.metadata import OutputAxis
 from convpipe.outputs import check_output_location
 from convpipe.outtypes import output_dtype
 from convpipe.padding import frame_padding
+from convpipe.pyramid import level_shape, levels_for, pyramid_bytes
 from convpipe.resources import local_memory_problem, task_count_warning
 from convpipe.shards import shard_files, shard_layout
 
@@ -46,6 +48,8 @@ class Plan:
     """``output.dtype`` resolved against the input (``auto`` becomes a dtype)."""
     shards: tuple[int, ...] | None = None
     """Zarr v3 shard shape of the output (each block covers whole shards), or None: unsharded."""
+    levels: int = 0
+    """Pyramid levels below level 0 (``output.pyramid`` resolved against the output's size)."""
 
     @property
     def dimension_names(self) -> tuple[str, ...]:
@@ -62,7 +66,8 @@ class Plan:
         out_item = np.dtype(self.output_dtype).itemsize
         out_block = int(np.prod([max(c) for c in g.output_chunks])) * out_item
         responses = out_block * (1 if g.has_kernel_axis else g.n_kernels)
-        return block_pixels * g.channels * self.stack.dtype.itemsize * 2 + responses + out_block
+        levels = pyramid_bytes(out_block, self.levels)
+        return block_pixels * g.channels * self.stack.dtype.itemsize * 2 + responses + out_block + levels
 
     def fingerprint_fields(self) -> dict[str, Any]:
         """What determines the output's bytes: a resumed run must match all of it."""
@@ -82,6 +87,7 @@ class Plan:
                 "format": c.output.format,
                 "codec": c.output.codec,
                 **({"shards": list(self.shards)} if self.shards else {}),
+                **({"pyramid": self.levels} if self.levels else {}),
             },
         }
 
@@ -114,6 +120,8 @@ class Plan:
             f"  axes      {_output_axes_text(self.output_axes)}",
             f"  chunks    {g.zarr_chunks}  codec {c.output.codec}  format {c.output.format}",
             *([f"  shards    {self.shards}  ({shard_files(g, self.shards)} shard files)"] if self.shards else []),
+            *([f"  pyramid   {self.levels} level(s) below 0, down to {level_shape(g.output_shape, self.levels)}"]
+              if self.levels else []),
             f"tasks       {g.n_tasks}",
             (
                 f"memory      ~{_mib(self.task_memory())} per task, ~{_mib(self.task_memory() * _threads())}"
@@ -206,7 +214,8 @@ def make_plan(config: Config) -> Plan:
         )
     except InputError as exc:
         raise config.error(InputError, exc.key, str(exc)) from None
-    geometry = plan_geometry(
+    geometry_of = functools.partial(
+        plan_geometry,
         stack.shape,
         stack.stored_chunks,
         stack.dtype.itemsize,
@@ -223,6 +232,12 @@ def make_plan(config: Config) -> Plan:
         padding_mode=config.padding_mode,
         dilation=config.dilation,
     )
+    geometry = geometry_of()
+    try:
+        levels = levels_for(config.output.pyramid, geometry.output_shape[-2:])
+    except ValueError as exc:
+        raise config.error(ConfigError, "output.pyramid", str(exc)) from None
+    geometry = geometry_of(block_multiple=2**levels) if levels else geometry
     try:
         check_output_location(config.output.path, config.input.path, config.source)
     except ConvpipeError as exc:
@@ -245,6 +260,7 @@ def make_plan(config: Config) -> Plan:
         None if axes is resolved else resolved,
         output_dtype=dtype,
         shards=shards,
+        levels=levels,
     )
     if config.compute.scheduler in ("threads", "processes", "synchronous"):
         import psutil

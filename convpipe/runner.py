@@ -32,6 +32,7 @@ from convpipe.outputs import (
     consolidate,
     create_output,
     is_replaceable,
+    open_levels,
     open_output_array,
     read_record,
     recover_interrupted_swap,
@@ -41,6 +42,7 @@ from convpipe.outputs import (
 )
 from convpipe.paths import path_exists, remove_path
 from convpipe.planner import Plan, plan
+from convpipe.pyramid import pyramid_layout
 from convpipe.resources import worker_memory_problem
 
 __all__ = ["RunSummary", "execute", "provenance", "resume_command", "run"]
@@ -233,6 +235,7 @@ def _slab_jobs(
 
     g, dtype = plan.geometry, plan.output_dtype
     stack = plan.stack.to_dask(unpadded_chunks(g))
+    levels = open_levels(target, plan.levels)
     for slab in g.slabs():
         blocks_of_slab = {
             index: tuple(o + i for o, i in zip(slab.block_origin, index))
@@ -248,6 +251,7 @@ def _slab_jobs(
             on_written=recorder.with_inputs({block: inputs[block] for block in todo}),
             origin=slab.output_origin,
             block_origin=slab.block_origin,
+            levels=levels,
         )
         delayed = tokens.to_delayed()
         yield [delayed[index] for index, block in blocks_of_slab.items() if block not in done]
@@ -364,7 +368,7 @@ def _create_target(plan: Plan, path: str):
     group_attrs: dict[str, Any] = {}
     if ome_compatible(plan.output_axes):
         version = "0.4" if zarr_format == 2 else "0.5"
-        group_attrs = ome_multiscales(plan.output_axes, version)
+        group_attrs = ome_multiscales(plan.output_axes, version, levels=plan.levels)
     return create_output(
         path,
         g.output_shape,
@@ -378,4 +382,5 @@ def _create_target(plan: Plan, path: str):
         labels={a.name: list(a.labels) for a in plan.output_axes if a.labels},
         storage_options=config.output.storage_options,
         shards=plan.shards,
+        levels=pyramid_layout(g.output_shape, g.zarr_chunks, g.output_chunks, plan.levels),
     )

@@ -1,4 +1,4 @@
-"""Independent references for the correlation: a direct loop and SciPy."""
+"""Independent references: the correlation as a direct loop and with SciPy; the pyramid's 2 x 2 mean."""
 
 from __future__ import annotations
 
@@ -68,3 +68,21 @@ def correlate_scipy(x: np.ndarray, w: np.ndarray, stride: tuple[int, int]) -> np
 def magnitude(responses: np.ndarray) -> np.ndarray:
     """sqrt of the sum of squares over the kernel axis (-3)."""
     return np.sqrt((responses**2).sum(axis=-3))
+
+
+def downsample_mean(x: np.ndarray) -> np.ndarray:
+    """One pyramid level: the 2 x 2 mean over the last two axes, in ``x``'s dtype, written out pixel by pixel.
+
+    Sizes are floored (an odd last row or column is dropped); output pixel
+    ``(i, j)`` is ``(((a + b) + c) + d) / 4`` in float64 with ``a, b`` the
+    window's top row and ``c, d`` its bottom row, left to right.
+    """
+    h, w = x.shape[-2] // 2, x.shape[-1] // 2
+    xf = x.astype(np.float64)
+    out = np.empty(x.shape[:-2] + (h, w), dtype=np.float64)
+    for i in range(h):
+        for j in range(w):
+            a, b = xf[..., 2 * i, 2 * j], xf[..., 2 * i, 2 * j + 1]
+            c, d = xf[..., 2 * i + 1, 2 * j], xf[..., 2 * i + 1, 2 * j + 1]
+            out[..., i, j] = (((a + b) + c) + d) / 4
+    return out.astype(x.dtype)

@@ -171,3 +171,28 @@ def test_a_small_stack_is_never_one_task():
     geometry = plan_geometry((16, 256, 256), (1, 128, 128), 1, 4, None, (3, 3), 2, (1, 1), "magnitude")
     assert geometry.n_tasks >= 4
     assert geometry.input_chunks[1:] == ((256,), (256,))
+
+
+@given(
+    frames=st.integers(1, 6),
+    h=st.integers(8, 3000),
+    w=st.integers(8, 3000),
+    stored=st.sampled_from([1, 7, 64, 256, 1024]),
+    k=st.integers(1, 7),
+    s=st.integers(1, 4),
+    levels=st.integers(0, 5),
+    user_chunks=st.one_of(st.none(), st.tuples(st.integers(1, 300), st.integers(1, 300))),
+)
+@settings(max_examples=200)
+def test_blocks_hold_whole_pyramid_windows(frames, h, w, stored, k, s, levels, user_chunks):
+    """With ``block_multiple = 2**N`` every output block but the last spans a multiple of 2**N pixels
+    along y and x (so each pyramid chunk comes from one block), and the output is the same."""
+    args = ((frames, h, w), (1, stored, stored), 2, 4, None, (k, k), 2, (s, s), "magnitude")
+    plain = plan_geometry(*args, spatial_chunks=user_chunks, task_bytes=2**20)
+    geometry = plan_geometry(*args, spatial_chunks=user_chunks, task_bytes=2**20, block_multiple=2**levels)
+    assert geometry.output_shape == plain.output_shape
+    for axis in (1, 2):
+        assert all(c % 2**levels == 0 for c in geometry.output_chunks[axis][:-1])
+        assert all(c >= k and c % s == 0 for c in geometry.input_chunks[axis][:-1])
+    if user_chunks is None and plain.input_chunks[1:] == ((h,), (w,)):
+        assert geometry.input_chunks[1:] == ((h,), (w,)), "whole frames stay whole"
