@@ -59,13 +59,28 @@ def ome_compatible(axes: tuple[OutputAxis, ...]) -> bool:
     )
 
 
-def ome_multiscales(axes: tuple[OutputAxis, ...], version: str) -> dict[str, Any]:
+PALETTE = ("FF00FF", "00FF00", "00FFFF", "FFFF00", "FF0000", "FF8000", "0080FF", "FF0080")
+"""Channel colours of an output with several channels, in order (then again from the first): distinct on black."""
+GREY = "FFFFFF"
+"""The colour of an output's only channel (a magnitude, a single kernel)."""
+PHYSICAL = "physical"
+"""Name that ties the dataset's scale to the multiscale's translation (read by napari-ome-zarr 0.10)."""
+
+
+def ome_multiscales(axes: tuple[OutputAxis, ...], version: str, single_label: str = "value") -> dict[str, Any]:
     """OME-NGFF single-resolution image metadata (``version`` "0.5" or "0.4") of the output ``axes``.
 
     Names, types and units are the input's; ``scale`` and ``translation``
     place every output pixel in the input's physical coordinates (see
-    :func:`convpipe.axes.output_axes`). The channel axis' labels become
-    ``omero`` channels, each with a colour (napari-ome-zarr needs one).
+    :func:`convpipe.axes.output_axes`). The dataset carries the scale, the
+    multiscale (applied after it, to every resolution) an identity scale and
+    the translation: valid NGFF 0.4/0.5, and the layout napari-ome-zarr 0.10
+    reads both from (it takes a dataset's first transformation only, plus the
+    multiscale transformation whose ``input`` names the dataset scale's
+    ``output``; NGFF 0.4/0.5 readers ignore those two names). ``omero``
+    holds one channel per index of the channel axis (or a single channel
+    labelled ``single_label``) with a colour; windows are added once the
+    data is written (:func:`with_windows`).
     """
     ome_axes = []
     for a in axes:
@@ -73,30 +88,45 @@ def ome_multiscales(axes: tuple[OutputAxis, ...], version: str) -> dict[str, Any
         if a.unit:
             entry["unit"] = a.unit
         ome_axes.append(entry)
+    scale = {"type": "scale", "scale": [float(a.scale) for a in axes], "output": {"name": PHYSICAL}}
     multiscale: dict[str, Any] = {
         "name": "convpipe",
         "axes": ome_axes,
-        "datasets": [
+        "datasets": [{"path": "0", "coordinateTransformations": [scale]}],
+        "coordinateTransformations": [
+            {"type": "scale", "scale": [1.0] * len(axes)},
             {
-                "path": "0",
-                "coordinateTransformations": [
-                    {"type": "scale", "scale": [float(a.scale) for a in axes]},
-                    {"type": "translation", "translation": [float(a.translation) for a in axes]},
-                ],
-            }
+                "type": "translation",
+                "translation": [float(a.translation) for a in axes],
+                "input": {"name": PHYSICAL},
+            },
         ],
     }
-    labels = next((a.labels for a in axes if a.type == "channel" and a.labels), None)
-    omero = None
-    if labels:
-        omero = {"channels": [{"label": name, "active": True, "color": "FFFFFF"} for name in labels]}
+    labels = next((a.labels for a in axes if a.type == "channel" and a.labels), None) or (single_label,)
+    colours = [GREY] if len(labels) == 1 else [PALETTE[i % len(PALETTE)] for i in range(len(labels))]
+    omero = {
+        "channels": [{"label": name, "color": colour, "active": True} for name, colour in zip(labels, colours)],
+        "rdefs": {"model": "color"},
+    }
     if version == "0.4":
         multiscale["version"] = "0.4"
-        attrs: dict[str, Any] = {"multiscales": [multiscale]}
-        if omero:
-            attrs["omero"] = omero
-        return attrs
-    ome: dict[str, Any] = {"version": "0.5", "multiscales": [multiscale]}
-    if omero:
-        ome["omero"] = omero
-    return {"ome": ome}
+        return {"multiscales": [multiscale], "omero": omero}
+    return {"ome": {"version": "0.5", "multiscales": [multiscale], "omero": omero}}
+
+
+def with_windows(group_attributes: dict[str, Any], windows: list[dict[str, float]]) -> dict[str, Any]:
+    """``group_attributes`` (as :func:`ome_multiscales` made them) with one display window per omero channel.
+
+    A window is ``{"min", "max", "start", "end"}`` (see
+    :func:`convpipe.statistics.display_window`).
+    """
+    attrs = dict(group_attributes)
+    holder = dict(attrs["ome"]) if "ome" in attrs else attrs
+    omero = dict(holder["omero"])
+    if len(windows) != len(omero["channels"]):
+        raise ValueError(f"{len(windows)} windows for {len(omero['channels'])} omero channels")
+    omero["channels"] = [{**channel, "window": w} for channel, w in zip(omero["channels"], windows)]
+    holder["omero"] = omero
+    if "ome" in attrs:
+        attrs["ome"] = holder
+    return attrs
