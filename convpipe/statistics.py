@@ -69,10 +69,9 @@ class BlockMeasure:
 
 
 def _measure(values: np.ndarray, sample: np.ndarray) -> dict[str, Any]:
-    flat = values.ravel()
-    low, high = np.fmin.reduce(flat), np.fmax.reduce(flat)  # fmin/fmax skip NaN
+    low, high = np.fmin.reduce(values, axis=None), np.fmax.reduce(values, axis=None)  # skip NaN, copy nothing
     if not (np.isfinite(low) and np.isfinite(high)):  # inf, or no number at all: the rare slow path
-        finite = flat[np.isfinite(flat)]
+        finite = values[np.isfinite(values)]
         low, high = (finite.min(), finite.max()) if finite.size else (None, None)
     counts = np.zeros(N_BINS, dtype=np.int64)
     sample = np.ascontiguousarray(sample, dtype=np.float32).ravel()
