@@ -1,9 +1,10 @@
 """Completion records: which output blocks are written, and of which run.
 
-Each write task stores its block and *then* an empty marker object named
-after the block index under ``<output>/0/.convpipe-done/``, inside the array's
-folder, where Zarr and xarray readers never look. A marker therefore means
-"this block is whole on disk". A resumed run computes only the blocks
+Each write task stores its block and *then* a marker object named after the
+block index under ``<output>/0/.convpipe-done/``, inside the array's folder,
+where Zarr and xarray readers never look; it holds, as JSON, what the block
+read and statistics of what it wrote. A marker therefore means "this block
+is whole on disk". A resumed run computes only the blocks
 without a marker, after checking that the run's :func:`fingerprint` (what
 determines the result: kernels, stride, combine, dtype, input identity and
 the output layout) equals the one recorded in the output's attributes.
