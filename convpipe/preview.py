@@ -23,7 +23,7 @@ import imageio.v3 as iio
 import numpy as np
 import zarr
 
-from convpipe.axes import AxisInfo, Axes, SourceAxes, image_axes, resolve_axes, unnamed, zarr_axes
+from convpipe.axes import Axes, AxisInfo, SourceAxes, image_axes, resolve_axes, unnamed, zarr_axes
 from convpipe.errors import InputError, OutputError, storage_errors
 from convpipe.imagefiles import is_image_source, open_image_stack
 from convpipe.inputs import enclosing_group, open_zarr_array, pick_array
@@ -67,11 +67,9 @@ def frame_axes(shape: tuple[int, ...], dimension_names: Sequence[str | None] | N
     ((0,), 3, (1, 2))
     """
     names = tuple(dimension_names or ())
-    if len(names) == len(shape) and any(names):
-        source = SourceAxes(tuple(AxisInfo(str(n) if n else None) for n in names), "dimension names")
-    else:
-        source = unnamed(len(shape))
-    return _resolve(tuple(shape), source)
+    named = len(names) == len(shape) and any(names)
+    infos = tuple(AxisInfo(str(n) if n else None) for n in names)
+    return _resolve(tuple(shape), SourceAxes(infos, "dimension names") if named else unnamed(len(shape)))
 
 
 def _resolve(shape: tuple[int, ...], source: SourceAxes) -> Axes:
@@ -200,10 +198,9 @@ def write_preview(
             axis = other.axes.channel_axis
             size = 0 if axis is None or channel is None else other.array.shape[axis]
             other_channel = channel if -size <= (channel or 0) < size else None
-            # The channel may name a kernel of the right-hand panel only (the input left,
-            # the kernel responses right); the left panel then shows its channel 0.
-            source_channel = None if other_channel is not None and source.axes.channel_axis is None else channel
-            panels = _panel(source, index, source_channel), _panel(other, index, other_channel)
+            # A channel only the right-hand panel has (the input left, kernels right): the left shows its 0.
+            own = None if other_channel is not None and source.axes.channel_axis is None else channel
+            panels = _panel(source, index, own), _panel(other, index, other_channel)
             image = labelled(on_one_grid(*panels))
         try:
             iio.imwrite(out_path, image, extension=".png", plugin="pillow")
@@ -340,7 +337,9 @@ def _panel(source: _Source, index: Index, channel: int | None) -> Panel:
             )
     for n, axis in enumerate(batch):
         position = positions[n] if n < len(positions) else 0
-        selection[axis] = _checked_position(position, shape[axis], f"index on axis {axes.names[axis]}", source)
+        selection[axis] = _checked_position(
+            position, shape[axis], f"index on axis {axes.names[axis]}", source
+        )
     label = [source.title] + [f"{axes.names[a]}={selection[a]}" for a in batch]
     if axes.channel_axis is not None:
         c = _checked_position(0 if channel is None else channel, shape[axes.channel_axis], "channel", source)

@@ -91,7 +91,9 @@ def merge(measures: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     merged: dict[str, dict[str, Any]] = {}
     for measure in measures:
         for channel, m in measure.items():
-            into = merged.setdefault(channel, {"min": None, "max": None, "counts": np.zeros(N_BINS, np.int64)})
+            into = merged.setdefault(
+                channel, {"min": None, "max": None, "counts": np.zeros(N_BINS, np.int64)}
+            )
             if m["min"] is not None:
                 into["min"] = m["min"] if into["min"] is None else min(into["min"], m["min"])
                 into["max"] = m["max"] if into["max"] is None else max(into["max"], m["max"])

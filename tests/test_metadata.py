@@ -177,7 +177,9 @@ def test_ome_compatible(names, expected) -> None:
 def physical_position(multiscale: dict, index: list[float]) -> list[float]:
     """Where pixel ``index`` of dataset 0 sits: its transformations, then the multiscale's, in order (NGFF 0.4/0.5)."""
     position = list(map(float, index))
-    for t in multiscale["datasets"][0]["coordinateTransformations"] + multiscale.get("coordinateTransformations", []):
+    for t in multiscale["datasets"][0]["coordinateTransformations"] + multiscale.get(
+        "coordinateTransformations", []
+    ):
         if t["type"] == "scale":
             position = [p * s for p, s in zip(position, t["scale"])]
         else:
@@ -227,7 +229,9 @@ def test_a_translation_alone_on_the_multiscale_is_not_valid_ngff() -> None:
     _, _, out = plan_axes((4, 20, 30), combine="magnitude")
     ome = with_windows(ome_multiscales(out, "0.5"), [{"min": 0, "max": 1, "start": 0, "end": 1}])["ome"]
     ImageAttrs05.model_validate(ome)
-    ome["multiscales"][0]["coordinateTransformations"] = ome["multiscales"][0]["coordinateTransformations"][1:]
+    ome["multiscales"][0]["coordinateTransformations"] = ome["multiscales"][0]["coordinateTransformations"][
+        1:
+    ]
     with pytest.raises(ValueError, match="coordinateTransformations"):
         ImageAttrs05.model_validate(ome)
 
@@ -256,7 +260,10 @@ def test_magnitude_has_no_channel_axis_but_one_omero_channel() -> None:
 @pytest.mark.parametrize("version", ["0.5", "0.4"])
 def test_windows_go_to_their_channels_and_the_result_is_valid_ngff(version: str) -> None:
     _, _, out = plan_axes((4, 20, 30), combine="none")
-    windows = [{"min": -9.0, "max": 9.0, "start": -4.0, "end": 4.0}, {"min": -2.0, "max": 3.0, "start": -1.0, "end": 2.0}]
+    windows = [
+        {"min": -9.0, "max": 9.0, "start": -4.0, "end": 4.0},
+        {"min": -2.0, "max": 3.0, "start": -1.0, "end": 2.0},
+    ]
     attrs = with_windows(ome_multiscales(out, version), windows)
     ome = attrs["ome"] if version == "0.5" else attrs
     assert [c["window"] for c in ome["omero"]["channels"]] == windows

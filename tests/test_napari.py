@@ -165,7 +165,9 @@ def expected_world(case: Case, index: tuple[int, ...]) -> tuple[float, ...]:
 
 
 @pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
-def test_napari_ome_zarr_opens_the_output_with_colours_windows_and_positions(tmp_path: Path, case: Case) -> None:
+def test_napari_ome_zarr_opens_the_output_with_colours_windows_and_positions(
+    tmp_path: Path, case: Case
+) -> None:
     out, output = run_case(tmp_path, case)
     layers, metadata = napari_layers_of(out)
 

@@ -306,7 +306,11 @@ def test_write_preview_side_by_side(tmp_path: Path) -> None:
     image = iio.imread(write_preview(src, tmp_path / "cmp.png", compare_with=other))
     header = image.shape[0] - H  # the same grid (no OME placement): each panel as it is
     assert image.shape[1] == (W - 6) + PANEL_GAP + W and header > 0
-    left, gap, right = image[header:, : W - 6], image[:, W - 6 : W - 6 + PANEL_GAP], image[header:, W - 6 + PANEL_GAP :]
+    left, gap, right = (
+        image[header:, : W - 6],
+        image[:, W - 6 : W - 6 + PANEL_GAP],
+        image[header:, W - 6 + PANEL_GAP :],
+    )
     np.testing.assert_array_equal(gap, 255)
     assert left[: H - 4].std() > 0 and right.std() > 0
     np.testing.assert_array_equal(left[H - 4 :], 0)  # the shorter panel is padded below
@@ -364,10 +368,19 @@ def test_a_panel_is_labelled_with_its_frame_channel_and_range(tmp_path: Path) ->
     data[3, 1] = np.linspace(-2.5, 40.0, H * W).reshape(H, W)
     group = zarr.open_group(tmp_path / "out.zarr", mode="w")
     group.create_array("0", data=data, dimension_names=["t", "c", "y", "x"])
-    group.attrs["ome"] = {"omero": {"channels": [{"label": "gx"}, {"label": "gy"}]}, "multiscales": [
-        {"axes": [{"name": n, "type": t} for n, t in zip("tcyx", ["time", "channel", "space", "space"])],
-         "datasets": [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [1, 1, 1, 1]}]}]}
-    ]}
+    group.attrs["ome"] = {
+        "omero": {"channels": [{"label": "gx"}, {"label": "gy"}]},
+        "multiscales": [
+            {
+                "axes": [
+                    {"name": n, "type": t} for n, t in zip("tcyx", ["time", "channel", "space", "space"])
+                ],
+                "datasets": [
+                    {"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [1, 1, 1, 1]}]}
+                ],
+            }
+        ],
+    }
     panel = render_panel(tmp_path / "out.zarr", index=3, channel=1)
     low, high = np.percentile(data[3, 1], [0.5, 99.5])
     assert panel.label == ("out.zarr", "t=3", "gy", f"[{low:.4g}, {high:.4g}]")
@@ -385,7 +398,9 @@ def test_labels_wrap_to_a_narrow_panel_and_the_panels_stay_aligned() -> None:
     header = image.shape[0] - 5
     assert header >= 3 * LINE_HEIGHT  # the narrow label takes several lines, the wide one shares them
     np.testing.assert_array_equal(image[header:, :30], 7)
-    np.testing.assert_array_equal(image[header : header + 3, 30 + PANEL_GAP :], 9)  # top-aligned below the header
+    np.testing.assert_array_equal(
+        image[header : header + 3, 30 + PANEL_GAP :], 9
+    )  # top-aligned below the header
 
 
 def test_on_one_grid_draws_the_coarse_panel_over_the_fine_pixels_it_stands_for() -> None:
@@ -406,15 +421,25 @@ def test_on_one_grid_draws_the_coarse_panel_over_the_fine_pixels_it_stands_for()
 
 def test_compare_draws_a_strided_output_at_the_input_scale(tmp_path: Path) -> None:
     data = right_half_bright((T, 2 * H, 2 * W), "uint8")
-    zarr.open_group(tmp_path / "in.zarr", mode="w").create_array("0", data=data, dimension_names=["t", "y", "x"])
+    zarr.open_group(tmp_path / "in.zarr", mode="w").create_array(
+        "0", data=data, dimension_names=["t", "y", "x"]
+    )
     convpipe.run(
-        {"input": {"path": str(tmp_path / "in.zarr")}, "kernels": "sobel", "combine": "none", "stride": 2,
-         "output": {"path": str(tmp_path / "out.zarr")}},
+        {
+            "input": {"path": str(tmp_path / "in.zarr")},
+            "kernels": "sobel",
+            "combine": "none",
+            "stride": 2,
+            "output": {"path": str(tmp_path / "out.zarr")},
+        },
         progress=False,
     )
     output = zarr.open_group(tmp_path / "out.zarr", mode="r")["0"][...]  # (T, 2, Ho, Wo)
-    image = iio.imread(write_preview(tmp_path / "out.zarr", tmp_path / "cmp.png", index=1, channel=1,
-                                     compare_with=tmp_path / "in.zarr"))
+    image = iio.imread(
+        write_preview(
+            tmp_path / "out.zarr", tmp_path / "cmp.png", index=1, channel=1, compare_with=tmp_path / "in.zarr"
+        )
+    )
     height, width = data.shape[1:]
     assert image.shape[1] == 2 * width + PANEL_GAP  # the output drawn as wide as the input
     header = image.shape[0] - height

@@ -61,7 +61,9 @@ def test_statistics_do_not_depend_on_the_chunking(chunks, step: int) -> None:
     parts = measured(data, chunks, 1, step)
     assert sorted(whole) == sorted(parts) == ["0", "1", "2"]
     for channel in whole:
-        assert whole[channel]["min"] == parts[channel]["min"] and whole[channel]["max"] == parts[channel]["max"]
+        assert (
+            whole[channel]["min"] == parts[channel]["min"] and whole[channel]["max"] == parts[channel]["max"]
+        )
         np.testing.assert_array_equal(whole[channel]["counts"], parts[channel]["counts"])
         assert display_window(whole[channel]) == display_window(parts[channel])
         # The histogram counts exactly the lattice of the whole output, wherever the blocks start.
@@ -80,7 +82,9 @@ def test_windows_are_the_robust_range_and_ignore_hot_pixels() -> None:
     ("values", "expected"),
     [
         pytest.param(np.full((3, 4), 7.0), {"min": 7.0, "max": 8.0, "start": 7.0, "end": 8.0}, id="constant"),
-        pytest.param(np.full((3, 4), np.nan), {"min": 0.0, "max": 1.0, "start": 0.0, "end": 1.0}, id="no-number"),
+        pytest.param(
+            np.full((3, 4), np.nan), {"min": 0.0, "max": 1.0, "start": 0.0, "end": 1.0}, id="no-number"
+        ),
         pytest.param(np.zeros((3, 4)), {"min": 0.0, "max": 1.0, "start": 0.0, "end": 1.0}, id="zeros"),
     ],
 )
