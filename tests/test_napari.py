@@ -11,6 +11,7 @@ extra (napari, napari-ome-zarr); skipped without it.
 
 from __future__ import annotations
 
+import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -203,6 +204,13 @@ def test_napari_ome_zarr_opens_the_output_with_colours_windows_and_positions(
         for index in [(0,) * ndim, (1,) * ndim, tuple(n - 1 for n in layer.data.shape)]:
             np.testing.assert_allclose(layer.data_to_world(index), expected_world(case, index), atol=1e-9)
         assert tuple(layer.axis_labels) == tuple(d for d in metadata["axis_labels"])
+
+
+def test_reading_needs_no_gui(tmp_path: Path) -> None:
+    """The reader and the layers come without a Qt binding or a display."""
+    out, _ = run_case(tmp_path, CASES["magnitude-tyx"])
+    napari_layers_of(out)
+    assert not [m for m in sys.modules if m.split(".")[0] in ("PyQt5", "PyQt6", "PySide2", "PySide6")]
 
 
 def test_the_xarray_coordinates_agree_with_napari(tmp_path: Path) -> None:
