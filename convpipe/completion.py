@@ -1,9 +1,10 @@
 """Completion records: which output blocks are written, and of which run.
 
-Each write task stores its block and *then* an empty marker object named
-after the block index under ``<output>/0/.convpipe-done/``, inside the array's
-folder, where Zarr and xarray readers never look. A marker therefore means
-"this block is whole on disk". A resumed run computes only the blocks
+Each write task stores its block and *then* a marker object named after the
+block index under ``<output>/0/.convpipe-done/``, inside the array's folder,
+where Zarr and xarray readers never look; it holds, as JSON, what the block
+read and statistics of what it wrote. A marker therefore means "this block
+is whole on disk". A resumed run computes only the blocks
 without a marker, after checking that the run's :func:`fingerprint` (what
 determines the result: kernels, stride, combine, dtype, input identity and
 the output layout) equals the one recorded in the output's attributes.
@@ -43,8 +44,10 @@ class BlockRecorder:
 
     A marker holds, as JSON, the identities of the input chunks its block
     read (``inputs``: block index -> {stored key: identity}, see
-    :mod:`convpipe.integrity`); a marker without them (empty) is not trusted
-    on resume.
+    :mod:`convpipe.integrity`) and the statistics of the values written
+    (``statistics``, see :mod:`convpipe.statistics`); a marker without
+    identities is not trusted on resume, nor one without statistics (the
+    display windows are made from every block's).
     """
 
     def __init__(
@@ -52,14 +55,20 @@ class BlockRecorder:
         output_path: str,
         inputs: dict[tuple[int, ...], dict[str, str]] | None = None,
         storage_options: StorageOptions | None = None,
+        statistics: dict[tuple[int, ...], dict[str, Any]] | None = None,
     ) -> None:
         self.output_path = output_path.rstrip("/")
         self.inputs = inputs or {}
         self.storage_options = dict(storage_options or {})
+        self.statistics = statistics or {}
 
     def with_inputs(self, inputs: dict[tuple[int, ...], dict[str, str]]) -> BlockRecorder:
         """The same recorder, writing ``inputs`` into the markers of those blocks."""
-        return BlockRecorder(self.output_path, inputs, self.storage_options)
+        return BlockRecorder(self.output_path, inputs, self.storage_options, self.statistics)
+
+    def with_statistics(self, index: tuple[int, ...], statistics: dict[str, Any]) -> BlockRecorder:
+        """The same recorder, writing ``statistics`` into the marker of block ``index``."""
+        return BlockRecorder(self.output_path, self.inputs, self.storage_options, {tuple(index): statistics})
 
     @property
     def folder(self) -> str:
@@ -73,7 +82,10 @@ class BlockRecorder:
         """Record block ``index`` as written."""
         folder = self._local_folder()
         name = block_name(index)
-        content = json.dumps(self.inputs.get(tuple(index), {}), sort_keys=True).encode() if self.inputs else b""
+        content = b""
+        if self.inputs or self.statistics:
+            record = {"inputs": self.inputs.get(tuple(index), {}), "statistics": self.statistics.get(tuple(index))}
+            content = json.dumps(record, sort_keys=True, separators=(",", ":")).encode()
         if folder is not None:
             folder.mkdir(parents=True, exist_ok=True)
             marker = folder / name
@@ -85,8 +97,8 @@ class BlockRecorder:
         fs.makedirs(root, exist_ok=True)
         fs.pipe_file(f"{root}/{name}", content)  # one PUT: on an object store the marker is whole or absent
 
-    def inputs_read(self, index: tuple[int, ...]) -> dict[str, str] | None:
-        """The input identities recorded with block ``index``, or None if its marker holds none."""
+    def read(self, index: tuple[int, ...]) -> dict[str, Any]:
+        """What the marker of block ``index`` holds (empty if nothing, or something unreadable)."""
         folder = self._local_folder()
         if folder is not None:
             content = (folder / block_name(index)).read_bytes()
@@ -94,10 +106,20 @@ class BlockRecorder:
             fs, root = filesystem(self.folder, self.storage_options)
             content = fs.cat_file(f"{root}/{block_name(index)}")
         try:
-            inputs = json.loads(content) if content else None
+            record = json.loads(content) if content else {}
         except ValueError:
-            return None
+            return {}
+        return record if isinstance(record, dict) else {}
+
+    def inputs_read(self, index: tuple[int, ...]) -> dict[str, str] | None:
+        """The input identities recorded with block ``index``, or None if its marker holds none."""
+        inputs = self.read(index).get("inputs")
         return inputs if isinstance(inputs, dict) and inputs else None
+
+    def statistics_read(self, index: tuple[int, ...]) -> dict[str, Any] | None:
+        """The statistics recorded with block ``index``, or None if its marker holds none."""
+        statistics = self.read(index).get("statistics")
+        return statistics if isinstance(statistics, dict) and statistics else None
 
     def done(self) -> set[tuple[int, ...]]:
         """Indices of every recorded block."""

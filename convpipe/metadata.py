@@ -60,26 +60,47 @@ def ome_compatible(axes: tuple[OutputAxis, ...]) -> bool:
     )
 
 
+PALETTE = ("FF00FF", "00FF00", "00FFFF", "FFFF00", "FF0000", "FF8000", "0080FF", "FF0080")
+"""Channel colours of an output with several channels, in order (then again from the first): distinct on black."""
+GREY = "FFFFFF"
+"""The colour of an output's only channel (a magnitude, a single kernel)."""
+PHYSICAL = "physical"
+"""Name that ties the dataset's scale to the multiscale's translation (read by napari-ome-zarr 0.10)."""
+
+
 def _dataset(axes: tuple[OutputAxis, ...], level: int) -> dict[str, Any]:
-    """The ``datasets`` entry of pyramid ``level`` (0: the result itself)."""
-    scale, translation = level_transform([float(a.scale) for a in axes], [float(a.translation) for a in axes], level)
-    return {
-        "path": str(level),
-        "coordinateTransformations": [
-            {"type": "scale", "scale": scale},
-            {"type": "translation", "translation": translation},
-        ],
-    }
+    """The ``datasets`` entry of pyramid ``level`` (0: the result itself).
+
+    Its scale, then (levels below 0) its shift from level 0 (half a pixel of
+    the level below, per level: :func:`convpipe.pyramid.level_transform`);
+    the multiscale's own translation then places level 0.
+    """
+    scale0, translation0 = [float(a.scale) for a in axes], [float(a.translation) for a in axes]
+    scale, translation = level_transform(scale0, translation0, level)
+    transforms: list[dict[str, Any]] = [{"type": "scale", "scale": scale, "output": {"name": PHYSICAL}}]
+    if level:
+        shift = [t - t0 for t, t0 in zip(translation, translation0)]
+        transforms.append({"type": "translation", "translation": shift})
+    return {"path": str(level), "coordinateTransformations": transforms}
 
 
-def ome_multiscales(axes: tuple[OutputAxis, ...], version: str, levels: int = 0) -> dict[str, Any]:
+def ome_multiscales(
+    axes: tuple[OutputAxis, ...], version: str, single_label: str = "value", levels: int = 0
+) -> dict[str, Any]:
     """OME-NGFF image metadata (``version`` "0.5" or "0.4") of the output ``axes`` and its pyramid ``levels``.
 
     Names, types and units are the input's; ``scale`` and ``translation``
     place every output pixel in the input's physical coordinates (see
-    :func:`convpipe.axes.output_axes`); levels ``1..levels`` are listed after
-    ``0`` with the scale and translation of :func:`convpipe.pyramid.level_transform`. The channel axis' labels become
-    ``omero`` channels, each with a colour (napari-ome-zarr needs one).
+    :func:`convpipe.axes.output_axes`). Each dataset (levels ``0..levels``)
+    carries its scale (and a lower level its half-pixel shift), the
+    multiscale (applied after it, to every resolution) an identity scale and
+    level 0's translation: valid NGFF 0.4/0.5, and the layout napari-ome-zarr 0.10
+    reads both from (it takes a dataset's first transformation only, plus the
+    multiscale transformation whose ``input`` names the dataset scale's
+    ``output``; NGFF 0.4/0.5 readers ignore those two names). ``omero``
+    holds one channel per index of the channel axis (or a single channel
+    labelled ``single_label``) with a colour; windows are added once the
+    data is written (:func:`with_windows`).
     """
     ome_axes = []
     for a in axes:
@@ -91,18 +112,40 @@ def ome_multiscales(axes: tuple[OutputAxis, ...], version: str, levels: int = 0)
         "name": "convpipe",
         "axes": ome_axes,
         "datasets": [_dataset(axes, k) for k in range(levels + 1)],
+        "coordinateTransformations": [
+            {"type": "scale", "scale": [1.0] * len(axes)},
+            {
+                "type": "translation",
+                "translation": [float(a.translation) for a in axes],
+                "input": {"name": PHYSICAL},
+            },
+        ],
     }
-    labels = next((a.labels for a in axes if a.type == "channel" and a.labels), None)
-    omero = None
-    if labels:
-        omero = {"channels": [{"label": name, "active": True, "color": "FFFFFF"} for name in labels]}
+    labels = next((a.labels for a in axes if a.type == "channel" and a.labels), None) or (single_label,)
+    colours = [GREY] if len(labels) == 1 else [PALETTE[i % len(PALETTE)] for i in range(len(labels))]
+    omero = {
+        "channels": [{"label": name, "color": colour, "active": True} for name, colour in zip(labels, colours)],
+        "rdefs": {"model": "color"},
+    }
     if version == "0.4":
         multiscale["version"] = "0.4"
-        attrs: dict[str, Any] = {"multiscales": [multiscale]}
-        if omero:
-            attrs["omero"] = omero
-        return attrs
-    ome: dict[str, Any] = {"version": "0.5", "multiscales": [multiscale]}
-    if omero:
-        ome["omero"] = omero
-    return {"ome": ome}
+        return {"multiscales": [multiscale], "omero": omero}
+    return {"ome": {"version": "0.5", "multiscales": [multiscale], "omero": omero}}
+
+
+def with_windows(group_attributes: dict[str, Any], windows: list[dict[str, float]]) -> dict[str, Any]:
+    """``group_attributes`` (as :func:`ome_multiscales` made them) with one display window per omero channel.
+
+    A window is ``{"min", "max", "start", "end"}`` (see
+    :func:`convpipe.statistics.display_window`).
+    """
+    attrs = dict(group_attributes)
+    holder = dict(attrs["ome"]) if "ome" in attrs else attrs
+    omero = dict(holder["omero"])
+    if len(windows) != len(omero["channels"]):
+        raise ValueError(f"{len(windows)} windows for {len(omero['channels'])} omero channels")
+    omero["channels"] = [{**channel, "window": w} for channel, w in zip(omero["channels"], windows)]
+    holder["omero"] = omero
+    if "ome" in attrs:
+        attrs["ome"] = holder
+    return attrs

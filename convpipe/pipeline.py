@@ -121,18 +121,19 @@ class BlockWriter:
     and hash the whole zarr.Array (a dataclass) for every slab's graph.
     """
 
-    def __init__(self, target, on_written=None, origin=None, block_origin=None, levels=()) -> None:
+    def __init__(self, target, on_written=None, origin=None, block_origin=None, levels=(), measure=None) -> None:
         self.target = target
         self.on_written = on_written
         self.origin = origin
         self.block_origin = block_origin
         self.levels = tuple(levels)
+        self.measure = measure
 
     def __dask_tokenize__(self):
         return ("convpipe.BlockWriter", str(self.target.store_path), self.origin, self.block_origin, len(self.levels))
 
     def __call__(self, block: np.ndarray, block_info=None) -> np.ndarray:
-        """Store ``block`` in its own Zarr chunk(s) and its levels, then record it; return a 1-element token."""
+        """Store ``block`` and its pyramid levels, then record it (with its ``measure``); return a 1-element token."""
         location = block_info[0]["array-location"]
         origin = self.origin or (0,) * block.ndim
         region = tuple(slice(o + start, o + stop) for o, (start, stop) in zip(origin, location))
@@ -140,7 +141,11 @@ class BlockWriter:
         write_levels(self.levels, block, region)  # from this block, not read back: no second pass
         if self.on_written is not None:
             block_origin = self.block_origin or (0,) * block.ndim
-            self.on_written(tuple(o + i for o, i in zip(block_origin, block_info[0]["chunk-location"])))
+            index = tuple(o + i for o, i in zip(block_origin, block_info[0]["chunk-location"]))
+            record = self.on_written
+            if self.measure is not None:  # statistics of what was written, kept in the block's record
+                record = record.with_statistics(index, self.measure(block, region))
+            record(index)
         return np.ones((1,) * block.ndim, dtype=np.uint8)
 
 
@@ -151,6 +156,7 @@ def write_tasks(
     origin: tuple[int, ...] | None = None,
     block_origin: tuple[int, ...] | None = None,
     levels: tuple = (),
+    measure=None,
 ) -> da.Array:
     """One task per output block that writes it to ``target`` (a zarr.Array) and its pyramid ``levels``.
 
@@ -162,7 +168,10 @@ def write_tasks(
     repeated task rewrites identical bytes without racing another task.
     Each task writes its block's region of every level (the 2 x 2 means of
     :mod:`convpipe.pyramid`) before recording the block, so a record covers
-    all levels. The returned array of tokens is what gets computed.
+    all levels. With ``measure`` (a :class:`~convpipe.statistics.BlockMeasure`)
+    each task also measures its block and hands the statistics to
+    ``on_written``'s ``with_statistics``, so they are kept in the block's
+    completion record. The returned array of tokens is what gets computed.
     """
     origin = origin or (0,) * result.ndim
     stored = getattr(target, "shards", None) or target.chunks  # a shard is one stored object: written whole
@@ -172,7 +181,7 @@ def write_tasks(
         if np.any(edges[:-1] % chunk) or ends_inside:
             raise ValueError(f"Zarr chunks {stored} are not aligned with the Dask blocks {result.chunks}")
     return result.map_blocks(
-        BlockWriter(target, on_written, origin, block_origin, levels),
+        BlockWriter(target, on_written, origin, block_origin, levels, measure),
         dtype=np.uint8,
         chunks=tuple((1,) * len(chunks) for chunks in result.chunks),
         meta=np.empty((0,) * result.ndim, dtype=np.uint8),

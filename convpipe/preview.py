@@ -1,19 +1,14 @@
-"""Looking at results: one frame of a stack as an 8-bit PNG, optionally next to another.
+"""Looking at results: one frame of a stack as a labelled 8-bit PNG, optionally beside another.
 
-A *frame* is the 2-D ``(y, x)`` plane left after fixing every other axis.
-Axes are recognised by their Zarr ``dimension_names`` (format 3) or
-``_ARRAY_DIMENSIONS`` attribute (format 2):
-
-* ``y`` and ``x`` are the axes so named, otherwise the last two axes that are
-  not the channel axis;
-* the channel axis is the one named ``c``; without names, a 4-D array is
-  taken as ``(t, c, y, x)`` and arrays of other ranks have no channel axis;
-* every other axis is a *leading* axis: ``index`` picks along them in order,
-  the first defaulting to its middle and the others to 0.
-
-Only the chunks holding the chosen frame are read. Each frame is
-contrast-stretched on its own between the 0.5th and 99.5th percentiles of its
-finite values, so one hot pixel does not turn the rest of the picture black.
+A *frame* is the ``(y, x)`` plane left after fixing every other axis. Axes
+are recognised as convpipe's inputs' (:func:`convpipe.axes.resolve_axes`),
+an unnamed 4-D array being ``(t, c, y, x)``. Only the chunks holding the
+frame are read. Each frame is contrast-stretched on its own between the
+0.5th and 99.5th percentiles of its finite values (one hot pixel does not
+turn the rest black) and labelled above with its source, position, channel
+and the values shown black and white. Two frames are drawn on the finer
+one's grid, through both sources' OME-NGFF scale and translation: a strided
+output lies at the input's scale, each pixel over its window's centre.
 """
 
 from __future__ import annotations
@@ -28,83 +23,76 @@ import imageio.v3 as iio
 import numpy as np
 import zarr
 
+from convpipe.axes import Axes, AxisInfo, SourceAxes, image_axes, resolve_axes, unnamed, zarr_axes
 from convpipe.errors import InputError, OutputError, storage_errors
 from convpipe.imagefiles import is_image_source, open_image_stack
-from convpipe.inputs import dimension_names, open_zarr_array, pick_array
+from convpipe.inputs import enclosing_group, open_zarr_array, pick_array
 
-LOW_PERCENTILE = 0.5
-HIGH_PERCENTILE = 99.5
-CONSTANT_GREY = 128
-"""Value of every pixel of a frame without contrast (all finite values equal)."""
-PANEL_GAP = 4
-"""Width in pixels of the white gap between the panels of a comparison."""
-GAP_VALUE = 255
-MAX_PERCENTILE_SAMPLES = 4_000_000
-"""Percentiles of larger frames are estimated from an evenly strided sample."""
+LOW_PERCENTILE, HIGH_PERCENTILE = 0.5, 99.5
+CONSTANT_GREY = 128  # every pixel of a frame without contrast (all finite values equal)
+PANEL_GAP, GAP_VALUE = 4, 255  # the white gap between the panels of a comparison
+LINE_HEIGHT = 13  # pixels per line of a panel's label (white on black, above the frame)
+MAX_PERCENTILE_SAMPLES = 4_000_000  # percentiles of larger frames come from an evenly strided sample
 DEFAULT_GROUP_ARRAY = "0"
-ARRAY_KEYS = ("path", "array=")
-"""How errors name the source and the array argument."""
+ARRAY_KEYS = ("path", "array=")  # how errors name the source and the array argument
 
 Index = int | Sequence[int] | None
 
 
 @dataclass(frozen=True)
-class FrameAxes:
-    """Roles of the axes of an array, as used to pick a frame.
-
-    Attributes
-    ----------
-    leading
-        Axes fixed by ``index``, in order.
-    channel
-        The channel axis fixed by ``channel``, or ``None``.
-    y, x
-        The two axes of the frame.
-    names
-        One label per axis for messages: the dimension name, or ``dim_<i>``.
-    """
-
-    leading: tuple[int, ...]
-    channel: int | None
-    y: int
-    x: int
-    names: tuple[str, ...]
+class _Source:
+    array: Any  # zarr.Array, dask or NumPy array: anything with shape, ndim and slicing
+    axes: Axes
+    label: str  # for messages
+    title: str  # for the panel's label
 
 
 @dataclass(frozen=True)
-class _Source:
-    array: Any  # zarr.Array, dask or NumPy array: anything with shape, ndim and slicing
-    names: tuple[str | None, ...] | None
-    label: str
+class Panel:
+    """A rendered frame: its 8-bit image, its label's parts, where its pixels sit along y and x."""
+
+    image: np.ndarray
+    label: tuple[str, ...]
+    scale: tuple[float, float] = (1.0, 1.0)
+    translation: tuple[float, float] = (0.0, 0.0)
 
 
-def frame_axes(shape: tuple[int, ...], dimension_names: Sequence[str | None] | None = None) -> FrameAxes:
-    """Which axes are leading, channel, ``y`` and ``x`` (see the module docstring).
+def frame_axes(shape: tuple[int, ...], dimension_names: Sequence[str | None] | None = None) -> Axes:
+    """Roles and names of an array's axes, from its dimension names (see the module docstring).
 
     Examples
     --------
-    >>> frame_axes((10, 64, 64, 3), ("t", "y", "x", "c"))
-    FrameAxes(leading=(0,), channel=3, y=1, x=2, names=('t', 'y', 'x', 'c'))
-    >>> frame_axes((10, 3, 64, 64)).channel
-    1
+    >>> axes = frame_axes((10, 64, 64, 3), ("t", "y", "x", "c"))
+    >>> axes.batch_axes, axes.channel_axis, axes.spatial_axes
+    ((0,), 3, (1, 2))
     """
-    ndim = len(shape)
-    if ndim < 2:
-        raise InputError(f"cannot preview a {ndim}-D array of shape {shape}: it needs at least y and x axes")
-    names = _normalise_names(dimension_names, ndim)
-    if names is None:
-        channel = 1 if ndim == 4 else None
-    else:
-        channel = names.index("c") if "c" in names else None
-    if names is not None and "y" in names and "x" in names:
-        y, x = names.index("y"), names.index("x")
-    else:
-        y, x = [axis for axis in range(ndim) if axis != channel][-2:]
-    if channel in (y, x):
-        raise InputError(f"dimension names {list(names or ())} use one axis for both c and y/x")
-    leading = tuple(axis for axis in range(ndim) if axis not in (channel, y, x))
-    labels = tuple(name if name else f"dim_{axis}" for axis, name in enumerate(names or (None,) * ndim))
-    return FrameAxes(leading, channel, y, x, labels)
+    names = tuple(dimension_names or ())
+    named = len(names) == len(shape) and any(names)
+    infos = tuple(AxisInfo(str(n) if n else None) for n in names)
+    return _resolve(tuple(shape), SourceAxes(infos, "dimension names") if named else unnamed(len(shape)))
+
+
+def _resolve(shape: tuple[int, ...], source: SourceAxes) -> Axes:
+    if len(shape) < 2:
+        raise InputError(f"cannot preview a {len(shape)}-D array of shape {shape}: it needs y and x axes")
+    return resolve_axes(source, shape, axes="tcyx" if len(shape) == 4 and not source.named else None)
+
+
+def render_panel(
+    path_or_array: str | os.PathLike[str] | Any,
+    index: Index = None,
+    channel: int | None = None,
+    array: str | None = None,
+) -> Panel:
+    """One frame of a stack, contrast-stretched to 8 bits, with its label and the placement of its pixels.
+
+    ``path_or_array``: a Zarr array or group, an image source, or an open
+    Zarr, Dask or NumPy array. ``index``: positions along the batch axes (an
+    int for the first; negative from the end; default: the first's middle).
+    ``channel``: default 0. ``array``: the array in a group (default ``"0"``).
+    :class:`InputError` for an unreadable source or a position out of range.
+    """
+    return _panel(_open_source(path_or_array, array), index, channel)
 
 
 def render_frame(
@@ -113,28 +101,7 @@ def render_frame(
     channel: int | None = None,
     array: str | None = None,
 ) -> np.ndarray:
-    """One frame of a stack, contrast-stretched to an 8-bit ``(H, W)`` image.
-
-    Parameters
-    ----------
-    path_or_array
-        Path of a Zarr array or group, or of an image source (see
-        :func:`convpipe.imagefiles.is_image_source`); or an open ``zarr.Array``,
-        ``zarr.Group``, Dask or NumPy array.
-    index
-        Position along the leading axes (``t``, ``z``, ...): an int for the
-        first one, or one int per leading axis. Default: the middle of the first
-        leading axis, 0 on the others. Negative values count from the end.
-    channel
-        Position along the channel axis; default 0.
-    array
-        Name of the array inside a group; default ``"0"``.
-
-    Raises
-    ------
-    InputError
-        Missing path, not a Zarr array or group, unknown array name, or an
-        index or channel out of range (the message gives the valid range).
+    """The ``(H, W)`` uint8 image of :func:`render_panel`.
 
     Examples
     --------
@@ -143,17 +110,31 @@ def render_frame(
     array([[  0,   0, 255, 255],
            [  0,   0, 255, 255]], dtype=uint8)
     """
-    return stretch_to_uint8(_read_frame(_open_source(path_or_array, array), index, channel))
+    return render_panel(path_or_array, index, channel, array).image
+
+
+def display_range(frame: np.ndarray) -> tuple[float, float] | None:
+    """The values shown black and white: 0.5th and 99.5th percentiles of the finite values.
+
+    The minimum and maximum when those are equal (sparse data); None without a finite value.
+    """
+    values = np.asarray(frame)
+    step = max(1, values.size // MAX_PERCENTILE_SAMPLES)
+    sample = values.ravel()[::step]
+    sample = sample[np.isfinite(sample)].astype(np.float64)
+    if sample.size == 0:
+        return None
+    low, high = np.percentile(sample, [LOW_PERCENTILE, HIGH_PERCENTILE])
+    if high <= low:
+        low, high = sample.min(), sample.max()
+    return float(low), float(high)
 
 
 def stretch_to_uint8(frame: np.ndarray) -> np.ndarray:
-    """Map a 2-D frame to uint8 by clipping to robust percentiles and scaling to 0..255.
+    """Map a 2-D frame to uint8 by clipping to :func:`display_range` and scaling to 0..255.
 
-    Values at or below the 0.5th percentile of the finite values become 0, at or
-    above the 99.5th become 255, linearly in between. When those percentiles
-    are equal (sparse data) the minimum and maximum are used instead; a frame
-    with a single finite value becomes :data:`CONSTANT_GREY`. NaN and -inf
-    become 0, +inf 255. No warnings, no division by zero.
+    A frame with a single finite value becomes :data:`CONSTANT_GREY`. NaN
+    and -inf become 0, +inf 255. No warnings, no division by zero.
 
     Examples
     --------
@@ -167,14 +148,10 @@ def stretch_to_uint8(frame: np.ndarray) -> np.ndarray:
         values = values.astype(np.uint8)
     if not (np.issubdtype(values.dtype, np.integer) or np.issubdtype(values.dtype, np.floating)):
         raise InputError(f"cannot preview values of dtype {values.dtype}; expected integers or floats")
-    step = max(1, values.size // MAX_PERCENTILE_SAMPLES)
-    sample = values.ravel()[::step]
-    sample = sample[np.isfinite(sample)].astype(np.float64)
-    if sample.size == 0:
+    limits = display_range(values)
+    if limits is None:
         return np.where(np.isposinf(values), 255, 0).astype(np.uint8)
-    low, high = np.percentile(sample, [LOW_PERCENTILE, HIGH_PERCENTILE])
-    if high <= low:
-        low, high = sample.min(), sample.max()
+    low, high = limits
     if high <= low:
         grey = np.full(values.shape, CONSTANT_GREY, dtype=np.uint8)
         grey[np.isnan(values) | np.isneginf(values)] = 0
@@ -195,65 +172,100 @@ def write_preview(
     compare_with: str | os.PathLike[str] | Any | None = None,
     array: str | None = None,
 ) -> Path:
-    """Write one frame of ``src`` as an 8-bit greyscale PNG, optionally beside another stack.
+    """Write one labelled frame of ``src`` as an 8-bit greyscale PNG, optionally beside another stack.
 
-    With ``compare_with`` (e.g. the input stack next to the output) the PNG holds
-    ``src`` on the left and ``compare_with`` on the right, the same ``index``
-    rendered from both, each contrast-stretched on its own, the shorter panel
-    padded with black at the bottom and a :data:`PANEL_GAP`-pixel white gap
-    between them. ``channel`` applies to ``compare_with`` when it has a channel
-    axis of that size; otherwise its channel 0 is shown (so a kernel output
-    channel can be set beside a single-channel or RGB input). Likewise it
-    applies to ``src`` unless ``src`` has no channel axis and ``compare_with``
-    takes the channel (the input on the left, a kernel on the right). ``array`` names
-    the array in a ``src`` group; ``compare_with`` groups use their array
-    ``"0"``.
-
-    Returns
-    -------
-    Path
-        ``out_png``.
-
-    Raises
-    ------
-    InputError
-        As for :func:`render_frame`, for either source.
-    OutputError
-        ``out_png`` does not end in .png, its folder does not exist, or it
-        cannot be written.
-    StorageError
-        The storage refused (see :func:`convpipe.errors.storage_errors`).
+    With ``compare_with`` (e.g. the input next to the output) ``src`` is on
+    the left, ``compare_with`` on the right, the same ``index`` of both, the
+    coarser drawn on the finer one's grid (:func:`on_one_grid`), then
+    :func:`labelled`. ``channel`` applies to ``compare_with`` when it has a
+    channel axis of that size (else its channel 0 is shown), and to ``src``
+    unless ``src`` has none and ``compare_with`` takes it (the input left, a
+    kernel right). ``array`` names the array in a ``src`` group. Raises as
+    :func:`render_panel`, and :class:`OutputError` when ``out_png`` does not
+    end in .png or cannot be written.
     """
     with storage_errors(writing=os.fspath(out_png)):
-        return _write_preview(src, out_png, index, channel, compare_with, array)
+        out_path = Path(out_png)
+        if out_path.suffix.lower() != ".png":
+            raise OutputError(f"preview file must end in .png, got {out_path}")
+        if not out_path.parent.is_dir():
+            raise OutputError(f"cannot write {out_path}: folder {out_path.parent} does not exist")
+        source = _open_source(src, array)
+        if compare_with is None:
+            image = labelled([_panel(source, index, channel)])
+        else:
+            other = _open_source(compare_with, None)
+            axis = other.axes.channel_axis
+            size = 0 if axis is None or channel is None else other.array.shape[axis]
+            other_channel = channel if -size <= (channel or 0) < size else None
+            # A channel only the right-hand panel has (the input left, kernels right): the left shows its 0.
+            own = None if other_channel is not None and source.axes.channel_axis is None else channel
+            panels = _panel(source, index, own), _panel(other, index, other_channel)
+            image = labelled(on_one_grid(*panels))
+        try:
+            iio.imwrite(out_path, image, extension=".png", plugin="pillow")
+        except OSError as exc:
+            raise OutputError(f"cannot write {out_path}: {exc}") from exc
+        return out_path
 
 
-def _write_preview(
-    src: Any, out_png: str | os.PathLike[str], index: Index, channel: int | None, compare_with: Any, array: str | None
-) -> Path:
-    out_path = Path(out_png)
-    if out_path.suffix.lower() != ".png":
-        raise OutputError(f"preview file must end in .png, got {out_path}")
-    if not out_path.parent.is_dir():
-        raise OutputError(f"cannot write {out_path}: folder {out_path.parent} does not exist")
-    source = _open_source(src, array)
-    if compare_with is None:
-        image = stretch_to_uint8(_read_frame(source, index, channel))
-    else:
-        other = _open_source(compare_with, None)
-        other_channel = channel if _has_channel(other, channel) else None
-        # The channel may name a kernel of the right-hand panel only (the input left,
-        # the kernel responses right); the left panel then shows its channel 0.
-        source_channel = None if other_channel is not None and _channel_axis(source) is None else channel
-        image = side_by_side(
-            stretch_to_uint8(_read_frame(source, index, source_channel)),
-            stretch_to_uint8(_read_frame(other, index, other_channel)),
+def on_one_grid(first: Panel, second: Panel) -> list[Panel]:
+    """The two panels with the coarser one resampled (nearest) onto the finer one's pixel grid.
+
+    Panels on the same grid are left as they are. Pixels of the resampled
+    panel that fall outside its frame are black.
+
+    Examples
+    --------
+    >>> fine = Panel(np.zeros((3, 5), np.uint8), ("in",))
+    >>> on_one_grid(Panel(np.array([[1, 2]], np.uint8), ("out",), (2.0, 2.0), (1.0, 1.0)), fine)[0].image
+    array([[1, 1, 2, 2, 0],
+           [1, 1, 2, 2, 0],
+           [0, 0, 0, 0, 0]], dtype=uint8)
+    """
+    if (first.scale, first.translation) == (second.scale, second.translation):
+        return [first, second]
+    fine, coarse = sorted((first, second), key=lambda p: (np.prod(p.scale), -p.image.size))
+    rows, cols = (
+        np.floor((t_f + s_f * np.arange(n) - t_c) / s_c + 0.5).astype(np.int64)
+        for n, s_f, t_f, s_c, t_c in zip(
+            fine.image.shape, fine.scale, fine.translation, coarse.scale, coarse.translation
         )
-    try:
-        iio.imwrite(out_path, image, extension=".png", plugin="pillow")
-    except OSError as exc:
-        raise OutputError(f"cannot write {out_path}: {exc}") from exc
-    return out_path
+    )
+    inside_rows = (rows >= 0) & (rows < coarse.image.shape[0])
+    inside_cols = (cols >= 0) & (cols < coarse.image.shape[1])
+    image = np.zeros(fine.image.shape, np.uint8)
+    image[np.ix_(inside_rows, inside_cols)] = coarse.image[np.ix_(rows[inside_rows], cols[inside_cols])]
+    resampled = Panel(image, coarse.label, fine.scale, fine.translation)
+    return [resampled, second] if coarse is first else [first, resampled]
+
+
+def labelled(panels: list[Panel]) -> np.ndarray:
+    """The panels side by side (:func:`side_by_side`), each below its label wrapped to its width."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.load_default()
+    wrapped = []
+    for panel in panels:  # the label's parts, as many on a line as fit the panel's width
+        lines: list[str] = []
+        for part in panel.label:
+            if lines and font.getlength(f"{lines[-1]}  {part}") <= panel.image.shape[1] - 2:
+                lines[-1] += f"  {part}"
+            else:
+                lines.append(part)
+        wrapped.append(lines)
+    height = LINE_HEIGHT * max(len(lines) for lines in wrapped)
+    images = []
+    for panel, lines in zip(panels, wrapped):
+        strip = Image.new("L", (panel.image.shape[1], height), 0)
+        draw = ImageDraw.Draw(strip)
+        for n, line in enumerate(lines):
+            draw.text((1, n * LINE_HEIGHT), line, fill=255, font=font)
+        images.append(np.vstack([np.asarray(strip, dtype=np.uint8), panel.image]))
+    image = images[0]
+    for right in images[1:]:
+        image = side_by_side(image, right)
+    return image
 
 
 def side_by_side(left: np.ndarray, right: np.ndarray, gap: int = PANEL_GAP) -> np.ndarray:
@@ -274,28 +286,32 @@ def side_by_side(left: np.ndarray, right: np.ndarray, gap: int = PANEL_GAP) -> n
 
 
 def _open_source(path_or_array: Any, array: str | None) -> _Source:
+    title = None
     if isinstance(path_or_array, zarr.Group):
         label = "the Zarr group"
         node, name = pick_array(
             path_or_array, label, array, default=DEFAULT_GROUP_ARRAY, take_single=False, keys=ARRAY_KEYS
         )
-        return _Source(node, dimension_names(node), f"{label}/{name}")
-    if isinstance(path_or_array, zarr.Array):
-        _refuse_array_name(array, "the Zarr array")
-        return _Source(path_or_array, dimension_names(path_or_array), "the Zarr array")
-    if not isinstance(path_or_array, (str, os.PathLike)):
+        source, label = zarr_axes(node, path_or_array, name), f"{label}/{name}"
+    elif not isinstance(path_or_array, (str, os.PathLike)):
         if not hasattr(path_or_array, "shape") or not hasattr(path_or_array, "__getitem__"):
             raise InputError(f"cannot preview an object of type {type(path_or_array).__name__}")
-        _refuse_array_name(array, "the array")
-        return _Source(path_or_array, None, "the array")
-
-    label = os.fspath(path_or_array)
-    if is_image_source(label):
+        node, is_zarr = path_or_array, isinstance(path_or_array, zarr.Array)
+        label = "the Zarr array" if is_zarr else "the array"
         _refuse_array_name(array, label)
-        stack = open_image_stack(label)
-        return _Source(stack, ("t", "y", "x", "c")[: stack.ndim], label)
-    node, name = open_zarr_array(label, array, default=DEFAULT_GROUP_ARRAY, take_single=False, keys=ARRAY_KEYS)
-    return _Source(node, dimension_names(node), label if name is None else f"{label}/{name}")
+        source = zarr_axes(node) if is_zarr else unnamed(len(node.shape))
+    elif is_image_source(label := os.fspath(path_or_array)):
+        _refuse_array_name(array, label)
+        node, title = open_image_stack(label), Path(label).name
+        source = image_axes(node.ndim, node.shape[3] if node.ndim == 4 else None)
+    else:
+        node, name = open_zarr_array(
+            label, array, default=DEFAULT_GROUP_ARRAY, take_single=False, keys=ARRAY_KEYS
+        )
+        source = zarr_axes(node, *enclosing_group(label, name))
+        title = Path(label).name + ("" if name in (None, DEFAULT_GROUP_ARRAY) else f"/{name}")
+        label = label if name is None else f"{label}/{name}"
+    return _Source(node, _resolve(tuple(node.shape), source), label, title or "array")
 
 
 def _refuse_array_name(array: str | None, label: str) -> None:
@@ -303,60 +319,45 @@ def _refuse_array_name(array: str | None, label: str) -> None:
         raise InputError(f"array={array!r} selects an array inside a group, but {label} is not a group")
 
 
-def _normalise_names(names: Sequence[str | None] | None, ndim: int) -> tuple[str | None, ...] | None:
-    if names is None or len(names) != ndim or not any(names):
-        return None
-    return tuple(name.lower() if isinstance(name, str) and name else None for name in names)
-
-
-def _channel_axis(source: _Source) -> int | None:
-    return frame_axes(source.array.shape, source.names).channel
-
-
-def _has_channel(source: _Source, channel: int | None) -> bool:
-    axis = _channel_axis(source)
-    if channel is None or axis is None:
-        return False
-    return -source.array.shape[axis] <= channel < source.array.shape[axis]
-
-
-def _read_frame(source: _Source, index: Index, channel: int | None) -> np.ndarray:
-    """Read one ``(y, x)`` plane, slicing the stored array so only its chunks are read."""
-    shape = tuple(source.array.shape)
-    axes = frame_axes(shape, source.names)
+def _panel(source: _Source, index: Index, channel: int | None) -> Panel:
+    """Read one ``(y, x)`` plane (only its chunks), stretch it and label it."""
+    shape, axes = tuple(source.array.shape), source.axes
+    batch = axes.batch_axes
     selection: list[int | slice] = [slice(None)] * len(shape)
-
     if index is None:
-        positions: tuple[int, ...] = (shape[axes.leading[0]] // 2,) if axes.leading else ()
+        positions: tuple[int, ...] = (shape[batch[0]] // 2,) if batch else ()
     else:
         positions = (index,) if isinstance(index, (int, np.integer)) else tuple(index)
-        if not axes.leading:
+        if not batch:
             raise InputError(f"index {index} given, but {source.label} of shape {shape} is a single frame")
-        if len(positions) > len(axes.leading):
-            leading_names = ", ".join(axes.names[a] for a in axes.leading)
+        if len(positions) > len(batch):
             raise InputError(
                 f"index {list(positions)} has {len(positions)} values, but {source.label} has "
-                f"{len(axes.leading)} leading axis/axes ({leading_names})"
+                f"{len(batch)} leading axis/axes ({', '.join(axes.names[a] for a in batch)})"
             )
-    for axis in axes.leading:
-        selection[axis] = 0
-    for axis, position in zip(axes.leading, positions, strict=False):
+    for n, axis in enumerate(batch):
+        position = positions[n] if n < len(positions) else 0
         selection[axis] = _checked_position(
             position, shape[axis], f"index on axis {axes.names[axis]}", source
         )
-
-    if axes.channel is not None:
-        selection[axes.channel] = _checked_position(
-            0 if channel is None else channel, shape[axes.channel], "channel", source
-        )
+    label = [source.title] + [f"{axes.names[a]}={selection[a]}" for a in batch]
+    if axes.channel_axis is not None:
+        c = _checked_position(0 if channel is None else channel, shape[axes.channel_axis], "channel", source)
+        selection[axes.channel_axis] = c
+        label.append(axes.labels(shape[axes.channel_axis])[c])
     elif channel is not None:
         raise InputError(
             f"channel {channel} given, but {source.label} of shape {shape} has no channel axis "
-            "(an axis named 'c', or axis 1 of an unnamed 4-D array)"
+            "(an axis named 'c' or of OME type channel, or axis 1 of an unnamed 4-D array)"
         )
-
+    elif axes.channel_labels and len(axes.channel_labels) == 1:  # e.g. an output's 'magnitude'
+        label.append(axes.channel_labels[0])
     frame = np.asarray(source.array[tuple(selection)])
-    return frame.T if axes.y > axes.x else frame
+    limits = display_range(frame) if frame.dtype.kind in "buif" else None
+    label.append("no finite value" if limits is None else f"[{limits[0]:.4g}, {limits[1]:.4g}]")
+    y, x = axes.spatial_axes
+    placement = (axes.scale[y], axes.scale[x]), (axes.translation[y], axes.translation[x])
+    return Panel(stretch_to_uint8(frame), tuple(label), *placement)
 
 
 def _checked_position(position: Any, size: int, what: str, source: _Source) -> int:

@@ -27,7 +27,7 @@ from convpipe.config import Config, with_scheduler
 from convpipe.errors import ClusterError, ConfigError, InputError, OutputError, ResumeError, storage_errors
 from convpipe.integrity import MISSING, block_input_region, chunk_identities, first_change
 from convpipe.locking import output_lock
-from convpipe.metadata import ome_compatible, ome_multiscales
+from convpipe.metadata import ome_compatible, ome_multiscales, with_windows
 from convpipe.outputs import (
     consolidate,
     create_output,
@@ -40,10 +40,11 @@ from convpipe.outputs import (
     swap_into_place,
     sweep_partial_writes,
 )
-from convpipe.paths import path_exists, remove_path
+from convpipe.paths import path_exists, remove_path, zarr_store
 from convpipe.planner import Plan, plan
 from convpipe.pyramid import pyramid_layout
 from convpipe.resources import worker_memory_problem
+from convpipe.statistics import BlockMeasure, display_window, merge, sample_step
 
 __all__ = ["RunSummary", "execute", "provenance", "resume_command", "run"]
 
@@ -155,6 +156,7 @@ def execute(
             opened.append(target_path)
             recorder = BlockRecorder(target_path, storage_options=options)
             todo = _write_missing_blocks(plan, config, target, recorder, done, progress, hint)
+            _write_display_windows(target_path, recorder)
             record = dict(target.attrs["convpipe"])
             record["complete"] = True
             target.attrs["convpipe"] = record
@@ -191,6 +193,7 @@ def _write_missing_blocks(plan, config, target, recorder, done, progress, hint) 
     from convpipe.execution import run_jobs
 
     g = plan.geometry
+    done = {block for block in done if recorder.statistics_read(block) is not None}  # windows need them
     done = _unchanged_inputs(plan, recorder, done)
     todo = g.n_tasks - len(done)
     # Every block's input identities, taken before any block runs: os.stat releases the GIL, and taken
@@ -235,6 +238,9 @@ def _slab_jobs(
 
     g, dtype = plan.geometry, plan.output_dtype
     stack = plan.stack.to_dask(unpadded_chunks(g))
+    channel_axis = next((a for a, axis in enumerate(plan.output_axes) if axis.type == "channel"), None)
+    channels = 1 if channel_axis is None else g.output_shape[channel_axis]
+    measure = BlockMeasure(channel_axis, sample_step(g.output_shape, channels))
     levels = open_levels(target, plan.levels)
     for slab in g.slabs():
         blocks_of_slab = {
@@ -252,9 +258,21 @@ def _slab_jobs(
             origin=slab.output_origin,
             block_origin=slab.block_origin,
             levels=levels,
+            measure=measure,
         )
         delayed = tokens.to_delayed()
         yield [delayed[index] for index, block in blocks_of_slab.items() if block not in done]
+
+
+def _write_display_windows(path: str, recorder: BlockRecorder) -> None:
+    """Put the omero channels' display windows, made from the statistics in every block's record, in place."""
+    group = zarr.open_group(zarr_store(path, recorder.storage_options), mode="r+")
+    attrs = group.attrs.asdict()
+    if "omero" not in attrs.get("ome", attrs):
+        return  # not an OME-NGFF output
+    merged = merge(filter(None, (recorder.statistics_read(block) for block in sorted(recorder.done()))))
+    channels = range(len(attrs.get("ome", attrs)["omero"]["channels"]))
+    group.attrs.update(with_windows(attrs, [display_window(merged[str(c)]) for c in channels]))
 
 
 def _inputs_of(plan: Plan, block: tuple[int, ...]) -> dict[str, str]:
@@ -368,7 +386,7 @@ def _create_target(plan: Plan, path: str):
     group_attrs: dict[str, Any] = {}
     if ome_compatible(plan.output_axes):
         version = "0.4" if zarr_format == 2 else "0.5"
-        group_attrs = ome_multiscales(plan.output_axes, version, levels=plan.levels)
+        group_attrs = ome_multiscales(plan.output_axes, version, config.combine, levels=plan.levels)
     return create_output(
         path,
         g.output_shape,

@@ -121,7 +121,8 @@ def test_a_zyx_ome_zarr_keeps_names_types_units_scaled_by_the_stride(tmp_path: P
     ome = zarr.open_group(str(tmp_path / "out.zarr"), mode="r").attrs["ome"]
     [multiscale] = ome["multiscales"]
     assert multiscale["axes"] == [{"name": n, "type": "space", "unit": "micrometer"} for n in "zyx"]
-    scale, translation = multiscale["datasets"][0]["coordinateTransformations"]
+    [scale] = multiscale["datasets"][0]["coordinateTransformations"]
+    translation = multiscale["coordinateTransformations"][1]  # applied after the dataset's scale
     assert scale["scale"] == [2.0, 1.0, 0.5]  # input voxel x stride (z is not strided)
     assert translation["translation"] == [1.0, 10.0 + 0.5 * 1, 20.0 + 0.25 * 1]  # the 3x3 window's centre
     assert result.dims == ("z", "y", "x")

@@ -27,7 +27,7 @@ from helpers import assert_ok, assert_user_error, invoke, read_output, run_confi
 from reference import SOBEL, correlate_scipy
 
 from convpipe.completion import MARKER_FOLDER
-from convpipe.preview import PANEL_GAP, stretch_to_uint8
+from convpipe.preview import LINE_HEIGHT, PANEL_GAP, stretch_to_uint8
 from convpipe.sample import sample_stack
 
 FRAMES, HEIGHT, WIDTH = 3, 20, 26
@@ -293,8 +293,9 @@ def test_preview_channel_selects_the_kernel(sobel_output: Path, sample_zarr: Pat
     for channel in (0, 1):
         png = tmp_path / f"k{channel}.png"
         assert_ok(invoke("preview", sobel_output, "--index", "2", "--channel", channel, "-o", png))
-        image = read_png(png)
-        assert image.shape == stored.shape[-2:]
+        height, width = stored.shape[-2:]
+        image = read_png(png)[-height:]  # below its label
+        assert image.shape == (height, width)
         np.testing.assert_array_equal(image, stretch_to_uint8(stored[2, channel]))
         images.append(image.astype(int))
     # sobel-x answers to vertical edges, sobel-y to horizontal ones: different pictures.
@@ -305,11 +306,12 @@ def test_preview_channel_selects_the_kernel(sobel_output: Path, sample_zarr: Pat
 def test_preview_index_selects_the_frame(sobel_output: Path, tmp_path: Path) -> None:
     stored = read_output(sobel_output)
     assert_ok(invoke("preview", sobel_output, "-o", tmp_path / "default.png"))
+    height = stored.shape[-2]
     np.testing.assert_array_equal(
-        read_png(tmp_path / "default.png"), stretch_to_uint8(stored[2, 0])
+        read_png(tmp_path / "default.png")[-height:], stretch_to_uint8(stored[2, 0])
     )  # middle
     assert_ok(invoke("preview", sobel_output, "--index", "0", "-o", tmp_path / "first.png"))
-    np.testing.assert_array_equal(read_png(tmp_path / "first.png"), stretch_to_uint8(stored[0, 0]))
+    np.testing.assert_array_equal(read_png(tmp_path / "first.png")[-height:], stretch_to_uint8(stored[0, 0]))
 
 
 @pytest.mark.parametrize("order", ["output-left", "input-left"])
@@ -321,19 +323,24 @@ def test_preview_compare_sets_input_and_kernel_side_by_side(
     png = tmp_path / "compare.png"
     first, second = (sobel_output, sample_zarr) if order == "output-left" else (sample_zarr, sobel_output)
     assert_ok(invoke("preview", first, "--compare", second, "--index", "1", "--channel", "1", "-o", png))
+    # The output is drawn on the input's grid: each response over the centre of its 3x3 window.
+    on_input_grid = np.zeros_like(frame)
+    on_input_grid[1:-1, 1:-1] = kernel
+    left, right = (on_input_grid, frame) if order == "output-left" else (frame, on_input_grid)
     image = read_png(png)
-    left, right = (kernel, frame) if order == "output-left" else (frame, kernel)
-    assert image.shape == (max(left.shape[0], right.shape[0]), left.shape[1] + PANEL_GAP + right.shape[1])
-    np.testing.assert_array_equal(image[: left.shape[0], : left.shape[1]], left)
-    assert (image[:, left.shape[1] : left.shape[1] + PANEL_GAP] == 255).all()
-    np.testing.assert_array_equal(image[: right.shape[0], left.shape[1] + PANEL_GAP :], right)
+    height, width = frame.shape
+    assert image.shape[1] == 2 * width + PANEL_GAP
+    image = image[-height:]  # below the labels
+    np.testing.assert_array_equal(image[:, :width], left)
+    assert (image[:, width : width + PANEL_GAP] == 255).all()
+    np.testing.assert_array_equal(image[:, width + PANEL_GAP :], right)
 
 
 def test_preview_of_image_files(tmp_path: Path) -> None:
     frames = grey_frames()
     folder = write_pngs(tmp_path / "frames", frames)
     assert_ok(invoke("preview", folder, "--index", "1", "-o", tmp_path / "p.png"))
-    np.testing.assert_array_equal(read_png(tmp_path / "p.png"), stretch_to_uint8(frames[1]))
+    np.testing.assert_array_equal(read_png(tmp_path / "p.png")[-frames.shape[1] :], stretch_to_uint8(frames[1]))
 
 
 def test_preview_refuses_a_channel_nobody_has(sample_zarr: Path, tmp_path: Path) -> None:
@@ -364,4 +371,5 @@ def test_preview_console_script(sobel_output: Path, sample_zarr: Path, tmp_path:
     assert done.returncode == 0, done.stderr
     assert f"wrote {png}" in done.stderr
     image = read_png(png)
-    assert image.shape == (32, 38 + PANEL_GAP + 40)  # output (30, 38) beside the input (32, 40)
+    assert image.shape[1] == 40 + PANEL_GAP + 40  # output (30, 38) drawn on the grid of the input (32, 40)
+    assert (image.shape[0] - 32) % LINE_HEIGHT == 0 and image.shape[0] > 32  # below their labels

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from ome_zarr_models.v04.image import ImageAttrs as ImageAttrs04
+from ome_zarr_models.v05.image import ImageAttrs as ImageAttrs05
 
 from convpipe.axes import AxisInfo, SourceAxes, kernel_position, output_axes, resolve_axes, unnamed
 from convpipe.errors import ConfigError, InputError
 from convpipe.geometry import plan_geometry
-from convpipe.metadata import OutputAxis, ome_compatible, ome_multiscales
+from convpipe.metadata import GREY, PALETTE, OutputAxis, ome_compatible, ome_multiscales, with_windows
 
 
 def named(*names: str, origin: str = "dimension_names", **info) -> SourceAxes:
@@ -172,11 +174,29 @@ def test_ome_compatible(names, expected) -> None:
     assert ome_compatible(tuple(OutputAxis(n, types.get(n)) for n in names)) is expected
 
 
-def test_ome_05_multiscales_scale_by_the_stride_and_centre_the_window() -> None:
+def physical_position(multiscale: dict, index: list[float]) -> list[float]:
+    """Where pixel ``index`` of dataset 0 sits: its transformations, then the multiscale's, in order (NGFF 0.4/0.5)."""
+    position = list(map(float, index))
+    for t in multiscale["datasets"][0]["coordinateTransformations"] + multiscale.get(
+        "coordinateTransformations", []
+    ):
+        if t["type"] == "scale":
+            position = [p * s for p, s in zip(position, t["scale"])]
+        else:
+            position = [p + d for p, d in zip(position, t["translation"])]
+    return position
+
+
+@pytest.mark.parametrize("version", ["0.5", "0.4"])
+def test_ome_multiscales_scale_by_the_stride_and_centre_the_window(version: str) -> None:
     _, _, out = plan_axes((4, 20, 30), combine="none", kernel=(3, 5), stride=(2, 3))
-    attrs = ome_multiscales(out, "0.5")
-    ome = attrs["ome"]
-    assert ome["version"] == "0.5" and list(attrs) == ["ome"]
+    attrs = ome_multiscales(out, version)
+    if version == "0.5":
+        assert list(attrs) == ["ome"] and attrs["ome"]["version"] == "0.5"
+        ome = attrs["ome"]
+    else:
+        assert sorted(attrs) == ["multiscales", "omero"] and attrs["multiscales"][0]["version"] == "0.4"
+        ome = attrs
     (multiscale,) = ome["multiscales"]
     assert [(a["name"], a["type"]) for a in multiscale["axes"]] == [
         ("t", "time"),
@@ -186,15 +206,67 @@ def test_ome_05_multiscales_scale_by_the_stride_and_centre_the_window() -> None:
     ]
     (dataset,) = multiscale["datasets"]
     assert dataset["path"] == "0"
-    scale, translation = dataset["coordinateTransformations"]
-    assert scale == {"type": "scale", "scale": [1.0, 1.0, 2.0, 3.0]}
-    assert translation == {"type": "translation", "translation": [0.0, 0.0, 1.0, 2.0]}
-    assert [c["label"] for c in ome["omero"]["channels"]] == ["gx", "gy"]
+    # Output pixel (y, x) = (0, 0) sits at the centre of its 3 x 5 window, (1, 2); one step is the stride.
+    assert physical_position(multiscale, [0, 0, 0, 0]) == [0.0, 0.0, 1.0, 2.0]
+    assert physical_position(multiscale, [3, 1, 4, 5]) == [3.0, 1.0, 1.0 + 2 * 4, 2.0 + 3 * 5]
+    # napari-ome-zarr 0.10 reads the dataset's first transformation and the multiscale one whose input
+    # names that one's output: the scale and the translation.
+    [scale] = dataset["coordinateTransformations"]
+    [picked] = [
+        t
+        for t in multiscale["coordinateTransformations"]
+        if t.get("input", {}).get("name") == scale.get("output", {}).get("name")
+    ]
+    assert scale["scale"] == [1.0, 1.0, 2.0, 3.0] and picked["translation"] == [0.0, 0.0, 1.0, 2.0]
+    channels = ome["omero"]["channels"]
+    assert [c["label"] for c in channels] == ["gx", "gy"]
+    assert all(c["active"] for c in channels)
+    assert len({c["color"] for c in channels}) == 2
 
 
-def test_ome_04_has_the_version_per_multiscale_and_magnitude_no_channels() -> None:
+def test_a_translation_alone_on_the_multiscale_is_not_valid_ngff() -> None:
+    """Why the multiscale keeps an identity scale before its translation (a layout napari could also read)."""
     _, _, out = plan_axes((4, 20, 30), combine="magnitude")
-    attrs = ome_multiscales(out, "0.4")
-    assert list(attrs) == ["multiscales"]
-    assert attrs["multiscales"][0]["version"] == "0.4"
-    assert "omero" not in attrs
+    ome = with_windows(ome_multiscales(out, "0.5"), [{"min": 0, "max": 1, "start": 0, "end": 1}])["ome"]
+    ImageAttrs05.model_validate(ome)
+    ome["multiscales"][0]["coordinateTransformations"] = ome["multiscales"][0]["coordinateTransformations"][
+        1:
+    ]
+    with pytest.raises(ValueError, match="coordinateTransformations"):
+        ImageAttrs05.model_validate(ome)
+
+
+@pytest.mark.parametrize("kernels", [1, 2, 8, 9])
+def test_omero_colours_are_distinct_and_a_single_channel_is_grey(kernels: int) -> None:
+    labels = tuple(f"k{i}" for i in range(kernels))
+    axes = (OutputAxis("t", "time"), OutputAxis("c", "channel", labels=labels), OutputAxis("y", "space"))
+    axes += (OutputAxis("x", "space"),)
+    colours = [c["color"] for c in ome_multiscales(axes, "0.5")["ome"]["omero"]["channels"]]
+    assert all(len(c) == 6 and int(c, 16) >= 0 for c in colours)
+    if kernels == 1:
+        assert colours == [GREY]
+    else:
+        assert len(set(colours)) == min(kernels, len(PALETTE))
+        assert GREY not in colours and "000000" not in colours
+
+
+def test_magnitude_has_no_channel_axis_but_one_omero_channel() -> None:
+    _, _, out = plan_axes((4, 20, 30), combine="magnitude")
+    attrs = ome_multiscales(out, "0.4", single_label="magnitude")
+    assert "c" not in [a["name"] for a in attrs["multiscales"][0]["axes"]]
+    assert attrs["omero"]["channels"] == [{"label": "magnitude", "color": GREY, "active": True}]
+
+
+@pytest.mark.parametrize("version", ["0.5", "0.4"])
+def test_windows_go_to_their_channels_and_the_result_is_valid_ngff(version: str) -> None:
+    _, _, out = plan_axes((4, 20, 30), combine="none")
+    windows = [
+        {"min": -9.0, "max": 9.0, "start": -4.0, "end": 4.0},
+        {"min": -2.0, "max": 3.0, "start": -1.0, "end": 2.0},
+    ]
+    attrs = with_windows(ome_multiscales(out, version), windows)
+    ome = attrs["ome"] if version == "0.5" else attrs
+    assert [c["window"] for c in ome["omero"]["channels"]] == windows
+    (ImageAttrs05 if version == "0.5" else ImageAttrs04).model_validate(ome)
+    with pytest.raises(ValueError, match="1 windows for 2"):
+        with_windows(ome_multiscales(out, version), windows[:1])

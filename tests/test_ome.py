@@ -140,12 +140,15 @@ def test_ome_reader_sees_named_typed_axes_and_the_stride_as_scale(
     assert types.count("channel") <= 1 and 2 <= types.count("space") <= 3
     assert dimension_names(array) == case.names
 
-    [transforms] = node.metadata["coordinateTransformations"]  # one dataset
-    assert transforms[0] == {"type": "scale", "scale": [float(s) for s in case.scale]}
-    # The translation puts output pixel 0 at the centre of its 3x3 input window.
-    assert transforms[1]["type"] == "translation"
-    assert transforms[1]["translation"][-2:] == [1.0, 1.0]
-    assert all(v == 0 for v in transforms[1]["translation"][:-2])
+    [transforms] = node.metadata["coordinateTransformations"]  # one dataset: its scale
+    assert [(t["type"], t["scale"]) for t in transforms] == [("scale", [float(s) for s in case.scale])]
+    # The multiscale's translation (after an identity scale) puts output pixel 0 at the centre of its
+    # 3x3 input window.
+    identity, translation = multiscale["coordinateTransformations"]
+    assert identity["type"] == "scale" and set(identity["scale"]) == {1.0}
+    assert translation["type"] == "translation"
+    assert translation["translation"][-2:] == [1.0, 1.0]
+    assert all(v == 0 for v in translation["translation"][:-2])
 
     [level] = node.data
     assert level.shape == array.shape

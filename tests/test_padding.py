@@ -281,7 +281,8 @@ def test_same_padding_puts_output_pixels_on_input_pixels(tmp_path: Path) -> None
     config = {"input": {"path": str(source)}, "kernels": "sobel", "padding": "same", "output": {"path": str(target)}}
     convpipe.run(config, progress=False)
     multiscale = zarr.open_group(str(target), mode="r").attrs["ome"]["multiscales"][0]
-    scale, translation = (t[t["type"]] for t in multiscale["datasets"][0]["coordinateTransformations"])
+    scale = multiscale["datasets"][0]["coordinateTransformations"][0]["scale"]
+    translation = multiscale["coordinateTransformations"][1]["translation"]  # after the dataset's scale
     assert scale[-2:] == [1.0, 1.0] and translation[-2:] == [0.0, 0.0]
     result = convpipe.open_output(str(target))
     assert result.shape[-2:] == (20, 24)
@@ -298,7 +299,8 @@ def test_padding_and_dilation_move_the_ome_translation(tmp_path: Path) -> None:
     }
     convpipe.run(config, progress=False)
     multiscale = zarr.open_group(str(target), mode="r").attrs["ome"]["multiscales"][0]
-    scale, translation = (t[t["type"]] for t in multiscale["datasets"][0]["coordinateTransformations"])
+    scale = multiscale["datasets"][0]["coordinateTransformations"][0]["scale"]
+    translation = multiscale["coordinateTransformations"][1]["translation"]  # after the dataset's scale
     assert scale[-2:] == [2.0, 2.0]
     assert translation[-2:] == [1 - 3, 2 - 1]  # window centre (k_e - 1) / 2 minus the padding before
     result = convpipe.open_output(str(target))

@@ -9,12 +9,18 @@ import numpy as np
 import pytest
 import zarr
 
+import convpipe
 from convpipe.errors import InputError, OutputError
 from convpipe.preview import (
     CONSTANT_GREY,
+    LINE_HEIGHT,
     PANEL_GAP,
+    Panel,
     frame_axes,
+    labelled,
+    on_one_grid,
     render_frame,
+    render_panel,
     side_by_side,
     stretch_to_uint8,
     write_preview,
@@ -62,18 +68,25 @@ def assert_bright_on_the_right(image: np.ndarray, width: int = W) -> None:
         pytest.param((T, H, W, 3), ("t", "y", "x", "c"), ((0,), 3, 1, 2), id="channel-last-named"),
         pytest.param((T, 4, H, W), ("t", "z", "y", "x"), ((0, 1), None, 2, 3), id="tzyx-no-channel"),
         pytest.param((2, T, 3, H, W), ("t", "z", "c", "y", "x"), ((0, 1), 2, 3, 4), id="tzcyx"),
-        pytest.param((W, H), ("x", "y"), ((), None, 1, 0), id="xy-order"),
         pytest.param((T, H, W), (None, None, None), ((0,), None, 1, 2), id="names-all-missing"),
+        pytest.param((T, 3, H, W), ("t", "channel", "row", "col"), ((0,), 1, 2, 3), id="xarray-style-names"),
     ],
 )
 def test_frame_axes(shape, names, expected) -> None:
     axes = frame_axes(shape, names)
-    assert (axes.leading, axes.channel, axes.y, axes.x) == expected
+    assert (axes.batch_axes, axes.channel_axis, *axes.spatial_axes) == expected
 
 
-def test_frame_axes_refuses_1d() -> None:
-    with pytest.raises(InputError, match="1-D"):
-        frame_axes((10,))
+@pytest.mark.parametrize(
+    ("shape", "names", "message"),
+    [
+        pytest.param((10,), None, "1-D", id="1d"),
+        pytest.param((W, H), ("x", "y"), "must be the last two", id="xy-order"),  # as convpipe's inputs
+    ],
+)
+def test_frame_axes_refuses(shape, names, message: str) -> None:
+    with pytest.raises(InputError, match=message):
+        frame_axes(shape, names)
 
 
 # ----------------------------------------------------------------------------- contrast
@@ -279,17 +292,25 @@ def test_write_preview_png(tmp_path: Path) -> None:
     out = write_preview(src, tmp_path / "frame.png", index=2)
     assert out == tmp_path / "frame.png"
     image = iio.imread(out)
-    assert image.shape == (H, W) and image.dtype == np.uint8
-    assert image.std() > 0
-    assert_bright_on_the_right(image)
+    header = image.shape[0] - H
+    assert header % LINE_HEIGHT == 0 and header > 0 and image.shape[1] == W and image.dtype == np.uint8
+    assert image[:header].max() > 200 and np.median(image[:header]) == 0  # a label, white on black
+    frame = image[header:]
+    np.testing.assert_array_equal(frame, render_frame(src, index=2))
+    assert_bright_on_the_right(frame)
 
 
 def test_write_preview_side_by_side(tmp_path: Path) -> None:
     src = save(tmp_path / "out.zarr", right_half_bright((T, H - 4, W - 6)), ("t", "y", "x"))
     other = save(tmp_path / "in.zarr", right_half_bright(), ("t", "y", "x"))
     image = iio.imread(write_preview(src, tmp_path / "cmp.png", compare_with=other))
-    assert image.shape == (H, (W - 6) + PANEL_GAP + W)
-    left, gap, right = image[:, : W - 6], image[:, W - 6 : W - 6 + PANEL_GAP], image[:, W - 6 + PANEL_GAP :]
+    header = image.shape[0] - H  # the same grid (no OME placement): each panel as it is
+    assert image.shape[1] == (W - 6) + PANEL_GAP + W and header > 0
+    left, gap, right = (
+        image[header:, : W - 6],
+        image[:, W - 6 : W - 6 + PANEL_GAP],
+        image[header:, W - 6 + PANEL_GAP :],
+    )
     np.testing.assert_array_equal(gap, 255)
     assert left[: H - 4].std() > 0 and right.std() > 0
     np.testing.assert_array_equal(left[H - 4 :], 0)  # the shorter panel is padded below
@@ -308,7 +329,7 @@ def test_compare_uses_the_channel_only_where_it_exists(tmp_path: Path) -> None:
     src = save(tmp_path / "out.zarr", output, ("t", "c", "y", "x"))
     rgb = np.moveaxis(right_half_bright((T, 3, H, W)), 1, -1)
     other = save(tmp_path / "in.zarr", rgb, ("t", "y", "x", "c"))
-    image = iio.imread(write_preview(src, tmp_path / "cmp.png", channel=5, compare_with=other))
+    image = iio.imread(write_preview(src, tmp_path / "cmp.png", channel=5, compare_with=other))[-H:]
     assert_bright_on_the_right(image[:, :W])
     assert_bright_on_the_right(image[:, W + PANEL_GAP :])  # the input's channel 0
 
@@ -336,4 +357,97 @@ def test_write_preview_output_errors(tmp_path: Path, name: str, message: str) ->
 def test_write_preview_constant_input(tmp_path: Path) -> None:
     src = save(tmp_path / "a.zarr", np.full((T, H, W), 3.0, np.float32))
     image = iio.imread(write_preview(src, tmp_path / "flat.png"))
-    np.testing.assert_array_equal(image, CONSTANT_GREY)
+    np.testing.assert_array_equal(image[-H:], CONSTANT_GREY)
+
+
+# ----------------------------------------------------------------------------- labels and placement
+
+
+def test_a_panel_is_labelled_with_its_frame_channel_and_range(tmp_path: Path) -> None:
+    data = np.zeros((T, 2, H, W), np.float32)
+    data[3, 1] = np.linspace(-2.5, 40.0, H * W).reshape(H, W)
+    group = zarr.open_group(tmp_path / "out.zarr", mode="w")
+    group.create_array("0", data=data, dimension_names=["t", "c", "y", "x"])
+    group.attrs["ome"] = {
+        "omero": {"channels": [{"label": "gx"}, {"label": "gy"}]},
+        "multiscales": [
+            {
+                "axes": [
+                    {"name": n, "type": t} for n, t in zip("tcyx", ["time", "channel", "space", "space"])
+                ],
+                "datasets": [
+                    {"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [1, 1, 1, 1]}]}
+                ],
+            }
+        ],
+    }
+    panel = render_panel(tmp_path / "out.zarr", index=3, channel=1)
+    low, high = np.percentile(data[3, 1], [0.5, 99.5])
+    assert panel.label == ("out.zarr", "t=3", "gy", f"[{low:.4g}, {high:.4g}]")
+    assert render_panel(data, index=-1).label[1:3] == ("t=4", "0")  # unnamed: the index names the channel
+    image = labelled([panel])
+    assert image.shape[1] == W and (image.shape[0] - H) % LINE_HEIGHT == 0
+    np.testing.assert_array_equal(image[-H:], panel.image)
+    assert image[:-H].max() > 200 and np.median(image[:-H]) == 0
+
+
+def test_labels_wrap_to_a_narrow_panel_and_the_panels_stay_aligned() -> None:
+    narrow = Panel(np.full((5, 30), 7, np.uint8), ("a-long-source-name.zarr", "t=1", "sobel-x", "[0, 1]"))
+    wide = Panel(np.full((3, 400), 9, np.uint8), ("in.zarr", "t=1", "[0, 1]"))
+    image = labelled([narrow, wide])
+    header = image.shape[0] - 5
+    assert header >= 3 * LINE_HEIGHT  # the narrow label takes several lines, the wide one shares them
+    np.testing.assert_array_equal(image[header:, :30], 7)
+    np.testing.assert_array_equal(
+        image[header : header + 3, 30 + PANEL_GAP :], 9
+    )  # top-aligned below the header
+
+
+def test_on_one_grid_draws_the_coarse_panel_over_the_fine_pixels_it_stands_for() -> None:
+    coarse = Panel(np.arange(1, 7, dtype=np.uint8).reshape(2, 3), ("out",), (2.0, 3.0), (1.0, 1.0))
+    fine = Panel(np.zeros((6, 9), np.uint8), ("in",), (1.0, 1.0), (0.0, 0.0))
+    resampled, same = on_one_grid(coarse, fine)
+    assert same is fine and resampled.scale == (1.0, 1.0)
+    # Output pixel (i, j) is centred on input pixel (1 + 2 i, 1 + 3 j); nearest wins, ties upwards.
+    expected = np.zeros((6, 9), np.uint8)
+    for r in range(6):
+        for c in range(9):
+            i, j = int(np.floor((r - 1) / 2 + 0.5)), int(np.floor((c - 1) / 3 + 0.5))
+            if 0 <= i < 2 and 0 <= j < 3:
+                expected[r, c] = coarse.image[i, j]
+    np.testing.assert_array_equal(resampled.image, expected)
+    assert on_one_grid(fine, fine) == [fine, fine]
+
+
+def test_compare_draws_a_strided_output_at_the_input_scale(tmp_path: Path) -> None:
+    data = right_half_bright((T, 2 * H, 2 * W), "uint8")
+    zarr.open_group(tmp_path / "in.zarr", mode="w").create_array(
+        "0", data=data, dimension_names=["t", "y", "x"]
+    )
+    convpipe.run(
+        {
+            "input": {"path": str(tmp_path / "in.zarr")},
+            "kernels": "sobel",
+            "combine": "none",
+            "stride": 2,
+            "output": {"path": str(tmp_path / "out.zarr")},
+        },
+        progress=False,
+    )
+    output = zarr.open_group(tmp_path / "out.zarr", mode="r")["0"][...]  # (T, 2, Ho, Wo)
+    image = iio.imread(
+        write_preview(
+            tmp_path / "out.zarr", tmp_path / "cmp.png", index=1, channel=1, compare_with=tmp_path / "in.zarr"
+        )
+    )
+    height, width = data.shape[1:]
+    assert image.shape[1] == 2 * width + PANEL_GAP  # the output drawn as wide as the input
+    header = image.shape[0] - height
+    left, right = image[header:, :width], image[header:, width + PANEL_GAP :]
+    np.testing.assert_array_equal(right, stretch_to_uint8(data[1]))
+    kernel = stretch_to_uint8(output[1, 1])
+    ho, wo = kernel.shape
+    # Window centre of output pixel i: input pixel 2 i + 1; it covers input pixels 2 i and 2 i + 1.
+    np.testing.assert_array_equal(left[: 2 * ho, : 2 * wo], np.repeat(np.repeat(kernel, 2, 0), 2, 1))
+    np.testing.assert_array_equal(left[2 * ho :], 0)
+    np.testing.assert_array_equal(left[:, 2 * wo :], 0)
