@@ -124,21 +124,30 @@ def test_every_level_is_the_2x2_mean_of_the_level_below(tmp_path: Path, case: Ca
 
 
 def test_multiscales_list_every_level_with_its_scale_and_translation(tmp_path: Path) -> None:
+    """Each level's pixel i sits at dataset scale * i + dataset shift, then the multiscale's translation."""
     source = write_input(tmp_path / "in.zarr", (2, 40, 44), ("t", "y", "x"))
     out = tmp_path / "out.zarr"
     convpipe.run(config_for(source, out, 3, {"stride": [1, 2], "chunks": [16, 16]}), progress=False)
-    datasets = dict(zarr.open_group(str(out), mode="r").attrs)["ome"]["multiscales"][0]["datasets"]
+    multiscale = dict(zarr.open_group(str(out), mode="r").attrs)["ome"]["multiscales"][0]
+    datasets = multiscale["datasets"]
     assert [d["path"] for d in datasets] == ["0", "1", "2", "3"]
-    (scale0, translation0) = (datasets[0]["coordinateTransformations"][i] for i in (0, 1))
-    assert scale0 == {"type": "scale", "scale": [1.0, 1.0, 2.0]}
+    outer = {t["type"]: t[t["type"]] for t in multiscale["coordinateTransformations"]}
+    assert outer["scale"] == [1.0, 1.0, 1.0]
+
+    def placement(dataset):  # (scale, translation) of the whole chain, per axis
+        steps = {t["type"]: t[t["type"]] for t in dataset["coordinateTransformations"]}
+        shift = steps.get("translation", [0.0] * 3)
+        return steps["scale"], [a + b for a, b in zip(shift, outer["translation"])]
+
+    scale0, translation0 = placement(datasets[0])
+    assert scale0 == [1.0, 1.0, 2.0]
     for k, dataset in enumerate(datasets):
-        scale, translation = dataset["coordinateTransformations"]
-        assert scale["scale"][0] == 1.0 and translation["translation"][0] == translation0["translation"][0]
+        scale, translation = placement(dataset)
+        assert scale[0] == 1.0 and translation[0] == translation0[0]
         for axis in (1, 2):
-            s0, t0 = scale0["scale"][axis], translation0["translation"][axis]
-            level0_positions = t0 + s0 * np.arange(2**k)  # the level-0 pixels a level-k pixel averages
-            assert scale["scale"][axis] == s0 * 2**k
-            assert translation["translation"][axis] == pytest.approx(level0_positions.mean(), abs=1e-12)
+            level0_positions = translation0[axis] + scale0[axis] * np.arange(2**k)  # the pixels a level-k pixel averages
+            assert scale[axis] == scale0[axis] * 2**k
+            assert translation[axis] == pytest.approx(level0_positions.mean(), abs=1e-12)
 
 
 def test_napari_ome_zarr_reads_every_level_as_one_multiscale_layer(tmp_path: Path) -> None:
