@@ -86,17 +86,18 @@ class TiffStack:
         pages = [(frame.path, frame.page, frame.ifd_offset) for frame in self.frames]
         return ("convpipe.TiffStack", tokenize(stamps, pages), self.shape, self.dtype.str)
 
-    def __getitem__(self, region: tuple[slice, ...]) -> np.ndarray:
-        """Read ``region`` (one slice per axis), decoding only the tiles or strips under it."""
+    def __getitem__(self, region: tuple[slice | int, ...]) -> np.ndarray:
+        """Read ``region`` (a slice or an index per axis), decoding only the tiles or strips under it."""
         region = tuple(region) + (slice(None),) * (self.ndim - len(region))
+        dropped = tuple(a for a, s in enumerate(region) if not isinstance(s, slice))
+        region = tuple(s if isinstance(s, slice) else slice(s, s + 1) for s in region)
         lead = self.ndim - self.frame_ndim
         ranges = [range(*s.indices(n)) for s, n in zip(region[:lead], self.shape[:lead])]
-        in_frame = region[lead:]
-        counts = [len(r) for r in ranges]
         positions = [int(np.ravel_multi_index(index, self.shape[:lead])) for index in itertools.product(*ranges)]
         frames = [self.frames[i] for i in positions] if lead else [self.frames[0]]
-        parts = read_pages([(f.path, f.page, f.ifd_offset) for f in frames], in_frame, key="input.path")
-        return np.stack(parts).reshape(*counts, *parts[0].shape) if lead else parts[0]
+        parts = read_pages([(f.path, f.page, f.ifd_offset) for f in frames], region[lead:], key="input.path")
+        block = np.stack(parts).reshape(*(len(r) for r in ranges), *parts[0].shape) if lead else parts[0]
+        return block.squeeze(axis=dropped) if dropped else block
 
     def to_dask(self, chunks: tuple[tuple[int, ...], ...]):
         """The stack as a Dask array with the given explicit chunks, one read per chunk.

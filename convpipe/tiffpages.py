@@ -47,8 +47,9 @@ def read_pages(
                     open_files[path] = tifffile.TiffFile(path)
                 parts.append(_read_page(open_files[path], index, offset, region))
             except Exception as exc:
-                message = f"cannot read page {index} of {path} ({type(exc).__name__}: {exc})"
-                raise InputError(message, key=key) from None
+                where = f"{key}: " if key else ""  # as the run prints it: no config file to lead it
+                message = f"{where}cannot read page {index} of {path} ({type(exc).__name__}: {exc})"
+                raise InputError(message, key=key) from exc
     finally:
         for tif in open_files.values():
             tif.close()
