@@ -76,6 +76,12 @@ RATIOS = (
         "t(scipy) / t(core s1)",
     ),
     RatioDefinition(
+        "tiled TIFF / Zarr input (time)",
+        "convpipe stride 1, tiled TIFF input",
+        "convpipe stride 1, same data in Zarr",
+        "t(TIFF input) / t(Zarr input)",
+    ),
+    RatioDefinition(
         "convpipe stride 2 / stride 1 (time)",
         "convpipe stride 2",
         "convpipe stride 1",
@@ -92,6 +98,8 @@ STACK_ROW_SECTIONS = {
     "convpipe stride 1": "convpipe",
     "convpipe stride 2": "convpipe",
     "dask-image (2 x correlate, hypot)": "daskimage",
+    "convpipe stride 1, tiled TIFF input": "tiff",
+    "convpipe stride 1, same data in Zarr": "tiff",
 }
 """Section of each stack row; every other row belongs to ``core``."""
 

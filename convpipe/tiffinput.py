@@ -58,15 +58,12 @@ class TiffStack:
     chunks
         Stored chunks: 1 per leading axis, the page's tile (or strip) along
         ``y`` and ``x``, every sample.
-    letters
-        tifffile's axis letters of a series that names them (OME, ImageJ), else None.
     """
 
     frames: tuple[Frame, ...]
     shape: tuple[int, ...]
     dtype: np.dtype
     chunks: tuple[int, ...]
-    letters: str | None = None
 
     @property
     def ndim(self) -> int:
@@ -96,6 +93,7 @@ class TiffStack:
         positions = [int(np.ravel_multi_index(index, self.shape[:lead])) for index in itertools.product(*ranges)]
         frames = [self.frames[i] for i in positions] if lead else [self.frames[0]]
         parts = read_pages([(f.path, f.page, f.ifd_offset) for f in frames], region[lead:], key="input.path")
+        _check_parts(parts, frames, region[lead:], self.dtype)
         block = np.stack(parts).reshape(*(len(r) for r in ranges), *parts[0].shape) if lead else parts[0]
         return block.squeeze(axis=dropped) if dropped else block
 
@@ -116,6 +114,18 @@ class TiffStack:
         name = "tiff-" + tokenize(self, read_chunks)
         array = da.from_array(self, chunks=read_chunks, asarray=False, lock=False, name=name)
         return array.rechunk(chunks) if whole else array
+
+
+def _check_parts(parts: list[np.ndarray], frames: list[Frame], region: tuple[slice, ...], dtype: np.dtype) -> None:
+    """Every decoded part must have the shape and dtype the headers promised (else the file changed)."""
+    for part, frame in zip(parts, frames):
+        want = tuple(len(range(*s.indices(n))) for s, n in zip(region, frame.shape))
+        if part.shape != want or part.dtype != dtype:
+            raise InputError(
+                f"input.path: page {frame.page} of {frame.path} decoded to shape {part.shape} and dtype "
+                f"{part.dtype}, but its header said {want} and {dtype}; did the file change?",
+                key="input.path",
+            )
 
 
 def is_tiff_source(path: str) -> bool:
@@ -170,14 +180,21 @@ def _named_series(file: str) -> tuple[TiffStack, SourceAxes] | None:
             first = tiff_page_frame(file, keyframe)
             frames = tuple(Frame(file, page.index, first.shape, first.dtype, page.offset) for page in pages)
             letters = series.axes[: len(lead_shape)] + page_axes.replace("S", "") + ("S" if "S" in page_axes else "")
+            pixels = _ome_pixels(tif) if series.kind == "ome" else {}
     except InputError:
         raise
     except Exception as exc:
         raise InputError(f"cannot read TIFF file {file}: {exc}", key="input.path") from exc
-    stack = TiffStack(
-        frames, (*lead_shape, *first.shape), np.dtype(first.dtype), (1,) * len(lead_shape) + _page_chunks(first), letters
-    )
-    return stack, tiff_axes(letters, first.shape[2] if len(first.shape) == 3 else None, origin)
+    shape = (*lead_shape, *first.shape)
+    stack = TiffStack(frames, shape, np.dtype(first.dtype), (1,) * len(lead_shape) + _page_chunks(first))
+    return stack, tiff_axes(letters, shape, origin, pixels)
+
+
+def _ome_pixels(tif: tifffile.TiffFile) -> dict:
+    """The ``Pixels`` element of the first OME ``Image`` (physical sizes, channels), as a dict."""
+    image = tifffile.xml2dict(tif.ome_metadata).get("OME", {}).get("Image") or {}
+    image = image[0] if isinstance(image, list) else image
+    return image.get("Pixels") or {}
 
 
 def _page_chunks(frame: Frame) -> tuple[int, ...]:
@@ -188,14 +205,40 @@ def _page_chunks(frame: Frame) -> tuple[int, ...]:
     return (*chunks, *frame.shape[2:])
 
 
-def tiff_axes(letters: str, samples: int | None, origin: str) -> SourceAxes:
+#: OME-XML unit symbols as OME-NGFF unit names; another symbol leaves the axis without a unit.
+OME_UNITS = {
+    "nm": "nanometer", "µm": "micrometer", "um": "micrometer", "mm": "millimeter", "cm": "centimeter",
+    "m": "meter", "Å": "angstrom", "ns": "nanosecond", "µs": "microsecond", "ms": "millisecond",
+    "s": "second", "min": "minute", "h": "hour",
+}  # fmt: skip
+#: Where OME-XML keeps the step of an axis, and its unit when the XML names none (the schema's defaults).
+OME_STEPS = {"X": ("PhysicalSizeX", "µm"), "Y": ("PhysicalSizeY", "µm"), "Z": ("PhysicalSizeZ", "µm"),
+             "T": ("TimeIncrement", "s")}  # fmt: skip
+
+
+def tiff_axes(letters: str, shape: tuple[int, ...], origin: str, pixels: dict | None = None) -> SourceAxes:
     """A series' axes from tifffile's letters: ``T`` time, ``Z`` space, ``C`` and ``S`` (samples) channel.
 
     ``Y``, ``X`` are space; other letters (``Q``, ``I``: unknown) name nothing.
+    ``pixels`` (OME-XML ``Pixels``) gives the physical step and unit of
+    ``X``, ``Y``, ``Z`` and ``T``, and the channels' names.
     """
+    pixels = pixels or {}
     infos = []
     for letter in letters:
         name = {"S": "c", "Q": None, "I": None}.get(letter, letter.lower())
-        infos.append(AxisInfo(name, NAME_TYPES.get(name) if name else None))
-    labels = SAMPLE_LABELS.get(samples) if samples and "C" not in letters else None
-    return SourceAxes(tuple(infos), origin, labels)
+        step_key, default_unit = OME_STEPS.get(letter, (None, None))
+        step = pixels.get(step_key) if step_key else None
+        unit = OME_UNITS.get(str(pixels.get(f"{step_key}Unit", default_unit))) if step is not None else None
+        infos.append(AxisInfo(name, NAME_TYPES.get(name) if name else None, unit, float(step or 1.0)))
+    return SourceAxes(tuple(infos), origin, _channel_labels(letters, shape, pixels))
+
+
+def _channel_labels(letters: str, shape: tuple[int, ...], pixels: dict) -> tuple[str, ...] | None:
+    """OME channel names of the ``C`` axis, else R, G, B(, A) for samples, else None."""
+    if "C" in letters:
+        channels = pixels.get("Channel") or []
+        channels = channels if isinstance(channels, list) else [channels]
+        names = tuple(str(c.get("Name") or "") for c in channels if isinstance(c, dict))
+        return names if len(names) == shape[letters.index("C")] and all(names) else None
+    return SAMPLE_LABELS.get(shape[-1]) if letters.endswith("S") else None

@@ -66,6 +66,7 @@ def test_every_pipeline_is_checked_against_the_reference(full_run) -> None:
         "I/O floor",
         "convpipe stride 1",
         "convpipe stride 2",
+        "tiled TIFF input",
         "convpipe core stride 1",
         "core stride 2",
     ]

@@ -22,6 +22,7 @@ import tifffile
 from helpers import assert_user_error, invoke, make_config, read_output, run_in_process
 from reference import SOBEL, correlate_scipy, magnitude
 
+import convpipe
 from convpipe.errors import InputError
 from convpipe.inputs import open_input
 
@@ -218,3 +219,30 @@ def test_rewritten_tiff_changes_the_input_identity(tmp_path: Path) -> None:
     after = open_input(str(path)).identity()
     assert before["files"] != after["files"]
     assert before["sampled_content"] != after["sampled_content"]
+
+
+def test_ome_physical_sizes_and_channel_names_reach_the_output(tmp_path: Path) -> None:
+    image = pixels(3, 2, H, W)
+    path = tmp_path / "sized.ome.tif"
+    metadata = {
+        "axes": "ZCYX",
+        "PhysicalSizeX": 0.5,
+        "PhysicalSizeXUnit": "nm",
+        "PhysicalSizeY": 0.5,
+        "PhysicalSizeYUnit": "nm",
+        "PhysicalSizeZ": 2.0,
+        "Channel": {"Name": ["DAPI", "GFP"]},
+    }
+    tifffile.imwrite(path, image, tile=TILE, photometric="minisblack", metadata=metadata)
+    out = tmp_path / "out.zarr"
+    config = {"input": {"path": str(path)}, "kernels": "sobel", "channels": "each", "combine": "magnitude"}
+    convpipe.run({**config, "output": {"path": str(out)}}, progress=False)
+    result = convpipe.open_output(str(out))
+    assert result.dims == ("c", "z", "y", "x")
+    assert list(result.coords["c"].values) == ["DAPI", "GFP"]
+    assert result.coords["z"].attrs["units"] == "micrometer"  # OME's default unit of PhysicalSizeZ
+    assert result.coords["x"].attrs["units"] == "nanometer"
+    np.testing.assert_allclose(result.coords["z"].values, [0.0, 2.0, 4.0])
+    np.testing.assert_allclose(result.coords["x"].values[:2], [0.5, 1.0])  # window centres, 0.5 nm apart
+    expected = np.stack([sobel_of(image[:, c], ("z", "y", "x")) for c in range(2)])
+    np.testing.assert_allclose(result.values, expected, rtol=1e-6, atol=1e-9)
