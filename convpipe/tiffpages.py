@@ -20,8 +20,10 @@ import zarr
 from convpipe.errors import InputError
 
 DECODE_THREADS = 2
-"""Above 1, tifffile's store decodes tiles off zarr's single event-loop thread, so that
-concurrent tasks decode in parallel (zlib tiles of an 8192² page, two tasks: 0.73 s against 0.90 s)."""
+"""Above 1, tifffile's store decodes compressed tiles off zarr's single event-loop thread, so that
+concurrent tasks decode in parallel (measured on zlib tiles: faster with 2 than with 1). Uncompressed
+tiles are read with 1: their decoding is a copy, and handing it to a thread made reading slower."""
+_UNCOMPRESSED = 1
 
 _PLANAR_SEPARATE = 2
 
@@ -62,7 +64,7 @@ def _read_page(tif: tifffile.TiffFile, index: int, offset: int | None, region: t
     else:
         tif.filehandle.seek(offset)
         page = tifffile.TiffPage(tif, index=index)
-    store = page.aszarr(maxworkers=DECODE_THREADS)
+    store = page.aszarr(maxworkers=1 if page.compression == _UNCOMPRESSED else DECODE_THREADS)
     try:
         pixels = zarr.open_array(store, mode="r", zarr_format=2)
         if is_planar_colour(page):  # stored (S, H, W): read the planes, then put the samples last
