@@ -91,6 +91,8 @@ class TiffStack:
         lead = self.ndim - self.frame_ndim
         ranges = [range(*s.indices(n)) for s, n in zip(region[:lead], self.shape[:lead])]
         positions = [int(np.ravel_multi_index(index, self.shape[:lead])) for index in itertools.product(*ranges)]
+        if lead and not positions:  # an empty selection
+            return np.empty(tuple(len(range(*s.indices(n))) for s, n in zip(region, self.shape)), self.dtype)
         frames = [self.frames[i] for i in positions] if lead else [self.frames[0]]
         parts = read_pages([(f.path, f.page, f.ifd_offset) for f in frames], region[lead:], key="input.path")
         _check_parts(parts, frames, region[lead:], self.dtype)

@@ -246,3 +246,40 @@ def test_ome_physical_sizes_and_channel_names_reach_the_output(tmp_path: Path) -
     np.testing.assert_allclose(result.coords["x"].values[:2], [0.5, 1.0])  # window centres, 0.5 nm apart
     expected = np.stack([sobel_of(image[:, c], ("z", "y", "x")) for c in range(2)])
     np.testing.assert_allclose(result.values, expected, rtol=1e-6, atol=1e-9)
+
+
+LAYOUTS = {
+    "tiles-zlib-predictor": {"tile": (32, 48), "compression": "zlib", "predictor": True},
+    "tiles-uncompressed": {"tile": (32, 48)},
+    "strips-zlib": {"rowsperstrip": 7, "compression": "zlib"},
+    "strips-uncompressed": {"rowsperstrip": 7},
+    "tiles-planar-rgb": {"tile": (16, 16), "compression": "zlib", "planarconfig": "separate"},
+    "tiles-rgb": {"tile": (16, 32), "compression": "zlib"},
+}
+
+
+LAYOUT_CASES = [
+    pytest.param(layout, dtype, id=f"{layout}-{dtype}")
+    for layout in LAYOUTS
+    for dtype in ["uint8", "int16", "float32"]
+    if not ("rgb" in layout and dtype != "uint8")  # tifffile writes RGB as uint8
+    and not ("predictor" in layout and dtype == "float32")  # a float predictor needs imagecodecs
+]
+
+
+@pytest.mark.parametrize(("layout", "dtype"), LAYOUT_CASES)
+def test_any_region_of_any_layout_equals_the_whole_read(tmp_path: Path, layout: str, dtype: str) -> None:
+    colour, planar = "rgb" in layout, "planar" in layout
+    shape = (3, 70, 90, 3) if colour else (3, 70, 90)
+    data = RNG.normal(100, 40, size=shape).astype(dtype)
+    photometric = "rgb" if colour else "minisblack"
+    path = tmp_path / "layout.tif"
+    tifffile.imwrite(path, np.moveaxis(data, -1, 1) if planar else data, photometric=photometric, **LAYOUTS[layout])
+    whole = np.moveaxis(tifffile.imread(path), 1, -1) if planar else tifffile.imread(path)
+    np.testing.assert_array_equal(whole, data)
+    stack = open_input(str(path))
+    assert stack.shape == whole.shape
+    for _ in range(40):
+        region = tuple(slice(int(a), int(b)) for a, b in (sorted(RNG.integers(0, n + 1, 2)) for n in shape))
+        np.testing.assert_array_equal(stack.source[region], whole[region])
+    np.testing.assert_array_equal(stack.source[1, 5:60:3, ::4], whole[1, 5:60:3, ::4])
