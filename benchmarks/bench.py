@@ -50,7 +50,7 @@ import numpy as np
 
 from benchdata import ensure_stack, ensure_tiff
 from checks import RTOL, BenchmarkError, Reference, reference_name
-from convpipe_rows import TIFF_ROWS, core_rows, pipeline_cases, tiff_cases
+from convpipe_rows import TIFF_ROWS, core_rows, pipeline_cases, response_cases, tiff_cases
 from peak_memory import bench_memory, paired_peaks
 from peers import daskimage_cases, floor_case, frame_peer_rows
 from report import compute_ratios, load_average, machine_info, print_report, to_json
@@ -59,7 +59,7 @@ from timing import Case, frame_case, scratch_dir, time_cases
 
 DEFAULT_DATA_DIR = Path(__file__).resolve().parent.parent / "bench-data"
 
-SECTIONS = ("floor", "convpipe", "daskimage", "tiff", "core")
+SECTIONS = ("floor", "convpipe", "daskimage", "tiff", "core", "dtypes")
 """Timed sections, as named by ``--only``."""
 
 
@@ -76,6 +76,8 @@ def stack_cases(
         cases += daskimage_cases(reference, results, scratch)
     if "tiff" in sections:
         cases += tiff_cases(reference, ensure_tiff(reference.path), results, scratch)
+    if "dtypes" in sections:
+        cases += response_cases(reference, results, scratch)
     return cases
 
 

@@ -82,6 +82,12 @@ RATIOS = (
         "t(TIFF input) / t(Zarr input)",
     ),
     RatioDefinition(
+        "Sobel responses, exact integers / float32 (time)",
+        "convpipe responses dtype auto",
+        "convpipe responses dtype float32",
+        "t(dtype auto) / t(float32), combine none",
+    ),
+    RatioDefinition(
         "convpipe stride 2 / stride 1 (time)",
         "convpipe stride 2",
         "convpipe stride 1",
@@ -100,6 +106,8 @@ STACK_ROW_SECTIONS = {
     "dask-image (2 x correlate, hypot)": "daskimage",
     "convpipe stride 1, tiled TIFF input": "tiff",
     "convpipe stride 1, same data in Zarr": "tiff",
+    "convpipe responses dtype float32": "dtypes",
+    "convpipe responses dtype auto": "dtypes",
 }
 """Section of each stack row; every other row belongs to ``core``."""
 

@@ -21,6 +21,7 @@ from convpipe.geometry import StackGeometry, plan_geometry
 from convpipe.inputs import InputStack, open_input
 from convpipe.metadata import OutputAxis
 from convpipe.outputs import check_output_location
+from convpipe.outtypes import output_dtype
 from convpipe.padding import frame_padding
 from convpipe.resources import local_memory_problem, task_count_warning
 
@@ -40,14 +41,12 @@ class Plan:
     """The input's axes as stored, when ``axes`` differs (``channels: each`` moved the channel axis)."""
     warnings: tuple[str, ...] = ()
     """Lines worth reading before a run (e.g. very many tiny tasks); ``validate`` and ``run`` print them."""
+    output_dtype: str = "float32"
+    """``output.dtype`` resolved against the input (``auto`` becomes a dtype)."""
 
     @property
     def dimension_names(self) -> tuple[str, ...]:
         return tuple(a.name for a in self.output_axes)
-
-    @property
-    def output_dtype(self) -> str:
-        return self.config.output.dtype
 
     def task_memory(self) -> int:
         """Estimated peak bytes of one task: input block with halo, float copy, output."""
@@ -72,7 +71,7 @@ class Plan:
             "padding": list(g.padding),
             "padding_mode": g.padding_mode,
             "dilation": list(g.dilation),
-            "dtype": c.output.dtype,
+            "dtype": self.output_dtype,
             "input": self.stack.identity(),
             "output": {
                 "shape": list(g.output_shape),
@@ -107,7 +106,7 @@ class Plan:
             ),
             f"processing  chunks {_chunk_text(g.input_chunks)}  halo (0, {kh - 1}) x (0, {kw - 1})",
             f"output      {c.output.path}",
-            f"  shape     {g.output_shape}  dtype {c.output.dtype}  dims {list(self.dimension_names)}",
+            f"  shape     {g.output_shape}  dtype {self.output_dtype}  dims {list(self.dimension_names)}",
             f"  axes      {_output_axes_text(self.output_axes)}",
             f"  chunks    {g.zarr_chunks}  codec {c.output.codec}  format {c.output.format}",
             f"tasks       {g.n_tasks}",
@@ -191,6 +190,9 @@ def make_plan(config: Config) -> Plan:
             f"(shape {stack.shape}, input.channel_axis = {channel_axis}); {hint}",
         )
     weights = bank.for_channels(channels) if weights is None else weights
+    dtype, problem = output_dtype(config.output.dtype, weights, stack.dtype, config.combine)
+    if problem:
+        raise config.error(InputError, "output.dtype", f"{dtype}: {problem}")
     (ay, ax) = axes.spatial_axes
     frame = (stack.shape[ay], stack.shape[ax])
     try:
@@ -203,13 +205,14 @@ def make_plan(config: Config) -> Plan:
         stack.shape,
         stack.stored_chunks,
         stack.dtype.itemsize,
-        np.dtype(config.output.dtype).itemsize,
+        np.dtype(dtype).itemsize,
         channel_axis,
         bank.kernel_shape,
         len(weights),
         config.stride,
         config.combine,
         spatial_chunks=config.compute.chunks,
+        task_bytes=config.compute.task_mib * 2**20,
         kernel_position=kernel_position(axes, axes.batch_axes),
         padding=padding,
         padding_mode=config.padding_mode,
@@ -220,7 +223,9 @@ def make_plan(config: Config) -> Plan:
     except ConvpipeError as exc:
         raise config.error(type(exc), "output.path", str(exc)) from None
     outputs = output_axes(axes, geometry, kernel_labels, batch_labels)
-    plan = Plan(config, stack, geometry, weights, axes, outputs, None if axes is resolved else resolved)
+    plan = Plan(
+        config, stack, geometry, weights, axes, outputs, None if axes is resolved else resolved, output_dtype=dtype
+    )
     if config.compute.scheduler in ("threads", "processes", "synchronous"):
         import psutil
 
