@@ -12,6 +12,8 @@ absolute seconds do not carry over to another machine:
   ``combine: magnitude``, stride 1 and stride 2.
 * **dask-image**: the pipeline a user would write with
   ``dask_image.ndfilters.correlate``, cropped to the valid region.
+* **tiled TIFF input**: the pipeline (stride 1) on an uncompressed tiled
+  TIFF copy of the stack, paired with the same data in Zarr: time and peak RSS.
 * **one frame in memory, one thread**: ``scipy.ndimage.correlate``,
   OpenCV ``filter2D`` and the convpipe core alone.
 
@@ -46,10 +48,10 @@ from typing import Any
 
 import numpy as np
 
-from benchdata import ensure_stack
+from benchdata import ensure_stack, ensure_tiff
 from checks import RTOL, BenchmarkError, Reference, reference_name
-from convpipe_rows import core_rows, pipeline_cases, response_cases
-from peak_memory import bench_memory
+from convpipe_rows import TIFF_ROWS, core_rows, pipeline_cases, response_cases, tiff_cases
+from peak_memory import bench_memory, paired_peaks
 from peers import daskimage_cases, floor_case, frame_peer_rows
 from report import compute_ratios, load_average, machine_info, print_report, to_json
 from results import Results
@@ -57,7 +59,7 @@ from timing import Case, frame_case, scratch_dir, time_cases
 
 DEFAULT_DATA_DIR = Path(__file__).resolve().parent.parent / "bench-data"
 
-SECTIONS = ("floor", "convpipe", "daskimage", "core", "dtypes")
+SECTIONS = ("floor", "convpipe", "daskimage", "tiff", "core", "dtypes")
 """Timed sections, as named by ``--only``."""
 
 
@@ -72,6 +74,8 @@ def stack_cases(
         cases += pipeline_cases(reference, results, scratch)
     if "daskimage" in sections:
         cases += daskimage_cases(reference, results, scratch)
+    if "tiff" in sections:
+        cases += tiff_cases(reference, ensure_tiff(reference.path), results, scratch)
     if "dtypes" in sections:
         cases += response_cases(reference, results, scratch)
     return cases
@@ -202,6 +206,10 @@ def main(argv: list[str] | None = None) -> int:
                 if cases:
                     print(f"timing {len(cases)} stack pipeline(s), {args.repeats} round(s)", flush=True)
                     time_cases(cases, args.repeats, results)
+            if "tiff" in args.only:
+                print("memory of the tiff pair", flush=True)
+                pair = (ensure_tiff(input_path), input_path)
+                paired_peaks(results, "peak RSS, tiled TIFF / Zarr input", TIFF_ROWS, pair, args.data_dir)
             if "core" in args.only:
                 cases = frame_cases(reference, results)
                 print(f"timing {len(cases)} one-frame row(s), {args.repeats} round(s)", flush=True)

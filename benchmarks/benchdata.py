@@ -86,3 +86,31 @@ def relative(path: Path) -> str:
         return str(path.relative_to(Path.cwd()))
     return str(path)
 
+
+
+TIFF_TILE = (256, 256)
+"""Tiles of the TIFF copy of the stack (``--only tiff``): a common size for tiled microscopy TIFFs."""
+
+
+def ensure_tiff(zarr_path: Path) -> Path:
+    """The stack of ``zarr_path`` as an uncompressed tiled TIFF beside it, one page per frame, cached.
+
+    Written frame by frame to a temporary name and renamed when complete,
+    so an interrupted conversion is redone.
+    """
+    import tifffile
+    import zarr
+
+    path = zarr_path.with_name(f"{zarr_path.stem}-tile{TIFF_TILE[0]}.tif")
+    if path.exists():
+        print(f"  using cached {relative(path)}", flush=True)
+        return path
+    started = time.perf_counter()
+    array = zarr.open_array(str(zarr_path), mode="r")
+    partial = path.with_name(path.name + ".partial")
+    with tifffile.TiffWriter(partial, bigtiff=array.nbytes > 2**31) as tif:
+        for t in range(array.shape[0]):
+            tif.write(array[t], tile=TIFF_TILE, photometric="minisblack")
+    partial.rename(path)
+    print(f"  wrote {relative(path)} in {time.perf_counter() - started:.1f} s", flush=True)
+    return path

@@ -97,6 +97,31 @@ def pipeline_cases(reference: Reference, results: Results, scratch: Path) -> lis
     return cases
 
 
+TIFF_ROWS = ("convpipe stride 1, tiled TIFF input", "convpipe stride 1, same data in Zarr")
+"""The ``tiff`` section's pair of rows: the same pixels read from a tiled TIFF and from the Zarr stack."""
+
+
+def tiff_cases(reference: Reference, tiff_path: Path, results: Results, scratch: Path) -> list[Case]:
+    """The whole pipeline (stride 1) on the tiled TIFF copy of the stack and on the Zarr stack itself."""
+    cases = []
+    for name, input_path in zip(TIFF_ROWS, (tiff_path, reference.path)):
+        plan = convpipe.plan(config(input_path, scratch / "plan.zarr", 1))
+        results.note(
+            f"{name}: input chunks {plan.stack.stored_chunks}, {plan.geometry.n_tasks} tasks, "
+            f"~{plan.task_memory() / 2**20:.0f} MiB per task"
+        )
+
+        def run(output: Path, input_path: Path = input_path) -> None:
+            convpipe.run(config(input_path, output, 1), progress=False)
+
+        def verify(output: Path, name: str = name) -> None:
+            worst = check_stack_output(name, open_output(output), reference, 1)
+            results.agree(f"{name}: {reference.frames_text()} vs the reference (max rel err {worst:.1e})")
+
+        cases.append(pipeline_case(name, "tiff", reference.megapixels, run, verify, scratch))
+    return cases
+
+
 def response_cases(reference: Reference, results: Results, scratch: Path) -> list[Case]:
     """Both Sobel responses (``combine: none``) stored as float32 and as ``dtype: auto`` (exact integers)."""
     input_path = reference.path

@@ -13,7 +13,7 @@ from typing import Any
 from benchdata import ensure_stack
 from checks import BenchmarkError, Reference, check_stack_output
 from convpipe_rows import config_text, open_output, run_command
-from results import Results
+from results import Ratio, Results
 from timing import scratch_dir, settle
 
 MEMORY_POLL_SECONDS = 0.05
@@ -119,3 +119,25 @@ def bench_memory(
             flush=True,
         )
     results.memory = runs
+
+
+def paired_peaks(
+    results: Results, ratio: str, rows: tuple[str, str], inputs: tuple[Path, Path], data_dir: Path
+) -> None:
+    """Peak RSS of ``convpipe run`` (a fresh process each) on two inputs of the same data, and their ratio.
+
+    ``rows`` name the two runs (the ``tiff`` section: a tiled TIFF and the
+    Zarr stack); the ratio ``ratio`` is the first's peak over the second's.
+    """
+    peaks = []
+    for name, input_path in zip(rows, inputs):
+        with scratch_dir(data_dir) as scratch:
+            config = scratch / "config.yaml"
+            config.write_text(config_text(input_path, scratch / "out.zarr", 1), encoding="utf-8")
+            settle()
+            measured = peak_rss_of(run_command(config))
+        if measured["returncode"] != 0:
+            raise BenchmarkError(f"convpipe run ({name}) exited with {measured['returncode']}:\n{measured['stderr']}")
+        peaks.append(max(measured["high_water_bytes"], measured["sampled_peak_bytes"]))
+        results.note(f"{name}: peak RSS of `convpipe run` {peaks[-1] / 2**30:.3f} GiB, {measured['seconds']:.1f} s")
+    results.ratios.append(Ratio(ratio, peaks[0] / peaks[1], None, "peak(first) / peak(second)"))

@@ -76,6 +76,12 @@ RATIOS = (
         "t(scipy) / t(core s1)",
     ),
     RatioDefinition(
+        "tiled TIFF / Zarr input (time)",
+        "convpipe stride 1, tiled TIFF input",
+        "convpipe stride 1, same data in Zarr",
+        "t(TIFF input) / t(Zarr input)",
+    ),
+    RatioDefinition(
         "Sobel responses, exact integers / float32 (time)",
         "convpipe responses dtype auto",
         "convpipe responses dtype float32",
@@ -106,6 +112,8 @@ STACK_ROW_SECTIONS = {
     "convpipe stride 2": "convpipe",
     "convpipe stride 1, shards auto": "convpipe",
     "dask-image (2 x correlate, hypot)": "daskimage",
+    "convpipe stride 1, tiled TIFF input": "tiff",
+    "convpipe stride 1, same data in Zarr": "tiff",
     "convpipe responses dtype float32": "dtypes",
     "convpipe responses dtype auto": "dtypes",
 }

@@ -30,13 +30,13 @@ from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
 from convpipe.errors import InputError
+from convpipe.tiffpages import is_planar_colour, read_pages
 
 TIFF_SUFFIXES = frozenset({".tif", ".tiff"})
 PILLOW_SUFFIXES = frozenset({".png", ".jpg", ".jpeg"})
 IMAGE_SUFFIXES = TIFF_SUFFIXES | PILLOW_SUFFIXES
 ZARR_MARKERS = ("zarr.json", ".zarray", ".zgroup")
 GLOB_CHARACTERS = frozenset("*?[")
-_TIFF_PLANAR_SEPARATE = 2
 
 
 @dataclass(frozen=True)
@@ -157,22 +157,12 @@ def read_frame(path: str, page: int = 0, ifd_offset: int | None = None) -> np.nd
     InputError
         The file is missing or cannot be decoded.
     """
+    if Path(path).suffix.lower() in TIFF_SUFFIXES:
+        return read_pages([(path, page, ifd_offset)])[0]
     try:
-        if Path(path).suffix.lower() in TIFF_SUFFIXES:
-            with tifffile.TiffFile(path) as tif:
-                if ifd_offset is None:
-                    tiff_page = tif.pages[page]
-                else:
-                    tif.filehandle.seek(ifd_offset)
-                    tiff_page = tifffile.TiffPage(tif, index=page)
-                pixels = tiff_page.asarray()
-                if _is_planar_colour(tiff_page):
-                    pixels = np.moveaxis(pixels, 0, -1)
-                return pixels
         return iio.imread(path, index=0, plugin="pillow")
     except Exception as exc:
-        where = f"page {page} of {path}" if Path(path).suffix.lower() in TIFF_SUFFIXES else path
-        raise InputError(f"cannot read {where}: {exc}") from exc
+        raise InputError(f"cannot read {path}: {exc}") from exc
 
 
 def read_frame_block(
@@ -296,7 +286,7 @@ def _tiff_frames(file: str) -> list[Frame]:
             for page in tif.pages:
                 if page.is_reduced:
                     continue
-                frames.append(_tiff_page_frame(file, page))
+                frames.append(tiff_page_frame(file, page))
     except InputError:
         raise
     except Exception as exc:
@@ -306,19 +296,15 @@ def _tiff_frames(file: str) -> list[Frame]:
     return frames
 
 
-def _tiff_page_frame(file: str, page: tifffile.TiffPage) -> Frame:
+def tiff_page_frame(file: str, page: tifffile.TiffPage) -> Frame:
     if page.dtype is None:
         raise InputError(f"{file} (page {page.index}) has a pixel type tifffile cannot decode")
     shape = tuple(page.shape)
-    if _is_planar_colour(page):
+    if is_planar_colour(page):
         shape = (*shape[1:], shape[0])
     frame = Frame(file, page.index, shape, page.dtype.str, page.offset)
     _check_frame_shape(frame)
     return frame
-
-
-def _is_planar_colour(page: tifffile.TiffPage) -> bool:
-    return page.planarconfig == _TIFF_PLANAR_SEPARATE and page.samplesperpixel > 1 and page.ndim == 3
 
 
 def _pillow_frame(file: str) -> Frame:

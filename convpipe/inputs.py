@@ -21,6 +21,7 @@ from convpipe.axes import SourceAxes, image_axes, zarr_axes
 from convpipe.errors import InputError
 from convpipe.integrity import stored_objects
 from convpipe.paths import StorageOptions, local_path, unreachable_errors, zarr_store
+from convpipe.tiffinput import TiffStack, is_tiff_source, open_tiff_stack
 
 INPUT_DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "int64", "float16", "float32", "float64")
 
@@ -34,7 +35,7 @@ class InputStack:
     shape: tuple[int, ...]
     dtype: np.dtype
     stored_chunks: tuple[int, ...]
-    source: Any  # a zarr.Array, or an image-file stack (dask array)
+    source: Any  # a zarr.Array, a TiffStack (read by region), or an image-file stack (dask array)
     axes: SourceAxes | None = None
     """What the input says about its axes (names, types, units, positions)."""
     order: tuple[int, ...] | None = None
@@ -67,6 +68,8 @@ class InputStack:
         source_chunks = tuple(chunks[order.index(a)] for a in range(len(chunks)))
         if isinstance(self.source, zarr.Array):
             array = da.from_array(CheckedReader(self.source, self.path), chunks=source_chunks, asarray=False, lock=False)
+        elif isinstance(self.source, TiffStack):
+            array = self.source.to_dask(source_chunks)
         else:
             array = self.source.rechunk(source_chunks)
         return array if self.order is None else array.transpose(order)
@@ -164,6 +167,9 @@ def open_input(path: str, array: str | None = None, storage_options: StorageOpti
     ``storage_options`` are the fsspec options of a URL ``path``. Errors carry the config key they are about (``input.path`` or ``input.array``).
     """
     local = local_path(path)
+    if local is not None and imagefiles.is_image_source(str(local)) and is_tiff_source(str(local)):
+        tiff, axes = open_tiff_stack(str(local))
+        return InputStack(path, None, tiff.shape, tiff.dtype, tiff.chunks, tiff, axes)
     if local is not None and imagefiles.is_image_source(str(local)):
         stack = imagefiles.open_image_stack(str(local))
         axes = image_axes(stack.ndim, stack.shape[3] if stack.ndim == 4 else None)

@@ -67,6 +67,7 @@ def test_every_pipeline_is_checked_against_the_reference(full_run) -> None:
         "convpipe stride 1",
         "convpipe stride 2",
         "convpipe stride 1, shards auto",
+        "tiled TIFF input",
         "convpipe core stride 1",
         "core stride 2",
     ]
