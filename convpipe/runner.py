@@ -151,9 +151,11 @@ def execute(
                 print(f"convpipe: {note}", file=sys.stderr)
             target_path, target, done = _open_target(plan, overwrite, resume)
             opened.append(target_path)
-            todo = _write_missing_blocks(plan, config, target, BlockRecorder(target_path), done, progress, hint)
+            io_plan, target, pipelines = _with_codec_pipelines(plan, config, target)
+            todo = _write_missing_blocks(io_plan, config, target, BlockRecorder(target_path), done, progress, hint)
             record = dict(target.attrs["convpipe"])
             record["complete"] = True
+            record["codec_pipeline"] = pipelines  # the pipelines of the run that finished the output
             target.attrs["convpipe"] = record
             consolidate(target_path)
             if target_path != final:
@@ -168,6 +170,30 @@ def _resume_hint(plan: Plan, scheduler: str | None, opened: list[str]) -> str:
     if not opened or not BlockRecorder(opened[0]).done():
         return ""
     return f"; finished blocks are kept. Once fixed, resume with: {resume_command(plan, scheduler)}"
+
+
+def _with_codec_pipelines(plan: Plan, config: Config, target) -> tuple[Plan, Any, dict[str, str | None]]:
+    """``plan`` and ``target`` with their Zarr arrays re-created on the ``compute.codec_pipeline`` they get.
+
+    Also says which pipeline each got (``zarrs`` or ``zarr``; None for an input of image files).
+    """
+    from dataclasses import replace
+
+    from convpipe.codecs import uses_zarrs, with_codec_pipeline, zarrs_installed
+
+    choice = config.compute.codec_pipeline
+    if choice == "zarrs" and not zarrs_installed():
+        raise config.error(ConfigError, "compute.codec_pipeline", "zarrs is not installed (pip install zarrs)")
+    target = with_codec_pipeline(target, choice, writing_codec=config.output.codec)
+    source = plan.stack.source
+    if isinstance(source, zarr.Array):
+        source = with_codec_pipeline(source, choice)
+        plan = replace(plan, stack=replace(plan.stack, source=source))
+
+    def name(array) -> str | None:
+        return None if not isinstance(array, zarr.Array) else "zarrs" if uses_zarrs(array) else "zarr"
+
+    return plan, target, {"input": name(source), "output": name(target)}
 
 
 def _check_before_writing(plan: Plan, config: Config) -> None:
