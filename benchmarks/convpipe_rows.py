@@ -13,12 +13,13 @@ from pathlib import Path
 import numpy as np
 
 import yaml
+import zarr
 
 import convpipe
 from convpipe.codecs import compressors_for
 from convpipe.core import correlate_block
 
-from checks import SOBEL_BANK, Reference, check_stack_output
+from checks import SOBEL_BANK, Reference, SameBytes, check_stack_output
 from results import Results
 from timing import Case, FrameRow, pipeline_case
 
@@ -37,7 +38,7 @@ def open_output(path: Path):
     return convpipe.open_output(str(path))
 
 
-def config(input_path: Path, output_path: Path, stride: int) -> dict:
+def config(input_path: Path, output_path: Path, stride: int, codec_pipeline: str = "auto") -> dict:
     """A convpipe config for the Sobel magnitude of ``input_path``, as a mapping."""
     return {
         "input": {"path": str(input_path)},
@@ -45,7 +46,7 @@ def config(input_path: Path, output_path: Path, stride: int) -> dict:
         "stride": stride,
         "combine": "magnitude",
         "output": {"path": str(output_path), "dtype": "float32", "codec": "blosc-lz4"},
-        "compute": {"scheduler": "threads"},
+        "compute": {"scheduler": "threads", "codec_pipeline": codec_pipeline},
     }
 
 
@@ -59,33 +60,44 @@ def run_command(config_path: Path) -> list[str]:
     return [sys.executable, "-m", "convpipe.cli", "run", str(config_path), "-q"]
 
 
+ZARR_PYTHON_ROW = "convpipe stride 1, zarr-python pipeline"
+
+
 def pipeline_cases(reference: Reference, results: Results, scratch: Path) -> list[Case]:
-    """The whole pipeline from a config text, Sobel magnitude, stride 1 and 2."""
+    """The whole pipeline from a config text, Sobel magnitude: stride 1 and 2 with the default codec
+    pipeline (``auto``: zarrs here), and stride 1 with zarr-python's, which must store the same bytes."""
     input_path = reference.path
+    same = SameBytes("convpipe stride 1 rows")
     cases = []
-    for stride in (1, 2):
-        plan = convpipe.plan(config(input_path, scratch / "plan.zarr", stride))
+    for name, stride, pipeline in (
+        ("convpipe stride 1", 1, "auto"),
+        (ZARR_PYTHON_ROW, 1, "zarr"),
+        ("convpipe stride 2", 2, "auto"),
+    ):
+        plan = convpipe.plan(config(input_path, scratch / "plan.zarr", stride, pipeline))
         g = plan.geometry
         results.note(
-            f"convpipe stride {stride} plan: {g.n_tasks} tasks, processing chunks "
+            f"{name} plan: {g.n_tasks} tasks, processing chunks "
             f"{tuple(c[0] for c in g.input_chunks)}, output Zarr chunks {g.zarr_chunks}, "
             f"~{plan.task_memory() / 2**20:.0f} MiB per task"
         )
 
-        def run(output: Path, stride: int = stride) -> None:
-            convpipe.run(config(input_path, output, stride), progress=False)
+        def run(output: Path, stride: int = stride, pipeline: str = pipeline) -> None:
+            convpipe.run(config(input_path, output, stride, pipeline), progress=False)
 
-        def verify(output: Path, stride: int = stride) -> None:
-            label = f"convpipe stride {stride}"
-            worst = check_stack_output(label, open_output(output), reference, stride)
+        def verify(output: Path, stride: int = stride, name: str = name) -> None:
+            worst = check_stack_output(name, open_output(output), reference, stride)
+            used = zarr.open_array(str(output / "0"), mode="r").attrs["convpipe"]["codec_pipeline"]
             results.agree(
-                f"{label}: {reference.frames_text()} vs the reference"
+                f"{name}: {reference.frames_text()} vs the reference"
                 + ("[::2, ::2]" if stride == 2 else "")
-                + f" (max rel err {worst:.1e})"
+                + f" (max rel err {worst:.1e}); codec pipeline: input {used['input']}, output {used['output']}"
             )
+            if stride == 1:
+                same.record(name, output / "0")
 
-        name = f"convpipe stride {stride}"
         cases.append(pipeline_case(name, "convpipe", reference.megapixels, run, verify, scratch))
+    results.agree(same.text())
     return cases
 
 
