@@ -96,6 +96,23 @@ def with_codec_pipeline(array: Any, choice: str, writing_codec: str | None = Non
     return _recreated(array, ZARR_PIPELINE, strict=False)
 
 
+def on_codec_pipelines(source: Any, target: Any, choice: str, output_codec: str) -> tuple[Any, Any, dict]:
+    """A run's input and output arrays re-created on the pipelines ``choice`` gives them, and which each got.
+
+    ``source`` that is not a ``zarr.Array`` (image files) is returned as it is, its pipeline None.
+    """
+    import zarr
+
+    if isinstance(source, zarr.Array):
+        source = with_codec_pipeline(source, choice)
+    target = with_codec_pipeline(target, choice, writing_codec=output_codec)
+
+    def name(array: Any) -> str | None:
+        return None if not isinstance(array, zarr.Array) else "zarrs" if uses_zarrs(array) else "zarr"
+
+    return source, target, {"input": name(source), "output": name(target)}
+
+
 def _in_local_folder(array: Any) -> bool:
     from zarr.storage import LocalStore
 

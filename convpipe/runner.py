@@ -173,27 +173,16 @@ def _resume_hint(plan: Plan, scheduler: str | None, opened: list[str]) -> str:
 
 
 def _with_codec_pipelines(plan: Plan, config: Config, target) -> tuple[Plan, Any, dict[str, str | None]]:
-    """``plan`` and ``target`` with their Zarr arrays re-created on the ``compute.codec_pipeline`` they get.
-
-    Also says which pipeline each got (``zarrs`` or ``zarr``; None for an input of image files).
-    """
+    """``plan`` and ``target`` with their Zarr arrays on the pipelines ``compute.codec_pipeline`` gives them."""
     from dataclasses import replace
 
-    from convpipe.codecs import uses_zarrs, with_codec_pipeline, zarrs_installed
+    from convpipe.codecs import on_codec_pipelines, zarrs_installed
 
     choice = config.compute.codec_pipeline
     if choice == "zarrs" and not zarrs_installed():
         raise config.error(ConfigError, "compute.codec_pipeline", "zarrs is not installed (pip install zarrs)")
-    target = with_codec_pipeline(target, choice, writing_codec=config.output.codec)
-    source = plan.stack.source
-    if isinstance(source, zarr.Array):
-        source = with_codec_pipeline(source, choice)
-        plan = replace(plan, stack=replace(plan.stack, source=source))
-
-    def name(array) -> str | None:
-        return None if not isinstance(array, zarr.Array) else "zarrs" if uses_zarrs(array) else "zarr"
-
-    return plan, target, {"input": name(source), "output": name(target)}
+    source, target, pipelines = on_codec_pipelines(plan.stack.source, target, choice, config.output.codec)
+    return replace(plan, stack=replace(plan.stack, source=source)), target, pipelines
 
 
 def _check_before_writing(plan: Plan, config: Config) -> None:
