@@ -52,7 +52,7 @@ from benchdata import ensure_stack, ensure_tiff
 from checks import RTOL, BenchmarkError, Reference, reference_name
 from convpipe_rows import TIFF_ROWS, core_rows, pipeline_cases, response_cases, tiff_cases
 from peak_memory import bench_memory, paired_peaks
-from peers import daskimage_cases, floor_case, frame_peer_rows
+from peers import daskimage_cases, floor_cases, frame_peer_rows
 from report import compute_ratios, load_average, machine_info, print_report, to_json
 from results import Results
 from timing import Case, frame_case, scratch_dir, time_cases
@@ -69,7 +69,7 @@ def stack_cases(
     """The disk-to-disk rows of the requested sections, verified, in the order they are timed."""
     cases = []
     if "floor" in sections:
-        cases.append(floor_case(reference, results, args.floor_writer, scratch))
+        cases += floor_cases(reference, results, args.floor_writer, scratch)
     if "convpipe" in sections:
         cases += pipeline_cases(reference, results, scratch)
     if "daskimage" in sections:

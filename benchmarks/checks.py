@@ -111,3 +111,36 @@ def check_stack_output(label: str, written, reference: Reference, stride: int = 
         compare(f"{label}, frame {t}", np.asarray(written[t]), reference.magnitude(t)[::stride, ::stride])
         for t in reference.frames
     )
+
+
+METADATA_FILES = {"zarr.json", ".zarray", ".zattrs", ".zgroup", ".zmetadata"}
+
+
+def stored_chunks_digest(array_folder: Path) -> str:
+    """A hash of every stored chunk file (name and bytes) under a Zarr array's folder; metadata and
+    convpipe's completion records left out, so that two writers of the same values can be compared."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted(array_folder.rglob("*")):
+        relative = path.relative_to(array_folder)
+        if path.is_file() and path.name not in METADATA_FILES and ".convpipe-done" not in relative.parts:
+            digest.update(str(relative).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+class SameBytes:
+    """Rows that must store identical chunk bytes (e.g. one pipeline run with both codec pipelines)."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.digests: dict[str, str] = {}
+
+    def record(self, row: str, array_folder: Path) -> None:
+        """Remember ``row``'s stored chunks; :class:`BenchmarkError` once two rows differ."""
+        self.digests[row] = stored_chunks_digest(array_folder)
+        if len(set(self.digests.values())) > 1:
+            raise BenchmarkError(f"{self.label}: {' and '.join(self.digests)} stored different bytes")
+
+    def text(self) -> str:
+        return f"{self.label}: {' and '.join(self.digests)} stored identical chunk bytes"

@@ -13,12 +13,13 @@ from pathlib import Path
 import numpy as np
 
 import yaml
+import zarr
 
 import convpipe
 from convpipe.codecs import compressors_for
 from convpipe.core import correlate_block
 
-from checks import SOBEL_BANK, Reference, check_stack_output
+from checks import SOBEL_BANK, Reference, SameBytes, check_stack_output
 from results import Results
 from timing import Case, FrameRow, pipeline_case
 
@@ -44,6 +45,7 @@ def config(
     combine: str = "magnitude",
     dtype: str = "float32",
     shards: str | None = None,
+    codec_pipeline: str = "auto",
 ) -> dict:
     """A convpipe config for the Sobel magnitude (or ``combine``) of ``input_path``, as a mapping."""
     output = {"path": str(output_path), "dtype": dtype, "codec": "blosc-lz4"}
@@ -53,7 +55,7 @@ def config(
         "stride": stride,
         "combine": combine,
         "output": output | ({"shards": shards} if shards else {}),
-        "compute": {"scheduler": "threads"},
+        "compute": {"scheduler": "threads", "codec_pipeline": codec_pipeline},
     }
 
 
@@ -67,13 +69,23 @@ def run_command(config_path: Path) -> list[str]:
     return [sys.executable, "-m", "convpipe.cli", "run", str(config_path), "-q"]
 
 
+ZARR_PYTHON_ROW = "convpipe stride 1, zarr-python pipeline"
+
+
 def pipeline_cases(reference: Reference, results: Results, scratch: Path) -> list[Case]:
-    """The whole pipeline from a config text, Sobel magnitude, stride 1 and 2, and stride 1 with ``shards: auto``."""
+    """The whole pipeline from a config text, Sobel magnitude: stride 1 and 2 with the default codec
+    pipeline (``auto``: zarrs here), stride 1 with zarr-python's, which must store the same bytes, and
+    stride 1 with ``shards: auto``."""
     input_path = reference.path
+    same = SameBytes("convpipe stride 1 rows")
     cases = []
-    for stride, shards in ((1, None), (2, None), (1, "auto")):
-        name = f"convpipe stride {stride}" + (f", shards {shards}" if shards else "")
-        plan = convpipe.plan(config(input_path, scratch / "plan.zarr", stride, shards=shards))
+    for name, stride, pipeline, shards in (
+        ("convpipe stride 1", 1, "auto", None),
+        (ZARR_PYTHON_ROW, 1, "zarr", None),
+        ("convpipe stride 2", 2, "auto", None),
+        ("convpipe stride 1, shards auto", 1, "auto", "auto"),
+    ):
+        plan = convpipe.plan(config(input_path, scratch / "plan.zarr", stride, shards=shards, codec_pipeline=pipeline))
         g = plan.geometry
         results.note(
             f"{name} plan: {g.n_tasks} tasks, processing chunks "
@@ -82,18 +94,22 @@ def pipeline_cases(reference: Reference, results: Results, scratch: Path) -> lis
             + f", ~{plan.task_memory() / 2**20:.0f} MiB per task"
         )
 
-        def run(output: Path, stride: int = stride, shards: str | None = shards) -> None:
-            convpipe.run(config(input_path, output, stride, shards=shards), progress=False)
+        def run(output: Path, stride: int = stride, pipeline: str = pipeline, shards: str | None = shards) -> None:
+            convpipe.run(config(input_path, output, stride, shards=shards, codec_pipeline=pipeline), progress=False)
 
-        def verify(output: Path, stride: int = stride, label: str = name) -> None:
-            worst = check_stack_output(label, open_output(output), reference, stride)
+        def verify(output: Path, stride: int = stride, name: str = name, shards: str | None = shards) -> None:
+            worst = check_stack_output(name, open_output(output), reference, stride)
+            used = zarr.open_array(str(output / "0"), mode="r").attrs["convpipe"]["codec_pipeline"]
             results.agree(
-                f"{label}: {reference.frames_text()} vs the reference"
+                f"{name}: {reference.frames_text()} vs the reference"
                 + ("[::2, ::2]" if stride == 2 else "")
-                + f" (max rel err {worst:.1e})"
+                + f" (max rel err {worst:.1e}); codec pipeline: input {used['input']}, output {used['output']}"
             )
+            if stride == 1 and not shards:
+                same.record(name, output / "0")
 
         cases.append(pipeline_case(name, "convpipe", reference.megapixels, run, verify, scratch))
+    results.agree(same.text())
     return cases
 
 

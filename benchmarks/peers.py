@@ -8,11 +8,12 @@ skipped with a note, and the ratios that need it print ``n/a``.
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import numpy as np
 
-from checks import SOBEL_X, SOBEL_Y, BenchmarkError, Reference, check_stack_output
+from checks import SOBEL_X, SOBEL_Y, BenchmarkError, Reference, SameBytes, check_stack_output
 from convpipe_rows import default_compressors
 from results import Results
 from timing import Case, FrameRow, pipeline_case
@@ -39,16 +40,44 @@ def create_output_array(path: Path, shape, chunks, dimension_names=("t", "y", "x
     )
 
 
-def floor_case(reference: Reference, results: Results, floor_writer: str, scratch: Path) -> Case:
+FLOOR_NAME = "I/O floor (read, cast, write)"
+ZARRS_FLOOR_NAME = "I/O floor with zarrs (read, cast, write)"
+
+
+def floor_cases(reference: Reference, results: Results, floor_writer: str, scratch: Path) -> list[Case]:
+    """The I/O floor as users write it with plain zarr-python, then the same after enabling zarrs.
+
+    The second is what a user gets from zarrs's one line,
+    ``zarr.config.set({"codec_pipeline.path": "zarrs.ZarrsCodecPipeline"})``, around
+    opening the arrays (zarr-python binds the pipeline to an array when it is opened).
+    Both must store the same bytes.
+    """
+    same = SameBytes("I/O floor rows")
+    cases = [floor_case(reference, results, floor_writer, scratch, None, same)]
+    if importlib.util.find_spec("zarrs") is None:
+        results.note("zarrs is not installed: skipping the I/O floor with zarrs")
+        return cases
+    cases.append(floor_case(reference, results, floor_writer, scratch, "zarrs.ZarrsCodecPipeline", same))
+    results.agree(same.text())
+    return cases
+
+
+def floor_case(
+    reference: Reference, results: Results, floor_writer: str, scratch: Path, pipeline: str | None, same: SameBytes
+) -> Case:
     """Read, cast to float32, write with the input's chunks: the cost of the I/O alone."""
+    import contextlib
+
     import dask.array as da
     import zarr
 
-    source = reference.array
+    name = FLOOR_NAME if pipeline is None else ZARRS_FLOOR_NAME
 
     def run(output: Path) -> None:
+        with zarr.config.set({"codec_pipeline.path": pipeline}) if pipeline else contextlib.nullcontext():
+            source = zarr.open_array(str(reference.path), mode="r")
+            target = create_output_array(output, source.shape, source.chunks)
         stack = da.from_zarr(source)  # one Dask block per stored chunk
-        target = create_output_array(output, stack.shape, source.chunks)
         with threads_scheduler():
             if floor_writer == "to_zarr":
                 da.to_zarr(stack.astype(np.float32), target)
@@ -58,13 +87,14 @@ def floor_case(reference: Reference, results: Results, floor_writer: str, scratc
                 da.store(stack.astype(np.float32), target, lock=False)
 
     def verify(output: Path) -> None:
+        source = reference.array
         written = zarr.open_array(str(output), mode="r")
         for t in reference.frames:
             if not np.array_equal(written[t], source[t].astype(np.float32)):
-                raise BenchmarkError(f"I/O floor: frame {t} of the output is not the input cast to float32")
-        results.agree(f"I/O floor: {reference.frames_text()} equal the input cast to float32")
+                raise BenchmarkError(f"{name}: frame {t} of the output is not the input cast to float32")
+        results.agree(f"{name}: {reference.frames_text()} equal the input cast to float32")
+        same.record(name, output)
 
-    name = "I/O floor (read, cast, write)"
     return pipeline_case(name, "floor", reference.megapixels, run, verify, scratch, f"da.{floor_writer}")
 
 

@@ -42,6 +42,30 @@ RATIOS = (
         Target(1.15, at_most=True),
     ),
     RatioDefinition(
+        "convpipe, zarr-python pipeline / I/O floor (time)",
+        "convpipe stride 1, zarr-python pipeline",
+        "I/O floor (read, cast, write)",
+        "t(convpipe s1, zarr-python) / t(floor)",
+    ),
+    RatioDefinition(
+        "convpipe zarrs / zarr-python pipeline (time)",
+        "convpipe stride 1",
+        "convpipe stride 1, zarr-python pipeline",
+        "t(convpipe s1) / t(convpipe s1, zarr-python)",
+    ),
+    RatioDefinition(
+        "I/O floor with zarrs / plain (time)",
+        "I/O floor with zarrs (read, cast, write)",
+        "I/O floor (read, cast, write)",
+        "t(floor, zarrs) / t(floor)",
+    ),
+    RatioDefinition(
+        "convpipe / I/O floor with zarrs (time)",
+        "convpipe stride 1",
+        "I/O floor with zarrs (read, cast, write)",
+        "t(convpipe s1) / t(floor, zarrs)",
+    ),
+    RatioDefinition(
         "dask-image / convpipe (time)",
         "dask-image (2 x correlate, hypot)",
         "convpipe stride 1",
@@ -108,7 +132,9 @@ LARGEST_PEAK_GIB_TARGET = Target(1.5, at_most=True)
 
 STACK_ROW_SECTIONS = {
     "I/O floor (read, cast, write)": "floor",
+    "I/O floor with zarrs (read, cast, write)": "floor",
     "convpipe stride 1": "convpipe",
+    "convpipe stride 1, zarr-python pipeline": "convpipe",
     "convpipe stride 2": "convpipe",
     "convpipe stride 1, shards auto": "convpipe",
     "dask-image (2 x correlate, hypot)": "daskimage",
@@ -261,11 +287,11 @@ def print_report(results: Results) -> None:
             )
     if results.ratios:
         print()
-        print(f"{'ratio':44}{'value':>10}   {'target':10}{'':6}how")
+        print(f"{'ratio':52}{'value':>10}   {'target':10}{'':6}how")
         for r in results.ratios:
             value = "-" if r.value is None else f"{r.value:.2f}"
             target = r.target.text() if r.target else ""
-            print(f"  {r.name:42}{value:>10}   {target:10}{r.verdict:6}{r.formula}")
+            print(f"  {r.name:50}{value:>10}   {target:10}{r.verdict:6}{r.formula}")
     print("=" * 100)
 
 

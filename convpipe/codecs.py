@@ -34,3 +34,111 @@ def compressors_for(codec: str, zarr_format: int) -> Any:
         "zstd": ZstdCodec(level=3),
         "gzip": GzipCodec(level=5),
     }[codec]
+
+
+# --------------------------------------------------------------------------- codec pipelines
+
+CODEC_PIPELINES = ("auto", "zarrs", "zarr")
+"""``compute.codec_pipeline``: ``zarrs`` (the Rust pipeline) or ``zarr`` (zarr-python's own); ``auto`` picks."""
+
+ZARRS_PIPELINE = "zarrs.ZarrsCodecPipeline"
+ZARR_PIPELINE = "zarr.core.codec_pipeline.BatchedCodecPipeline"
+
+AUTO_KEEPS_ZARR_FOR = ("zstd", "gzip")
+"""Output codecs ``auto`` leaves to zarr-python: zarrs links other builds of zstd and deflate, whose
+streams differ (same values, other bytes). Blosc and ``none`` are encoded to the same bytes by both
+pipelines, so ``auto`` never changes what is stored; decoding gives the same values for every codec.
+"""
+
+
+def zarrs_installed() -> bool:
+    """Whether the ``zarrs`` package (the Rust codec pipeline for zarr-python) can be imported."""
+    try:
+        import zarrs  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def uses_zarrs(array: Any) -> bool:
+    """Whether ``array`` (a ``zarr.Array``) reads and writes its chunks through the zarrs pipeline."""
+    if not zarrs_installed():
+        return False
+    from zarrs import ZarrsCodecPipeline
+
+    return isinstance(array.async_array.codec_pipeline, ZarrsCodecPipeline)
+
+
+def with_codec_pipeline(array: Any, choice: str, writing_codec: str | None = None) -> Any:
+    """``array`` (a ``zarr.Array``) re-created with the codec pipeline ``choice`` resolves to for it.
+
+    zarr-python binds a pipeline to an array when the array object is made
+    (from ``codec_pipeline.path`` in its config at that moment), and the
+    pipeline travels with the array when Dask pickles it to another process
+    or cluster worker; so the choice is made once, here, for each array, and
+    holds in every process that uses the array. ``zarrs`` serves arrays in a
+    local folder (``LocalStore``) whose codecs it implements; any other array
+    (another store, a codec it lacks) keeps zarr-python's pipeline, which
+    gives the same values. ``auto`` takes zarrs where it serves, except for an
+    output (``writing_codec``) in :data:`AUTO_KEEPS_ZARR_FOR`; ``zarr`` always
+    takes zarr-python's. Nothing is read from the store: the array's metadata
+    is reused.
+    """
+    if choice not in CODEC_PIPELINES:
+        raise ValueError(f"codec pipeline must be one of {', '.join(CODEC_PIPELINES)}, got {choice!r}")
+    wanted = choice != "zarr" and zarrs_installed() and _in_local_folder(array)
+    if choice == "auto" and writing_codec in AUTO_KEEPS_ZARR_FOR:
+        wanted = False
+    if wanted:
+        served = _recreated(array, ZARRS_PIPELINE, strict=True)  # refuses what zarrs lacks, at once
+        if served is not None and uses_zarrs(served):
+            return _recreated(array, ZARRS_PIPELINE, strict=False)  # falls back per call, e.g. odd indexing
+    return _recreated(array, ZARR_PIPELINE, strict=False)
+
+
+def on_codec_pipelines(source: Any, target: Any, choice: str, output_codec: str) -> tuple[Any, Any, dict]:
+    """A run's input and output arrays re-created on the pipelines ``choice`` gives them, and which each got.
+
+    ``source`` that is not a ``zarr.Array`` (image files) is returned as it is, its pipeline None.
+    """
+    import zarr
+
+    if isinstance(source, zarr.Array):
+        source = with_codec_pipeline(source, choice)
+    target = with_codec_pipeline(target, choice, writing_codec=output_codec)
+
+    def name(array: Any) -> str | None:
+        return None if not isinstance(array, zarr.Array) else "zarrs" if uses_zarrs(array) else "zarr"
+
+    return source, target, {"input": name(source), "output": name(target)}
+
+
+def _in_local_folder(array: Any) -> bool:
+    from zarr.storage import LocalStore
+
+    return isinstance(array.store, LocalStore)
+
+
+def _recreated(array: Any, pipeline: str, strict: bool) -> Any:
+    """The same array (metadata, store, runtime config) as a new object made with ``pipeline``; None if refused."""
+    import zarr
+
+    with zarr.config.set({"codec_pipeline.path": pipeline, "codec_pipeline.strict": strict}):
+        try:
+            return zarr.Array(zarr.AsyncArray(array.metadata, array.store_path, array.config))
+        except Exception:  # zarrs refusing the metadata (strict): the caller keeps zarr-python's pipeline
+            if pipeline == ZARR_PIPELINE:
+                raise
+            return None
+
+
+def is_decode_error(error: BaseException) -> bool:
+    """Whether ``error``, raised by reading a Zarr array, says a stored chunk could not be decoded.
+
+    zarr-python's codecs raise ``RuntimeError``, ``ValueError`` or
+    ``TypeError``; zarrs raises an ``OSError`` that carries no ``errno``
+    (``Unknown frame descriptor``), unlike a refusal of the storage itself.
+    """
+    if isinstance(error, OSError):
+        return error.errno is None
+    return isinstance(error, (RuntimeError, ValueError, TypeError))

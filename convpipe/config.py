@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from convpipe.codecs import CODEC_PIPELINES
 from convpipe.errors import ConfigError, ConvpipeError
 from convpipe.geometry import COMBINES, DEFAULT_TASK_BYTES, Combine
 from convpipe.kernels import BUILTIN_BANKS, KernelBank
@@ -74,6 +75,8 @@ class ComputeSpec:
     retries: int = 2
     connect_timeout: float = 10.0
     task_mib: int = DEFAULT_TASK_BYTES // 2**20
+    codec_pipeline: str = "auto"
+    """``auto`` | ``zarrs`` | ``zarr``: see :func:`convpipe.codecs.with_codec_pipeline`."""
 
 
 @dataclass(frozen=True)
@@ -240,7 +243,9 @@ TOP_KEYS = (
 )
 INPUT_KEYS = ("path", "array", "channel_axis", "axes", "storage_options")
 OUTPUT_KEYS = ("path", "overwrite", "dtype", "codec", "format", "storage_options", "shards", "pyramid")
-COMPUTE_KEYS = ("chunks", "scheduler", "workers", "threads_per_worker", "retries", "connect_timeout", "task_mib")
+COMPUTE_KEYS = (
+    "chunks", "scheduler", "workers", "threads_per_worker", "retries", "connect_timeout", "task_mib", "codec_pipeline",
+)
 
 
 def load_config(config: str | Path | Mapping[str, Any]) -> Config:
@@ -355,8 +360,11 @@ def _config_from(raw: Any, doc: YamlDoc, source: str, base: Path | None) -> Conf
         raise doc.error(
             ("compute", "connect_timeout"), f"must be a positive number of seconds, got {show(connect_timeout)}"
         )
+    codec_pipeline = raw_compute.get("codec_pipeline", "auto")
+    codec_pipeline = doc.choice(codec_pipeline, ("compute", "codec_pipeline"), CODEC_PIPELINES)
     compute_spec = ComputeSpec(
-        chunks=chunks, scheduler=scheduler, retries=retries, connect_timeout=float(connect_timeout), **optional_ints
+        chunks=chunks, scheduler=scheduler, retries=retries, connect_timeout=float(connect_timeout),
+        codec_pipeline=codec_pipeline, **optional_ints,
     )
 
     return Config(

@@ -18,6 +18,7 @@ import zarr
 
 from convpipe import imagefiles
 from convpipe.axes import SourceAxes, image_axes, zarr_axes
+from convpipe.codecs import is_decode_error
 from convpipe.errors import InputError
 from convpipe.integrity import stored_objects
 from convpipe.paths import StorageOptions, local_path, unreachable_errors, zarr_store
@@ -143,7 +144,9 @@ class CheckedReader:
     def __getitem__(self, region: tuple[slice, ...]) -> np.ndarray:
         try:
             return self.array[region]
-        except (RuntimeError, ValueError, TypeError) as exc:
+        except Exception as exc:
+            if not is_decode_error(exc):
+                raise
             culprit = self._undecodable(region) or "one of the stored chunks it covers"
             raise InputError(
                 f"input.path: the stored chunk {culprit} of {self.path} cannot be decoded "
@@ -156,7 +159,9 @@ class CheckedReader:
         for key, chunk_region in stored_objects(self.array, region).items():
             try:
                 self.array[chunk_region]
-            except (RuntimeError, ValueError, TypeError):
+            except Exception as exc:
+                if not is_decode_error(exc):
+                    raise
                 return key
         return None
 

@@ -154,11 +154,13 @@ def execute(
                 print(f"convpipe: {note}", file=sys.stderr)
             target_path, target, done = _open_target(plan, overwrite, resume)
             opened.append(target_path)
+            io_plan, target, pipelines = _with_codec_pipelines(plan, config, target)
             recorder = BlockRecorder(target_path, storage_options=options)
-            todo = _write_missing_blocks(plan, config, target, recorder, done, progress, hint)
+            todo = _write_missing_blocks(io_plan, config, target, recorder, done, progress, hint)
             _write_display_windows(target_path, recorder)
             record = dict(target.attrs["convpipe"])
             record["complete"] = True
+            record["codec_pipeline"] = pipelines  # the pipelines of the run that finished the output
             target.attrs["convpipe"] = record
             consolidate(target_path, options)
             if target_path != final:
@@ -173,6 +175,19 @@ def _resume_hint(plan: Plan, scheduler: str | None, opened: list[str]) -> str:
     if not opened or not BlockRecorder(opened[0], storage_options=plan.config.output.storage_options).done():
         return ""
     return f"; finished blocks are kept. Once fixed, resume with: {resume_command(plan, scheduler)}"
+
+
+def _with_codec_pipelines(plan: Plan, config: Config, target) -> tuple[Plan, Any, dict[str, str | None]]:
+    """``plan`` and ``target`` with their Zarr arrays on the pipelines ``compute.codec_pipeline`` gives them."""
+    from dataclasses import replace
+
+    from convpipe.codecs import on_codec_pipelines, zarrs_installed
+
+    choice = config.compute.codec_pipeline
+    if choice == "zarrs" and not zarrs_installed():
+        raise config.error(ConfigError, "compute.codec_pipeline", "zarrs is not installed (pip install zarrs)")
+    source, target, pipelines = on_codec_pipelines(plan.stack.source, target, choice, config.output.codec)
+    return replace(plan, stack=replace(plan.stack, source=source)), target, pipelines
 
 
 def _check_before_writing(plan: Plan, config: Config) -> None:

@@ -154,6 +154,10 @@ BAD_CONFIGS = {
     "compute-connect-timeout-text": Bad(
         VALID + "compute:\n  connect_timeout: 10s\n", 7, ("compute.connect_timeout: must be a positive", "'10s'")
     ),
+    "compute-codec-pipeline": Bad(
+        VALID + "compute:\n  codec_pipeline: rust\n", 7,
+        ("compute.codec_pipeline: must be one of auto, zarrs, zarr", "'rust'"),
+    ),
     "compute-retries-neg": Bad(
         VALID + "compute:\n  retries: -1\n", 7, ("compute.retries: must be a non-negative",)
     ),
