@@ -76,6 +76,12 @@ RATIOS = (
         "t(scipy) / t(core s1)",
     ),
     RatioDefinition(
+        "Sobel responses, exact integers / float32 (time)",
+        "convpipe responses dtype auto",
+        "convpipe responses dtype float32",
+        "t(dtype auto) / t(float32), combine none",
+    ),
+    RatioDefinition(
         "convpipe stride 2 / stride 1 (time)",
         "convpipe stride 2",
         "convpipe stride 1",
@@ -92,6 +98,8 @@ STACK_ROW_SECTIONS = {
     "convpipe stride 1": "convpipe",
     "convpipe stride 2": "convpipe",
     "dask-image (2 x correlate, hypot)": "daskimage",
+    "convpipe responses dtype float32": "dtypes",
+    "convpipe responses dtype auto": "dtypes",
 }
 """Section of each stack row; every other row belongs to ``core``."""
 

@@ -172,7 +172,7 @@ def create_output(
             chunks=array_chunks,
             dtype=dtype,
             compressors=compressors_for(codec, zarr_format),
-            fill_value=np.nan,  # unwritten chunks read as NaN, never as plausible zeros
+            fill_value=unwritten_value(dtype),
             attributes=attributes if name == "0" else {k: v for k, v in attributes.items() if k != "convpipe"},
             **kwargs,
         )
@@ -184,6 +184,12 @@ def open_levels(target: zarr.Array, levels: int) -> tuple[zarr.Array, ...]:
     store, path = target.store_path.store, target.store_path.path
     parent = path.rsplit("/", 1)[0] + "/" if "/" in path else ""
     return tuple(zarr.open_array(store=store, path=f"{parent}{k}", mode="r+") for k in range(1, levels + 1))
+
+
+def unwritten_value(dtype) -> float | int:
+    """What an unwritten output chunk reads as: NaN, or an integer type's least value; never a plausible 0."""
+    dtype = np.dtype(dtype)
+    return np.nan if dtype.kind == "f" else int(np.iinfo(dtype).min)
 
 
 def _write_labels(group: zarr.Group, dimension: str, values: list[str], zarr_format: int) -> None:

@@ -37,6 +37,18 @@ def correlate_loop(
     return out
 
 
+NUMPY_MODES = {"zeros": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
+"""``numpy.pad``'s name of each ``padding_mode``."""
+
+
+def correlate_padded(x, weights, stride, dilation, pads, mode) -> np.ndarray:
+    """``x`` (..., H, W) padded by ``numpy.pad`` (top, bottom, left, right), then the direct loop: (..., K, Ho, Wo)."""
+    top, bottom, left, right = pads
+    batch = [(0, 0)] * (x.ndim - 2)
+    padded = np.pad(x, batch + [(top, bottom), (left, right)], mode=NUMPY_MODES[mode])
+    return correlate_loop(padded[..., None, :, :], weights, stride, dilation)
+
+
 def correlate_scipy(x: np.ndarray, w: np.ndarray, stride: tuple[int, int]) -> np.ndarray:
     """``scipy.signal.correlate(mode="valid")[::sy, ::sx]`` summed over channels, float64."""
     sy, sx = stride
@@ -63,7 +75,8 @@ def downsample_mean(x: np.ndarray) -> np.ndarray:
 
     Sizes are floored (an odd last row or column is dropped); output pixel
     ``(i, j)`` is ``(((a + b) + c) + d) / 4`` in float64 with ``a, b`` the
-    window's top row and ``c, d`` its bottom row, left to right.
+    window's top row and ``c, d`` its bottom row, left to right; integers are
+    rounded to the nearest, halves to even.
     """
     h, w = x.shape[-2] // 2, x.shape[-1] // 2
     xf = x.astype(np.float64)
@@ -73,4 +86,4 @@ def downsample_mean(x: np.ndarray) -> np.ndarray:
             a, b = xf[..., 2 * i, 2 * j], xf[..., 2 * i, 2 * j + 1]
             c, d = xf[..., 2 * i + 1, 2 * j], xf[..., 2 * i + 1, 2 * j + 1]
             out[..., i, j] = (((a + b) + c) + d) / 4
-    return out.astype(x.dtype)
+    return (np.round(out) if x.dtype.kind in "iu" else out).astype(x.dtype)
