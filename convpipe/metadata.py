@@ -78,8 +78,9 @@ def ome_multiscales(axes: tuple[OutputAxis, ...], version: str, levels: int = 0)
     Names, types and units are the input's; ``scale`` and ``translation``
     place every output pixel in the input's physical coordinates (see
     :func:`convpipe.axes.output_axes`); levels ``1..levels`` are listed after
-    ``0`` with the scale and translation of :func:`convpipe.pyramid.level_transform`. The channel axis' labels become
-    ``omero`` channels, each with a colour (napari-ome-zarr needs one).
+    ``0`` with the scale and translation of :func:`convpipe.pyramid.level_transform`.
+    The channel axis' labels become ``omero`` channels, each with a colour
+    (napari-ome-zarr needs one).
     """
     ome_axes = []
     for a in axes:
