@@ -7,7 +7,8 @@ axis of ``n``, and an odd last row or column of a level is not part of the
 level above it. Every pixel of level ``k`` is thus the mean of a whole 2 x 2
 window of level ``k - 1`` as stored: the four values in float64, summed in
 the order (0, 0), (0, 1), (1, 0), (1, 1), times 0.25, cast to the output
-dtype. One fixed order makes the levels deterministic and independent of the
+dtype (an integer output, rounded to the nearest integer, halves to even).
+One fixed order makes the levels deterministic and independent of the
 chunking.
 
 The levels are built block by block as level 0 is written: a write task
@@ -117,11 +118,11 @@ def downsample_mean(block: np.ndarray) -> np.ndarray:
     h, w = block.shape[-2:]
     frames = np.ascontiguousarray(block).reshape(-1, h, w)
     out = np.empty((frames.shape[0], h // 2, w // 2), dtype=block.dtype)
-    _compiled_mean()(frames, out)
+    _compiled_mean()(frames, out, block.dtype.kind in "iu")
     return out.reshape(block.shape[:-2] + out.shape[-2:])
 
 
-def _mean_2x2(x, out):
+def _mean_2x2(x, out, round_to_integer):
     """``out[f, i, j]`` = the float64 mean of ``x[f, 2i:2i+2, 2j:2j+2]`` summed row by row, left to right."""
     for f in range(out.shape[0]):
         for i in range(out.shape[1]):
@@ -129,7 +130,8 @@ def _mean_2x2(x, out):
                 total = np.float64(x[f, 2 * i, 2 * j]) + np.float64(x[f, 2 * i, 2 * j + 1])
                 total += np.float64(x[f, 2 * i + 1, 2 * j])
                 total += np.float64(x[f, 2 * i + 1, 2 * j + 1])
-                out[f, i, j] = total * 0.25
+                mean = total * 0.25
+                out[f, i, j] = np.rint(mean) if round_to_integer else mean
 
 
 @functools.cache

@@ -75,7 +75,8 @@ def downsample_mean(x: np.ndarray) -> np.ndarray:
 
     Sizes are floored (an odd last row or column is dropped); output pixel
     ``(i, j)`` is ``(((a + b) + c) + d) / 4`` in float64 with ``a, b`` the
-    window's top row and ``c, d`` its bottom row, left to right.
+    window's top row and ``c, d`` its bottom row, left to right; integers are
+    rounded to the nearest, halves to even.
     """
     h, w = x.shape[-2] // 2, x.shape[-1] // 2
     xf = x.astype(np.float64)
@@ -85,4 +86,4 @@ def downsample_mean(x: np.ndarray) -> np.ndarray:
             a, b = xf[..., 2 * i, 2 * j], xf[..., 2 * i, 2 * j + 1]
             c, d = xf[..., 2 * i + 1, 2 * j], xf[..., 2 * i + 1, 2 * j + 1]
             out[..., i, j] = (((a + b) + c) + d) / 4
-    return out.astype(x.dtype)
+    return (np.round(out) if x.dtype.kind in "iu" else out).astype(x.dtype)
