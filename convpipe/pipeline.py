@@ -131,7 +131,7 @@ class BlockWriter:
         return ("convpipe.BlockWriter", str(self.target.store_path), self.origin, self.block_origin)
 
     def __call__(self, block: np.ndarray, block_info=None) -> np.ndarray:
-        """Store ``block`` in its own Zarr chunk(s), then record it (with its ``measure``); return a 1-element token."""
+        """Store ``block`` in its own Zarr chunk(s), record it (and its measure); return a 1-element token."""
         location = block_info[0]["array-location"]
         origin = self.origin or (0,) * block.ndim
         region = tuple(slice(o + start, o + stop) for o, (start, stop) in zip(origin, location))
