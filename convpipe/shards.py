@@ -33,7 +33,7 @@ AUTO_SHARD_BYTES = 2**30
 """Target size of an ``auto`` shard (uncompressed): few files, and still a task's worth of work."""
 
 AUTO_MIN_SHARDS = 16
-"""An ``auto`` shard is at most this fraction of the output: a shard is one task, and a small output
+"""An ``auto`` shard holds at most 1 / this of the output: a shard is one task, and a small output
 cut into a few large tasks leaves threads idle at the end of the run while the last shards are
 computed and written (zarr-python encodes and stores a shard as one object)."""
 
