@@ -317,20 +317,28 @@ def distributed_client(compute: ComputeSpec) -> Iterator:
     from distributed import Client, LocalCluster
 
     if compute.scheduler == "local":
-        with (
-            LocalCluster(
-                n_workers=compute.workers,
-                threads_per_worker=compute.threads_per_worker,
-                processes=True,
-                dashboard_address=None,
-                # Without a dashboard the scheduler still serves HTTP, by default on 8787: with another
-                # Dask cluster running, that gave a "Port 8787 is already in use" warning. Any free port.
-                scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
-                preload=[WORKERS_IGNORE_CTRL_C],
-            ) as cluster,
-            Client(cluster) as client,
-        ):
-            yield client
+        nanny_log = logging.getLogger("distributed.nanny")
+        level = nanny_log.level
+        try:
+            with (
+                LocalCluster(
+                    n_workers=compute.workers,
+                    threads_per_worker=compute.threads_per_worker,
+                    processes=True,
+                    dashboard_address=None,
+                    # Without a dashboard the scheduler still serves HTTP, by default on 8787: with another
+                    # Dask cluster running, that gave a "Port 8787 is already in use" warning. Any free port.
+                    scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+                    preload=[WORKERS_IGNORE_CTRL_C],
+                ) as cluster,
+                Client(cluster) as client,
+            ):
+                try:
+                    yield client
+                finally:  # tearing down our own cluster: a busy worker "still alive after 4.0 seconds, killing"
+                    nanny_log.setLevel(logging.ERROR)
+        finally:
+            nanny_log.setLevel(level)
         return
     check_scheduler(compute.scheduler, compute.connect_timeout)
     try:
