@@ -20,8 +20,8 @@ from helpers import assert_user_error, invoke, make_config, output_record, read_
 from reference import SOBEL, correlate_loop, magnitude
 
 from convpipe.codecs import compressors_for, uses_zarrs, with_codec_pipeline
-from convpipe.inputs import CheckedReader
 from convpipe.errors import InputError
+from convpipe.inputs import CheckedReader
 from convpipe.sample import sample_stack
 
 CODECS = ("blosc-lz4", "blosc-zstd", "zstd", "gzip", "none")
