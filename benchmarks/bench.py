@@ -48,7 +48,7 @@ import numpy as np
 
 from benchdata import ensure_stack
 from checks import RTOL, BenchmarkError, Reference, reference_name
-from convpipe_rows import core_rows, pipeline_cases
+from convpipe_rows import core_rows, pipeline_cases, response_cases
 from peak_memory import bench_memory
 from peers import daskimage_cases, floor_case, frame_peer_rows
 from report import compute_ratios, load_average, machine_info, print_report, to_json
@@ -57,7 +57,7 @@ from timing import Case, frame_case, scratch_dir, time_cases
 
 DEFAULT_DATA_DIR = Path(__file__).resolve().parent.parent / "bench-data"
 
-SECTIONS = ("floor", "convpipe", "daskimage", "core")
+SECTIONS = ("floor", "convpipe", "daskimage", "core", "dtypes")
 """Timed sections, as named by ``--only``."""
 
 
@@ -72,6 +72,8 @@ def stack_cases(
         cases += pipeline_cases(reference, results, scratch)
     if "daskimage" in sections:
         cases += daskimage_cases(reference, results, scratch)
+    if "dtypes" in sections:
+        cases += response_cases(reference, results, scratch)
     return cases
 
 

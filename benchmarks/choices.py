@@ -7,12 +7,13 @@ Reads the benchmark's cached stacks (``bench.py`` generates them), then
 1. ``codec``: writes the same float32 Sobel magnitude (computed once, in
    memory) with every ``output.codec``: seconds to write, MB/s and
    compression ratio;
-2. ``tasks``: runs ``convpipe`` (threads) with several target task sizes
-   (``convpipe.geometry.DEFAULT_TASK_BYTES`` is the default): seconds;
+2. ``tasks``: runs ``convpipe`` (threads) with several ``compute.task_mib``
+   (target MiB per task; ``convpipe.geometry.DEFAULT_TASK_BYTES`` is the default): seconds;
 3. ``tiles``: runs ``convpipe`` on frames too large for one task
    (``--tile-frames`` frames of ``--tile-size`` squared, stored in 1024x1024
-   chunks) with several ``convpipe.geometry.MIN_TILE_FRACTION`` values,
-   i.e. several tile sizes: seconds.
+   chunks) with several ``compute.chunks`` tile sizes, 1 to 8 Mpx (the
+   automatic tile is the smallest of at least half a task,
+   ``convpipe.geometry.MIN_TILE_FRACTION``): seconds.
 
 Each figure is the median of ``--repeats`` runs. Prints a table.
 """
@@ -20,7 +21,6 @@ Each figure is the median of ``--repeats`` runs. Prints a table.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import shutil
 import statistics
 import sys
@@ -37,7 +37,6 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from benchdata import stack_path
 
 import convpipe
-from convpipe import geometry
 from convpipe.codecs import compressors_for
 from convpipe.config import CODECS
 from convpipe.core import correlate_block
@@ -84,22 +83,17 @@ def codec_rows(frames: np.ndarray, scratch: Path, repeats: int) -> list[tuple[st
     return rows
 
 
-@contextlib.contextmanager
-def geometry_setting(name: str, value):
-    """``convpipe.geometry.<name> = value`` for the duration (plan_geometry reads it at call time)."""
-    default = getattr(geometry, name)
-    setattr(geometry, name, value)
-    try:
-        yield
-    finally:
-        setattr(geometry, name, default)
-
-
-def timed_run(source: Path, scratch: Path, repeats: int):
-    """The plan of a Sobel-magnitude run of ``source`` and its median seconds (output deleted untimed)."""
+def timed_run(source: Path, scratch: Path, repeats: int, **compute):
+    """The plan of a Sobel-magnitude run of ``source`` with ``compute`` keys and its median seconds."""
     out = scratch / "run.zarr"
     plan = convpipe.plan(
-        {"input": {"path": str(source)}, "kernels": "sobel", "combine": "magnitude", "output": {"path": str(out)}}
+        {
+            "input": {"path": str(source)},
+            "kernels": "sobel",
+            "combine": "magnitude",
+            "output": {"path": str(out)},
+            "compute": compute,
+        }
     )
 
     def run() -> None:
@@ -118,19 +112,17 @@ def timed_run(source: Path, scratch: Path, repeats: int):
 def task_size_rows(source: Path, scratch: Path, repeats: int) -> list[tuple[int, float, int]]:
     rows = []
     for mib in (8, 24, 48, 96, 192):
-        with geometry_setting("DEFAULT_TASK_BYTES", mib * 2**20):
-            plan, seconds = timed_run(source, scratch, repeats)
+        plan, seconds = timed_run(source, scratch, repeats, task_mib=mib)
         rows.append((mib, seconds, plan.geometry.n_tasks))
     return rows
 
 
-def tile_size_rows(source: Path, scratch: Path, repeats: int) -> list[tuple[int, tuple, float, int]]:
+def tile_size_rows(source: Path, scratch: Path, repeats: int) -> list[tuple[tuple, float, int]]:
     rows = []
-    for fraction in (8, 4, 2, 1):
-        with geometry_setting("MIN_TILE_FRACTION", fraction):
-            plan, seconds = timed_run(source, scratch, repeats)
+    for tile in ([1024, 1024], [1024, 2048], [2048, 2048], [2048, 4096]):
+        plan, seconds = timed_run(source, scratch, repeats, chunks=tile)
         tile = tuple(plan.geometry.input_chunks[axis][0] for axis in plan.geometry.spatial_axes)
-        rows.append((fraction, tile, seconds, plan.geometry.n_tasks))
+        rows.append((tile, seconds, plan.geometry.n_tasks))
     return rows
 
 
@@ -173,9 +165,9 @@ def main() -> None:
         if "tiles" in sections:
             source = sources["tiles"][0]
             print(f"tile size: convpipe run on {source.name} (threads)")
-            print(f"  {'fraction':<10} {'tile':>12} {'seconds':>8} {'tasks':>6}")
-            for fraction, tile, seconds, tasks in tile_size_rows(source, Path(scratch), args.repeats):
-                print(f"  {fraction:<10} {'x'.join(map(str, tile)):>12} {seconds:8.3f} {tasks:6d}")
+            print(f"  {'tile':>12} {'seconds':>8} {'tasks':>6}")
+            for tile, seconds, tasks in tile_size_rows(source, Path(scratch), args.repeats):
+                print(f"  {'x'.join(map(str, tile)):>12} {seconds:8.3f} {tasks:6d}")
 
 
 if __name__ == "__main__":

@@ -37,14 +37,21 @@ def open_output(path: Path):
     return convpipe.open_output(str(path))
 
 
-def config(input_path: Path, output_path: Path, stride: int, shards: str | None = None) -> dict:
-    """A convpipe config for the Sobel magnitude of ``input_path``, as a mapping (``output.shards`` if given)."""
-    output = {"path": str(output_path), "dtype": "float32", "codec": "blosc-lz4"}
+def config(
+    input_path: Path,
+    output_path: Path,
+    stride: int,
+    combine: str = "magnitude",
+    dtype: str = "float32",
+    shards: str | None = None,
+) -> dict:
+    """A convpipe config for the Sobel magnitude (or ``combine``) of ``input_path``, as a mapping (``output.shards`` if given)."""
+    output = {"path": str(output_path), "dtype": dtype, "codec": "blosc-lz4"}
     return {
         "input": {"path": str(input_path)},
         "kernels": "sobel",
         "stride": stride,
-        "combine": "magnitude",
+        "combine": combine,
         "output": output | ({"shards": shards} if shards else {}),
         "compute": {"scheduler": "threads"},
     }
@@ -66,7 +73,7 @@ def pipeline_cases(reference: Reference, results: Results, scratch: Path) -> lis
     cases = []
     for stride, shards in ((1, None), (2, None), (1, "auto")):
         name = f"convpipe stride {stride}" + (f", shards {shards}" if shards else "")
-        plan = convpipe.plan(config(input_path, scratch / "plan.zarr", stride, shards))
+        plan = convpipe.plan(config(input_path, scratch / "plan.zarr", stride, shards=shards))
         g = plan.geometry
         results.note(
             f"{name} plan: {g.n_tasks} tasks, processing chunks "
@@ -76,7 +83,7 @@ def pipeline_cases(reference: Reference, results: Results, scratch: Path) -> lis
         )
 
         def run(output: Path, stride: int = stride, shards: str | None = shards) -> None:
-            convpipe.run(config(input_path, output, stride, shards), progress=False)
+            convpipe.run(config(input_path, output, stride, shards=shards), progress=False)
 
         def verify(output: Path, stride: int = stride, label: str = name) -> None:
             worst = check_stack_output(label, open_output(output), reference, stride)
@@ -87,6 +94,27 @@ def pipeline_cases(reference: Reference, results: Results, scratch: Path) -> lis
             )
 
         cases.append(pipeline_case(name, "convpipe", reference.megapixels, run, verify, scratch))
+    return cases
+
+
+def response_cases(reference: Reference, results: Results, scratch: Path) -> list[Case]:
+    """Both Sobel responses (``combine: none``) stored as float32 and as ``dtype: auto`` (exact integers)."""
+    input_path = reference.path
+    cases = []
+    for dtype in ("float32", "auto"):
+        chosen = convpipe.plan(config(input_path, scratch / "plan.zarr", 1, "none", dtype)).output_dtype
+
+        def run(output: Path, dtype: str = dtype) -> None:
+            convpipe.run(config(input_path, output, 1, "none", dtype), progress=False)
+
+        def verify(output: Path, label: str = f"convpipe responses {chosen}") -> None:
+            responses = open_output(output)
+            magnitude = np.hypot(*(responses[:, k].astype(np.float64) for k in range(2)))
+            worst = check_stack_output(label, magnitude, reference)
+            results.agree(f"{label}: hypot of the two responses, {reference.frames_text()} (max rel err {worst:.1e})")
+
+        name = f"convpipe responses dtype {dtype}"
+        cases.append(pipeline_case(name, "dtypes", reference.megapixels, run, verify, scratch, f"stored as {chosen}"))
     return cases
 
 

@@ -83,6 +83,12 @@ RATIOS = (
         Target(1.10, at_most=True),
     ),
     RatioDefinition(
+        "Sobel responses, exact integers / float32 (time)",
+        "convpipe responses dtype auto",
+        "convpipe responses dtype float32",
+        "t(dtype auto) / t(float32), combine none",
+    ),
+    RatioDefinition(
         "convpipe stride 2 / stride 1 (time)",
         "convpipe stride 2",
         "convpipe stride 1",
@@ -100,6 +106,8 @@ STACK_ROW_SECTIONS = {
     "convpipe stride 2": "convpipe",
     "convpipe stride 1, shards auto": "convpipe",
     "dask-image (2 x correlate, hypot)": "daskimage",
+    "convpipe responses dtype float32": "dtypes",
+    "convpipe responses dtype auto": "dtypes",
 }
 """Section of each stack row; every other row belongs to ``core``."""
 

@@ -28,9 +28,9 @@ from convpipe.padding import (
     resolve_padding,
     unpadded_chunks,
 )
+from convpipe.outtypes import OUTPUT_DTYPES, output_dtype
 from convpipe.pipeline import result_array
 
-OUTPUT_DTYPES = ("float32", "float64")
 CHANNEL_NAMES = ("c", "channel")
 """A DataArray dimension with one of these names is the channel axis unless told otherwise."""
 
@@ -72,8 +72,12 @@ def correlate(
         The axis holding input channels (summed, CNN-style). For a DataArray
         a dimension name; a dimension named ``c`` or ``channel`` is the
         channel axis unless told otherwise.
-    dtype : {"float32", "float64"}
-        Accumulation and output dtype (never the input's: uint8 gradients do not wrap).
+    dtype : {"float32", "float64", "int16", "int32", "auto"}
+        Output dtype (never the input's: uint8 gradients do not wrap). The
+        integer types need integer pixels, integer weights, ``combine="none"``
+        and a response range that fits (else ``ValueError``); ``"auto"`` is
+        the smallest integer type that holds every response exactly, else
+        float32.
     padding : "valid", "same", int, (py, px) or (top, bottom, left, right)
         Pixels added around each frame; ``"same"`` gives ``ceil(H / sy) x
         ceil(W / sx)`` outputs (the TensorFlow/Keras rule). Added lazily at
@@ -175,6 +179,10 @@ def _correlate_dask(
         pads = frame_padding(padding, padding_mode, bank.kernel_shape, dilation, frame, stride)
     except InputError as exc:
         raise ValueError(f"{exc.key}: {exc}") from None
+    weights = bank.for_channels(channels)
+    dtype, problem = output_dtype(dtype, weights, x.dtype, combine)
+    if problem:
+        raise ValueError(f"dtype: {dtype}: {problem}")
     geometry = plan_geometry(
         x.shape,
         x.chunksize,
@@ -189,7 +197,7 @@ def _correlate_dask(
         padding_mode=padding_mode,
         dilation=dilation,
     )
-    return result_array(x.rechunk(unpadded_chunks(geometry)), geometry, bank.for_channels(channels), dtype)
+    return result_array(x.rechunk(unpadded_chunks(geometry)), geometry, weights, dtype)
 
 
 def _axis(axis: Any, ndim: int) -> int | None:

@@ -19,14 +19,14 @@ from typing import Any
 import numpy as np
 
 from convpipe.errors import ConfigError, ConvpipeError
-from convpipe.geometry import COMBINES, Combine
+from convpipe.geometry import COMBINES, DEFAULT_TASK_BYTES, Combine
 from convpipe.kernels import BUILTIN_BANKS, KernelBank
+from convpipe.outtypes import OUTPUT_DTYPES
 from convpipe.padding import Padding, PaddingMode, parse_dilation, parse_padding, parse_padding_mode
 from convpipe.shards import parse_shards
 from convpipe.yamldoc import YamlDoc, is_int, is_number, parse_yaml, show
 
 SCHEDULERS = ("threads", "processes", "synchronous", "local")
-OUTPUT_DTYPES = ("float32", "float64")
 CHANNELS = ("sum", "each")
 CODECS = ("blosc-lz4", "blosc-lz4hc", "blosc-zstd", "zstd", "gzip", "none")
 OUTPUT_FORMATS = ("zarr3", "zarr2")
@@ -65,6 +65,7 @@ class ComputeSpec:
     threads_per_worker: int | None = None
     retries: int = 2
     connect_timeout: float = 10.0
+    task_mib: int = DEFAULT_TASK_BYTES // 2**20
 
 
 @dataclass(frozen=True)
@@ -213,7 +214,7 @@ TOP_KEYS = (
 )
 INPUT_KEYS = ("path", "array", "channel_axis", "axes")
 OUTPUT_KEYS = ("path", "overwrite", "dtype", "codec", "format", "shards")
-COMPUTE_KEYS = ("chunks", "scheduler", "workers", "threads_per_worker", "retries", "connect_timeout")
+COMPUTE_KEYS = ("chunks", "scheduler", "workers", "threads_per_worker", "retries", "connect_timeout", "task_mib")
 
 
 def load_config(config: str | Path | Mapping[str, Any]) -> Config:
@@ -314,7 +315,7 @@ def _config_from(raw: Any, doc: YamlDoc, source: str, base: Path | None) -> Conf
             f"got {show(scheduler)}",
         )
     optional_ints = {}
-    for name in ("workers", "threads_per_worker"):
+    for name in ("workers", "threads_per_worker", "task_mib"):
         if raw_compute.get(name) is not None:
             optional_ints[name] = doc.positive_int(raw_compute[name], ("compute", name))
     retries = raw_compute.get("retries", 2)

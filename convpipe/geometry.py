@@ -153,10 +153,13 @@ DEFAULT_TASK_BYTES = 48 * 2**20
 MIN_TASKS = 4
 """A small stack is still cut into at least this many tasks (never the whole stack in one)."""
 
+MAX_BAND_TILES = 16
+"""Widest column band of a frame, in tiles: what Dask keeps alive is about one row of a band."""
+
 MIN_TILE_FRACTION = 2
 """A spatial tile grows until one frame of it is at least ``task_bytes / 2``
 (larger tiles read and write several stored chunks at once, which Zarr does
-concurrently; see ``benchmarks/choices.py --only tiles``)."""
+concurrently; ``benchmarks/choices.py --only tiles`` times tile sizes)."""
 
 
 @dataclass(frozen=True)
@@ -274,16 +277,26 @@ class StackGeometry:
     def n_tasks(self) -> int:
         return math.prod(len(chunks) for chunks in self.input_chunks)
 
-    def batch_groups(self) -> list[tuple[int, ...]]:
-        """Chunk indices along the batch axes: each names an independent slab.
+    def slabs(self, band_tiles: int | None = None) -> list[Slab]:
+        """The independent units of work: per batch chunk, bands of at most ``band_tiles`` tile columns.
 
-        Halos only cross spatial block edges, so the blocks of one slab (one
-        batch chunk, every spatial tile) depend on nothing outside it.
+        Halos only cross spatial block edges, so a batch chunk depends on
+        nothing outside it. A wide frame is also cut into column bands
+        (default :data:`MAX_BAND_TILES` tiles wide), each reading the first
+        ``kw - 1`` columns of the next band as its halo: within one graph
+        Dask keeps about a row of tiles alive, so a band bounds that row
+        whatever the image's width, at the cost of decoding the stored
+        chunks under a band edge twice. Circular padding on x wraps the
+        whole row, so such frames are not cut.
         """
-        return list(itertools.product(*(range(len(self.input_chunks[a])) for a in self.batch_axes)))
+        columns = len(self.input_chunks[self.spatial_axes[1]])
+        wraps = self.padding_mode == "circular" and any(self.padding[2:])
+        band_tiles = columns if wraps else band_tiles or MAX_BAND_TILES
+        bands = [(c, min(c + band_tiles, columns)) for c in range(0, columns, band_tiles)]
+        groups = itertools.product(*(range(len(self.input_chunks[a])) for a in self.batch_axes))
+        return [self._slab(group, band) for group in groups for band in bands]
 
-    def slab(self, group: tuple[int, ...]) -> Slab:
-        """The slab of batch chunk ``group``: its input slices, geometry and offsets."""
+    def _slab(self, group: tuple[int, ...], band: tuple[int, int]) -> Slab:
         slices = [slice(None)] * len(self.input_shape)
         chunks = list(self.input_chunks)
         starts = []
@@ -293,19 +306,29 @@ class StackGeometry:
             slices[axis] = slice(start, start + size)
             chunks[axis] = (size,)
             starts.append(start)
+        ax, (first, last), (top, bottom, left, right) = self.spatial_axes[1], band, self.padding
+        columns = self.input_chunks[ax]
+        halo_columns = 0 if last == len(columns) else self.kernel_shape[1] - 1
+        x0, x1 = sum(columns[:first]), sum(columns[:last]) + halo_columns
+        chunks[ax] = columns[first : last - 1] + (columns[last - 1] + halo_columns,)
+        width = self.input_shape[ax] - left - right  # the stored input's: slices are taken before padding
+        slices[ax] = slice(max(0, x0 - left), min(width, x1 - left))
+        padding = (top, bottom, left if first == 0 else 0, right if last == len(columns) else 0)
         shape = tuple(sum(c) for c in chunks)
-        geometry = replace(self, input_shape=shape, input_chunks=tuple(chunks))
+        geometry = replace(self, input_shape=shape, input_chunks=tuple(chunks), padding=padding)
         n_batch = len(self.batch_axes)
-        block_origin = tuple(group[a] if a < n_batch else 0 for a in self.output_order)
-        output_origin = tuple(starts[a] if a < n_batch else 0 for a in self.output_order)
-        return Slab(tuple(slices), geometry, block_origin, output_origin)
+        block_origin = [group[a] if a < n_batch else 0 for a in self.output_order]
+        output_origin = [starts[a] if a < n_batch else 0 for a in self.output_order]
+        block_origin[-1], output_origin[-1] = first, sum(self.output_chunks[-1][:first])
+        return Slab(tuple(slices), geometry, tuple(block_origin), tuple(output_origin))
 
 
 @dataclass(frozen=True)
 class Slab:
-    """One batch chunk of the stack with every spatial tile: an independent unit of work."""
+    """One batch chunk of the stack, or a column band of it: an independent unit of work."""
 
     input_slices: tuple[slice, ...]
+    """Where its input is in the stored (unpadded) input."""
     geometry: StackGeometry
     block_origin: tuple[int, ...]
     """Index of the slab's first output block in the whole output's block grid."""

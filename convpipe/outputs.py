@@ -170,10 +170,16 @@ def create_output(
         chunks=chunks,
         dtype=dtype,
         compressors=compressors_for(codec, zarr_format),
-        fill_value=np.nan,  # unwritten chunks read as NaN, never as plausible zeros
+        fill_value=unwritten_value(dtype),
         attributes=attributes,
         **kwargs,
     )
+
+
+def unwritten_value(dtype) -> float | int:
+    """What an unwritten output chunk reads as: NaN, or an integer type's least value; never a plausible 0."""
+    dtype = np.dtype(dtype)
+    return np.nan if dtype.kind == "f" else int(np.iinfo(dtype).min)
 
 
 def _write_labels(group: zarr.Group, dimension: str, values: list[str], zarr_format: int) -> None:

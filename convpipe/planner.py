@@ -21,6 +21,7 @@ from convpipe.geometry import StackGeometry, plan_geometry
 from convpipe.inputs import InputStack, open_input
 from convpipe.metadata import OutputAxis
 from convpipe.outputs import check_output_location
+from convpipe.outtypes import output_dtype
 from convpipe.padding import frame_padding
 from convpipe.resources import local_memory_problem, task_count_warning
 from convpipe.shards import shard_files, shard_layout
@@ -41,16 +42,14 @@ class Plan:
     """The input's axes as stored, when ``axes`` differs (``channels: each`` moved the channel axis)."""
     warnings: tuple[str, ...] = ()
     """Lines worth reading before a run (e.g. very many tiny tasks); ``validate`` and ``run`` print them."""
+    output_dtype: str = "float32"
+    """``output.dtype`` resolved against the input (``auto`` becomes a dtype)."""
     shards: tuple[int, ...] | None = None
     """Zarr v3 shard shape of the output (each block covers whole shards), or None: unsharded."""
 
     @property
     def dimension_names(self) -> tuple[str, ...]:
         return tuple(a.name for a in self.output_axes)
-
-    @property
-    def output_dtype(self) -> str:
-        return self.config.output.dtype
 
     def task_memory(self) -> int:
         """Estimated peak bytes of one task: input block with halo, float copy, output."""
@@ -75,7 +74,7 @@ class Plan:
             "padding": list(g.padding),
             "padding_mode": g.padding_mode,
             "dilation": list(g.dilation),
-            "dtype": c.output.dtype,
+            "dtype": self.output_dtype,
             "input": self.stack.identity(),
             "output": {
                 "shape": list(g.output_shape),
@@ -111,7 +110,7 @@ class Plan:
             ),
             f"processing  chunks {_chunk_text(g.input_chunks)}  halo (0, {kh - 1}) x (0, {kw - 1})",
             f"output      {c.output.path}",
-            f"  shape     {g.output_shape}  dtype {c.output.dtype}  dims {list(self.dimension_names)}",
+            f"  shape     {g.output_shape}  dtype {self.output_dtype}  dims {list(self.dimension_names)}",
             f"  axes      {_output_axes_text(self.output_axes)}",
             f"  chunks    {g.zarr_chunks}  codec {c.output.codec}  format {c.output.format}",
             *([f"  shards    {self.shards}  ({shard_files(g, self.shards)} shard files)"] if self.shards else []),
@@ -196,6 +195,9 @@ def make_plan(config: Config) -> Plan:
             f"(shape {stack.shape}, input.channel_axis = {channel_axis}); {hint}",
         )
     weights = bank.for_channels(channels) if weights is None else weights
+    dtype, problem = output_dtype(config.output.dtype, weights, stack.dtype, config.combine)
+    if problem:
+        raise config.error(InputError, "output.dtype", f"{dtype}: {problem}")
     (ay, ax) = axes.spatial_axes
     frame = (stack.shape[ay], stack.shape[ax])
     try:
@@ -208,13 +210,14 @@ def make_plan(config: Config) -> Plan:
         stack.shape,
         stack.stored_chunks,
         stack.dtype.itemsize,
-        np.dtype(config.output.dtype).itemsize,
+        np.dtype(dtype).itemsize,
         channel_axis,
         bank.kernel_shape,
         len(weights),
         config.stride,
         config.combine,
         spatial_chunks=config.compute.chunks,
+        task_bytes=config.compute.task_mib * 2**20,
         kernel_position=kernel_position(axes, axes.batch_axes),
         padding=padding,
         padding_mode=config.padding_mode,
@@ -229,10 +232,13 @@ def make_plan(config: Config) -> Plan:
     if config.output.shards is not None:
         try:
             names = tuple(a.name for a in outputs)
-            geometry, shards = shard_layout(geometry, config.output.shards, np.dtype(config.output.dtype).itemsize, names)
+            geometry, shards = shard_layout(geometry, config.output.shards, np.dtype(dtype).itemsize, names)
         except ValueError as exc:
             raise config.error(ConfigError, "output.shards", str(exc)) from None
-    plan = Plan(config, stack, geometry, weights, axes, outputs, None if axes is resolved else resolved, shards=shards)
+    plan = Plan(
+        config, stack, geometry, weights, axes, outputs, None if axes is resolved else resolved, output_dtype=dtype,
+        shards=shards,
+    )
     if config.compute.scheduler in ("threads", "processes", "synchronous"):
         import psutil
 

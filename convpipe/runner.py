@@ -201,7 +201,7 @@ def _write_missing_blocks(plan, config, target, recorder, done, progress, hint) 
     if todo:
         jobs = _slab_jobs(plan, target, recorder, done, inputs)
         try:
-            run_jobs(jobs, todo, config.compute, progress=progress, n_jobs=len(g.batch_groups()))
+            run_jobs(jobs, todo, config.compute, progress=progress, n_jobs=len(g.slabs()))
         except (InputError, ClusterError) as exc:  # a chunk that cannot be decoded, a lost scheduler
             raise type(exc)(f"{exc}{hint()}", key=exc.key) from None
     if missing_chunks:
@@ -219,7 +219,7 @@ def _write_missing_blocks(plan, config, target, recorder, done, progress, hint) 
 def _slab_jobs(
     plan: Plan, target, recorder: BlockRecorder, done: set[tuple[int, ...]], inputs: dict[tuple[int, ...], dict]
 ) -> Iterator[list]:
-    """Per slab (batch chunk), the write tasks of its blocks not yet done, as Delayed objects.
+    """Per slab (batch chunk, or column band of a wide one), the write tasks of its blocks not yet done, as Delayed objects.
 
     Slabs are independent (halos never cross batch chunks), so running a
     bounded number of them at a time bounds memory by the slabs in flight,
@@ -230,10 +230,9 @@ def _slab_jobs(
     from convpipe.padding import unpadded_chunks
     from convpipe.pipeline import result_array, write_tasks
 
-    g, dtype = plan.geometry, plan.config.output.dtype
+    g, dtype = plan.geometry, plan.output_dtype
     stack = plan.stack.to_dask(unpadded_chunks(g))
-    for group in g.batch_groups():
-        slab = g.slab(group)
+    for slab in g.slabs():
         blocks_of_slab = {
             index: tuple(o + i for o, i in zip(slab.block_origin, index))
             for index in np.ndindex(*(len(c) for c in slab.geometry.output_chunks))
@@ -241,8 +240,9 @@ def _slab_jobs(
         todo = [block for block in blocks_of_slab.values() if block not in done]
         if not todo:
             continue
+        slab_input = stack[slab.input_slices].rechunk(unpadded_chunks(slab.geometry))  # a band's halo joins its last tile
         tokens = write_tasks(
-            result_array(stack[slab.input_slices], slab.geometry, plan.weights, dtype),
+            result_array(slab_input, slab.geometry, plan.weights, dtype),
             target,
             on_written=recorder.with_inputs({block: inputs[block] for block in todo}),
             origin=slab.output_origin,
@@ -365,7 +365,7 @@ def _create_target(plan: Plan, path: str):
         path,
         g.output_shape,
         g.zarr_chunks,
-        config.output.dtype,
+        plan.output_dtype,
         plan.dimension_names,
         {"convpipe": provenance(plan)},
         group_attrs,

@@ -127,8 +127,8 @@ BAD_CONFIGS = {
         3,
         ("input.channel_axis: must be an integer axis", "True"),
     ),
-    "output-dtype-int16": Bad(
-        VALID + "  dtype: int16\n", 6, ("output.dtype: must be one of float32, float64", "'int16'")
+    "output-dtype-uint8": Bad(
+        VALID + "  dtype: uint8\n", 6, ("output.dtype: must be one of float32, float64, int16, int32, auto", "'uint8'")
     ),
     "output-codec": Bad(VALID + "  codec: lzma\n", 6, ("output.codec: must be one of blosc-lz4", "'lzma'")),
     "combine-max": Bad(VALID + "combine: max\n", 6, ("combine: must be one of none, magnitude", "'max'")),
@@ -141,6 +141,9 @@ BAD_CONFIGS = {
     "compute-false": Bad(VALID + "compute: false\n", 6, ("compute: must be a mapping", "False")),
     "compute-workers-0": Bad(
         VALID + "compute:\n  workers: 0\n", 7, ("compute.workers: must be a positive", "0")
+    ),
+    "compute-task-mib-0": Bad(
+        VALID + "compute:\n  task_mib: 0\n", 7, ("compute.task_mib: must be a positive integer", "0")
     ),
     "compute-connect-timeout-0": Bad(
         VALID + "compute:\n  connect_timeout: 0\n", 7, ("compute.connect_timeout: must be a positive number",)

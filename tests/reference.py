@@ -37,6 +37,18 @@ def correlate_loop(
     return out
 
 
+NUMPY_MODES = {"zeros": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
+"""``numpy.pad``'s name of each ``padding_mode``."""
+
+
+def correlate_padded(x, weights, stride, dilation, pads, mode) -> np.ndarray:
+    """``x`` (..., H, W) padded by ``numpy.pad`` (top, bottom, left, right), then the direct loop: (..., K, Ho, Wo)."""
+    top, bottom, left, right = pads
+    batch = [(0, 0)] * (x.ndim - 2)
+    padded = np.pad(x, batch + [(top, bottom), (left, right)], mode=NUMPY_MODES[mode])
+    return correlate_loop(padded[..., None, :, :], weights, stride, dilation)
+
+
 def correlate_scipy(x: np.ndarray, w: np.ndarray, stride: tuple[int, int]) -> np.ndarray:
     """``scipy.signal.correlate(mode="valid")[::sy, ::sx]`` summed over channels, float64."""
     sy, sx = stride

@@ -16,9 +16,11 @@ from helpers import check_message
 from hypothesis import given
 from hypothesis import strategies as st
 
+import convpipe
 from convpipe import BUILTIN_BANKS, Config, load_config
 from convpipe.config import parse_config
 from convpipe.errors import ConfigError
+from convpipe.sample import write_sample
 
 REPO = Path(__file__).resolve().parents[1]
 SOURCE = "bad.yaml"
@@ -247,3 +249,21 @@ def test_finite_weights_round_trip_exactly(weights: list[list[float]]) -> None:
     rows = ", ".join("[" + ", ".join(repr(v) for v in row) + "]" for row in weights)
     config = parse_config(custom(f"  - name: k\n    weights: [{rows}]\n"))
     np.testing.assert_array_equal(config.kernels.weights[0, 0], np.array(weights))
+
+
+def test_task_mib_sets_the_task_size(tmp_path):
+    """compute.task_mib is the planner's target: a smaller target cuts the same stack into more tasks."""
+    write_sample(str(tmp_path / "in.zarr"), 8, 256, 256)
+    plans = [
+        convpipe.plan(
+            {
+                "input": {"path": str(tmp_path / "in.zarr")},
+                "kernels": "sobel",
+                "output": {"path": str(tmp_path / "out.zarr")},
+                "compute": {"task_mib": mib},
+            }
+        )
+        for mib in (1, 48)
+    ]
+    assert plans[0].geometry.n_tasks > plans[1].geometry.n_tasks
+    assert plans[0].config.compute.task_mib == 1

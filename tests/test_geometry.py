@@ -145,15 +145,18 @@ def test_user_chunks_are_rounded_to_the_stride():
     chunks=st.tuples(st.integers(3, 40), st.integers(3, 40)),
     combine=st.sampled_from(["none", "magnitude"]),
     kernel_position=st.sampled_from([None, 0]),
+    band_tiles=st.sampled_from([None, 1, 2, 3]),
 )
-def test_slabs_tile_the_output_block_grid(shape, chunks, combine, kernel_position):
+def test_slabs_tile_the_output_block_grid(shape, chunks, combine, kernel_position, band_tiles):
     channel_axis = 3 if len(shape) == 4 and shape[-1] == 3 else None
     geometry = plan_geometry(shape, shape, 1, 4, channel_axis, (3, 3), 2, (2, 1), combine,
                              spatial_chunks=chunks, kernel_position=kernel_position)
     grid = tuple(len(c) for c in geometry.output_chunks)
     seen = set()
-    for group in geometry.batch_groups():
-        slab = geometry.slab(group)
+    for slab in geometry.slabs(band_tiles):
+        assert slab.geometry.output_shape == tuple(  # a band's own geometry gives exactly its blocks
+            sum(c[o : o + len(s)]) for c, o, s in zip(geometry.output_chunks, slab.block_origin, slab.geometry.output_chunks)
+        )
         slab_grid = tuple(len(c) for c in slab.geometry.output_chunks)
         for index in np.ndindex(*slab_grid):
             block = tuple(o + i for o, i in zip(slab.block_origin, index))

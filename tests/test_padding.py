@@ -17,7 +17,8 @@ import xarray as xr
 import zarr
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from reference import correlate_loop
+from reference import NUMPY_MODES, correlate_loop
+from reference import correlate_padded as expected
 
 import convpipe
 from convpipe.config import parse_config
@@ -25,7 +26,6 @@ from convpipe.core import correlate_block
 from convpipe.errors import ConvpipeError
 from convpipe.sample import write_sample
 
-NUMPY_MODES = {"zeros": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
 SLOW = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
@@ -45,14 +45,6 @@ def widths(padding, shape, window, stride) -> tuple[int, int, int, int]:
     if len(padding) == 2:
         return (padding[0], padding[0], padding[1], padding[1])
     return tuple(padding)
-
-
-def expected(x, weights, stride, dilation, pads, mode) -> np.ndarray:
-    """``x`` (..., H, W) padded by numpy.pad, then the direct loop: (..., K, Ho, Wo), float64."""
-    top, bottom, left, right = pads
-    batch = [(0, 0)] * (x.ndim - 2)
-    padded = np.pad(x, batch + [(top, bottom), (left, right)], mode=NUMPY_MODES[mode])
-    return correlate_loop(padded[..., None, :, :], weights, stride, dilation)
 
 
 @st.composite

@@ -9,7 +9,9 @@ kernel bank ``w`` of shape ``(K, C, kh, kw)``::
 
 ``combine="magnitude"`` returns ``sqrt(sum_k out[..., k, :, :] ** 2)``,
 ``combine="direction"`` (two kernels) the angle ``atan2(out_1, out_0)`` in
-``(-pi, pi]``, 0 where both are 0, both without the kernel axis. Every output
+``(-pi, pi]``, 0 where both are 0, both without the kernel axis. Integer
+outputs wrap (the exact sum modulo ``2**bits``; :mod:`convpipe.outtypes`
+allows only sums that fit). Every output
 pixel is computed in one fixed order, in the output dtype, with one rounding
 per operation (the angle: the C library's ``atan2`` in float64, as Numba
 calls it; NumPy's ``arctan2`` differs in the last bit; ``+ 0`` makes a -0
@@ -37,8 +39,7 @@ import numpy as np
 
 from convpipe.geometry import COMBINES, Combine, output_length
 
-#: Output (and accumulation) dtypes.
-OUTPUT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+OUTPUT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.int16), np.dtype(np.int32))
 
 
 def check_block_arguments(
@@ -46,7 +47,7 @@ def check_block_arguments(
 ) -> tuple[int, int]:
     """Raise ``ValueError`` for arguments no backend can correlate; return the output's ``(Ho, Wo)``."""
     if dtype not in OUTPUT_DTYPES:
-        raise ValueError(f"dtype must be float32 or float64, got {dtype}")
+        raise ValueError(f"dtype must be one of {', '.join(d.name for d in OUTPUT_DTYPES)}, got {dtype}")
     if combine not in COMBINES:
         raise ValueError(f"combine must be one of {COMBINES}, got {combine!r}")
     for name, pair in (("stride", stride), ("dilation", dilation)):
@@ -60,6 +61,8 @@ def check_block_arguments(
         raise ValueError(f"block must have shape (..., C, H, W), got {block.shape}")
     if block.dtype.kind not in "biuf":
         raise TypeError(f"block must hold real numbers, got dtype {block.dtype}")
+    if dtype.kind == "i" and (combine != "none" or block.dtype.kind == "f" or np.any(weights % 1 != 0)):
+        raise ValueError(f"an {dtype} output needs integer pixels and weights and combine='none'")
     n_channels, kh, kw = weights.shape[1:]
     if block.shape[-3] != n_channels:
         raise ValueError(f"block has {block.shape[-3]} channels, kernel bank has {n_channels}")
@@ -98,8 +101,8 @@ def correlate_block_numpy(
         ``(..., K, Ho, Wo)``); ``"magnitude"`` returns the root of the sum of
         squares over the bank, ``"direction"`` the angle of two responses
         (shape ``(..., Ho, Wo)``).
-    dtype : float32 or float64
-        Accumulation and output dtype.
+    dtype : float32, float64, int16 or int32
+        Accumulation and output dtype (integers: for integer pixels and weights, ``combine="none"``).
     dilation : (dy, dx)
         Spacing of the kernel's taps in pixels, both >= 1.
 
@@ -120,14 +123,12 @@ def correlate_block_numpy(
     responses = np.zeros(block.shape[:-3] + (n_kernels, ho, wo), dtype=dtype)
     for k in range(n_kernels):
         acc = responses[..., k, :, :]
-        for c in range(n_channels):
-            for u in range(kh):
-                for v in range(kw):
-                    weight = w[k, c, u, v]
-                    if weight == 0:
-                        continue
-                    tap = block[..., c, u * dy :: sy, v * dx :: sx][..., :ho, :wo]
-                    acc += tap.astype(dtype, copy=False) * weight
+        for c, u, v in np.ndindex(n_channels, kh, kw):  # row-major: the contract's order
+            weight = w[k, c, u, v]
+            if weight == 0:
+                continue
+            tap = block[..., c, u * dy :: sy, v * dx :: sx][..., :ho, :wo]
+            acc += tap.astype(dtype, copy=False) * weight
     return combine_responses(responses, combine)
 
 
@@ -135,10 +136,7 @@ _ATAN2 = np.frompyfunc(math.atan2, 2, 1)
 
 
 def combine_responses(responses: np.ndarray, combine: Combine) -> np.ndarray:
-    """The output for ``combine`` from a bank's responses ``(..., K, Ho, Wo)``, as the contract says.
-
-    The direction calls ``math.atan2`` once per pixel: slow, and exact to the bit.
-    """
+    """The output for ``combine`` from responses ``(..., K, Ho, Wo)`` (a direction: ``math.atan2`` per pixel)."""
     if combine == "none":
         return responses
     first = responses[..., 0, :, :]
