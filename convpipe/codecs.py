@@ -48,6 +48,8 @@ AUTO_KEEPS_ZARR_FOR = ("zstd", "gzip")
 """Output codecs ``auto`` leaves to zarr-python: zarrs links other builds of zstd and deflate, whose
 streams differ (same values, other bytes). Blosc and ``none`` are encoded to the same bytes by both
 pipelines, so ``auto`` never changes what is stored; decoding gives the same values for every codec.
+``auto`` also leaves sharded outputs to zarr-python: zarrs places a shard's inner chunks in the order
+they are encoded, so the same values give other shard files from run to run (and on resume).
 """
 
 
@@ -80,14 +82,14 @@ def with_codec_pipeline(array: Any, choice: str, writing_codec: str | None = Non
     local folder (``LocalStore``) whose codecs it implements; any other array
     (another store, a codec it lacks) keeps zarr-python's pipeline, which
     gives the same values. ``auto`` takes zarrs where it serves, except for an
-    output (``writing_codec``) in :data:`AUTO_KEEPS_ZARR_FOR`; ``zarr`` always
+    output (``writing_codec``) in :data:`AUTO_KEEPS_ZARR_FOR` or a sharded one; ``zarr`` always
     takes zarr-python's. Nothing is read from the store: the array's metadata
     is reused.
     """
     if choice not in CODEC_PIPELINES:
         raise ValueError(f"codec pipeline must be one of {', '.join(CODEC_PIPELINES)}, got {choice!r}")
     wanted = choice != "zarr" and zarrs_installed() and _in_local_folder(array)
-    if choice == "auto" and writing_codec in AUTO_KEEPS_ZARR_FOR:
+    if choice == "auto" and writing_codec is not None and (writing_codec in AUTO_KEEPS_ZARR_FOR or array.shards):
         wanted = False
     if wanted:
         served = _recreated(array, ZARRS_PIPELINE, strict=True)  # refuses what zarrs lacks, at once

@@ -16,9 +16,10 @@ import numcodecs
 import numpy as np
 import pytest
 import zarr
-from helpers import assert_user_error, invoke, make_config, output_record, read_output, run_in_process
+from helpers import assert_user_error, invoke, make_config, output_record, read_output, run_config, run_in_process
 from reference import SOBEL, correlate_loop, magnitude
 
+import convpipe
 from convpipe.codecs import compressors_for, uses_zarrs, with_codec_pipeline
 from convpipe.errors import InputError
 from convpipe.inputs import CheckedReader
@@ -107,6 +108,23 @@ def test_auto_takes_zarrs_where_it_serves_and_zarr_python_elsewhere(tmp_path: Pa
     assert uses_zarrs(with_codec_pipeline(local, "zarrs", writing_codec="gzip"))
     in_memory = zarr.create_array({}, shape=(4, 4), dtype="f4")  # a store zarrs lacks
     assert not uses_zarrs(with_codec_pipeline(in_memory, "zarrs"))
+    sharded = zarr.create_array(str(tmp_path / "sharded.zarr"), shape=(4, 8), chunks=(2, 4), shards=(4, 8), dtype="f4")
+    assert uses_zarrs(with_codec_pipeline(sharded, "auto"))  # read: any order is fine
+    assert not uses_zarrs(with_codec_pipeline(sharded, "auto", writing_codec="blosc-lz4"))
+
+
+def test_a_sharded_output_stores_the_same_shard_files_on_every_run(tmp_path: Path) -> None:
+    """zarrs places a shard's inner chunks in the order they finish; ``auto`` writes shards with zarr-python."""
+    source = tmp_path / "in.zarr"
+    write_input(source)
+    files = []
+    for name in ("a", "b"):
+        out = tmp_path / f"{name}.zarr"
+        config = run_config(source, out, chunks=(32, 32), codec_pipeline="auto")
+        config["output"]["shards"] = "auto"
+        convpipe.run(config, progress=False)
+        files.append({p.relative_to(out): p.read_bytes() for p in sorted((out / "0" / "c").rglob("*")) if p.is_file()})
+    assert files[0] == files[1] and files[0]
 
 
 def test_a_codec_zarrs_lacks_falls_back_to_the_same_values(tmp_path: Path) -> None:
