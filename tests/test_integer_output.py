@@ -36,7 +36,7 @@ def integer_cases(draw):
     return block, weights, stride, dilation
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(integer_cases(), st.sampled_from(["int16", "int32"]), st.sampled_from(["compiled", "numpy"]))
 def test_integer_responses_are_exact(case, dtype, backend):
     block, weights, stride, dilation = case
