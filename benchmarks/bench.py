@@ -50,9 +50,9 @@ import numpy as np
 
 from benchdata import ensure_stack, ensure_tiff
 from checks import RTOL, BenchmarkError, Reference, reference_name
-from convpipe_rows import TIFF_ROWS, core_rows, pipeline_cases, response_cases, tiff_cases
+from convpipe_rows import TIFF_ROWS, core_rows, pipeline_cases, response_cases, stride_1_output, tiff_cases
 from peak_memory import bench_memory, paired_peaks
-from peers import daskimage_cases, floor_cases, frame_peer_rows
+from peers import daskimage_cases, floor_cases, frame_peer_rows, same_bytes_floor_case
 from report import compute_ratios, load_average, machine_info, print_report, to_json
 from results import Results
 from timing import Case, frame_case, scratch_dir, time_cases
@@ -70,6 +70,8 @@ def stack_cases(
     cases = []
     if "floor" in sections:
         cases += floor_cases(reference, results, args.floor_writer, scratch)
+        values, chunks = stride_1_output(reference, scratch)
+        cases.append(same_bytes_floor_case(reference, values, chunks, results, scratch))
     if "convpipe" in sections:
         cases += pipeline_cases(reference, results, scratch)
     if "daskimage" in sections:

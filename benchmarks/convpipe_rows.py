@@ -7,6 +7,7 @@ followed by changing the imports below and nothing else.
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
@@ -70,6 +71,16 @@ def run_command(config_path: Path) -> list[str]:
 
 
 ZARR_PYTHON_ROW = "convpipe stride 1, zarr-python pipeline"
+
+
+def stride_1_output(reference: Reference, scratch: Path) -> tuple[np.ndarray, tuple[int, ...]]:
+    """convpipe's stride-1 output values, in memory, and its Zarr chunks: what the same-bytes floor writes."""
+    out = scratch / "same-bytes.zarr"
+    convpipe.run(config(reference.path, out, 1), progress=False)
+    values = np.asarray(open_output(out).values)
+    chunks = zarr.open_array(str(out / "0"), mode="r").chunks
+    shutil.rmtree(out, ignore_errors=True)
+    return values, chunks
 
 
 def pipeline_cases(reference: Reference, results: Results, scratch: Path) -> list[Case]:

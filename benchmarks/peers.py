@@ -42,6 +42,7 @@ def create_output_array(path: Path, shape, chunks, dimension_names=("t", "y", "x
 
 FLOOR_NAME = "I/O floor (read, cast, write)"
 ZARRS_FLOOR_NAME = "I/O floor with zarrs (read, cast, write)"
+SAME_BYTES_FLOOR_NAME = "I/O floor, convpipe's bytes (read input, write its output)"
 
 
 def floor_cases(reference: Reference, results: Results, floor_writer: str, scratch: Path) -> list[Case]:
@@ -96,6 +97,38 @@ def floor_case(
         same.record(name, output)
 
     return pipeline_case(name, "floor", reference.megapixels, run, verify, scratch, f"da.{floor_writer}")
+
+
+class _Discard:
+    """A ``da.store`` target that keeps nothing: reading the input is all that is asked of it."""
+
+    def __setitem__(self, key, value) -> None:
+        pass
+
+
+def same_bytes_floor_case(reference: Reference, values: np.ndarray, chunks, results: Results, scratch: Path) -> Case:
+    """Read the input and write ``values`` (convpipe's own output, computed beforehand) with convpipe's chunks.
+
+    The physical limit of a convpipe run on this machine: the same reads, and
+    the same bytes written, with plain zarr-python and no arithmetic.
+    """
+    import dask.array as da
+    import zarr
+
+    def run(output: Path) -> None:
+        source = zarr.open_array(str(reference.path), mode="r")
+        target = create_output_array(output, values.shape, chunks)
+        with threads_scheduler():
+            da.store([da.from_zarr(source), da.from_array(values, chunks=chunks)], [_Discard(), target], lock=False)
+
+    def verify(output: Path) -> None:
+        written = zarr.open_array(str(output), mode="r")
+        for t in reference.frames:
+            if not np.array_equal(written[t], values[t]):
+                raise BenchmarkError(f"{SAME_BYTES_FLOOR_NAME}: frame {t} differs from the values it was given")
+        results.agree(f"{SAME_BYTES_FLOOR_NAME}: {reference.frames_text()} equal convpipe's values")
+
+    return pipeline_case(SAME_BYTES_FLOOR_NAME, "floor", reference.megapixels, run, verify, scratch)
 
 
 def daskimage_cases(reference: Reference, results: Results, scratch: Path) -> list[Case]:

@@ -64,6 +64,7 @@ def test_every_pipeline_is_checked_against_the_reference(full_run) -> None:
     agreed = " ".join(agree_lines(result.stdout))
     expected = [
         "I/O floor",
+        "convpipe's bytes",
         "convpipe stride 1",
         "convpipe stride 2",
         "convpipe stride 1, shards auto",
