@@ -25,8 +25,14 @@ from convpipe.remote_swap import recover_swap_by_copy, swap_by_copy
 
 
 def check_output_location(output: str, input_path: str, config_file: str | None = None) -> None:
-    """Refuse an output equal to, inside, or containing the input; or the config file, or a folder holding it."""
+    """Refuse an output equal to, inside, or containing the input; a bucket root; or the config file or its folder."""
     out_local, in_local = local_path(output), local_path(input_path)
+    if out_local is None and "/" not in output.split("://", 1)[-1].strip("/"):
+        raise OutputError(  # its lock, staging copy and swap journal are its siblings: other buckets
+            f"{output} is a bucket (or store) root; write the output to a path inside it, "
+            f"e.g. {output.rstrip('/')}/out.zarr",
+            key="output.path",
+        )
     if out_local is not None and in_local is not None:
         out_p, in_p = out_local.resolve(), in_local.resolve()
         if out_p == in_p:

@@ -128,6 +128,8 @@ def test_remove_path_deletes_folders_files_and_url_prefixes(tmp_path: Path) -> N
         pytest.param("data", "data/in.zarr", "contains the input", id="contains"),
         pytest.param("memory://b/in.zarr/out", "memory://b/in.zarr", "overlaps the input", id="url-inside"),
         pytest.param("memory://b/in.zarr", "memory://b/in.zarr/", "overlaps the input", id="url-same"),
+        pytest.param("s3://bucket", "s3://other/in.zarr", "is a bucket .or store. root", id="bucket-root"),
+        pytest.param("s3://bucket/", "in.zarr", "s3://bucket/out.zarr", id="bucket-root-slash"),
     ],
 )
 def test_output_locations_that_touch_the_input_are_refused(
