@@ -5,6 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 
+#: ``output.codec`` -> (compressor name, level); Blosc codecs with bit shuffle.
+CODEC_SETTINGS = {
+    "blosc-lz4": ("lz4", 5),
+    "blosc-lz4hc": ("lz4hc", 5),
+    "blosc-zstd": ("zstd", 3),
+    "zstd": ("zstd", 3),
+    "gzip": ("gzip", 5),
+}
+
+
 def compressors_for(codec: str, zarr_format: int) -> Any:
     """The compressor(s) for ``output.codec`` in the given Zarr format.
 
@@ -14,26 +24,18 @@ def compressors_for(codec: str, zarr_format: int) -> Any:
     """
     if codec == "none":
         return None
+    name, level = CODEC_SETTINGS[codec]
     if zarr_format == 2:
         import numcodecs
 
-        bit_shuffle = numcodecs.Blosc.BITSHUFFLE
-        return {
-            "blosc-lz4": numcodecs.Blosc(cname="lz4", clevel=5, shuffle=bit_shuffle),
-            "blosc-lz4hc": numcodecs.Blosc(cname="lz4hc", clevel=5, shuffle=bit_shuffle),
-            "blosc-zstd": numcodecs.Blosc(cname="zstd", clevel=3, shuffle=bit_shuffle),
-            "zstd": numcodecs.Zstd(level=3),
-            "gzip": numcodecs.GZip(level=5),
-        }[codec]
+        if codec.startswith("blosc-"):
+            return numcodecs.Blosc(cname=name, clevel=level, shuffle=numcodecs.Blosc.BITSHUFFLE)
+        return numcodecs.Zstd(level=level) if name == "zstd" else numcodecs.GZip(level=level)
     from zarr.codecs import BloscCodec, GzipCodec, ZstdCodec
 
-    return {
-        "blosc-lz4": BloscCodec(cname="lz4", clevel=5, shuffle="bitshuffle"),
-        "blosc-lz4hc": BloscCodec(cname="lz4hc", clevel=5, shuffle="bitshuffle"),
-        "blosc-zstd": BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle"),
-        "zstd": ZstdCodec(level=3),
-        "gzip": GzipCodec(level=5),
-    }[codec]
+    if codec.startswith("blosc-"):
+        return BloscCodec(cname=name, clevel=level, shuffle="bitshuffle")
+    return ZstdCodec(level=level) if name == "zstd" else GzipCodec(level=level)
 
 
 # --------------------------------------------------------------------------- codec pipelines

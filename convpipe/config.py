@@ -11,27 +11,27 @@ from __future__ import annotations
 
 import math
 import sys
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
-from convpipe.codecs import CODEC_PIPELINES
+from convpipe.codecs import CODEC_PIPELINES, CODEC_SETTINGS
 from convpipe.errors import ConfigError, ConvpipeError
 from convpipe.geometry import COMBINES, DEFAULT_TASK_BYTES, Combine
 from convpipe.kernels import BUILTIN_BANKS, KernelBank
 from convpipe.outtypes import OUTPUT_DTYPES
 from convpipe.padding import Padding, PaddingMode, parse_dilation, parse_padding, parse_padding_mode
 from convpipe.paths import parse_storage_options
-from convpipe.shards import parse_shards
 from convpipe.pyramid import parse_pyramid
+from convpipe.shards import parse_shards
 from convpipe.yamldoc import YamlDoc, is_int, is_number, parse_yaml, show
 
 SCHEDULERS = ("threads", "processes", "synchronous", "local")
 CHANNELS = ("sum", "each")
-CODECS = ("blosc-lz4", "blosc-lz4hc", "blosc-zstd", "zstd", "gzip", "none")
+CODECS = (*CODEC_SETTINGS, "none")
 OUTPUT_FORMATS = ("zarr3", "zarr2")
 
 
@@ -144,16 +144,12 @@ def _path(doc: YamlDoc, value: Any, key: tuple, base: Path | None) -> str:
     return resolve_path(value, base)
 
 
-def _storage_options(doc: YamlDoc, spec: dict[str, Any], key: tuple) -> dict[str, Any]:
+def _parsed(doc: YamlDoc, parse: Callable[[Any], Any], value: Any, key: tuple) -> Any:
+    """``parse(value)``, its ``ValueError`` (a message without the key) turned into an error naming ``key``."""
     try:
-        return parse_storage_options(spec.get(key[-1]) or {})
+        return parse(value)
     except ValueError as exc:
         raise doc.error(key, str(exc)) from None
-def _pyramid(doc: YamlDoc, value: Any) -> int | str:
-    try:
-        return parse_pyramid(value)
-    except ValueError as exc:
-        raise doc.error(("output", "pyramid"), str(exc)) from None
 
 
 def resolve_path(value: str, base: Path | None) -> str:
@@ -169,8 +165,9 @@ def resolve_path(value: str, base: Path | None) -> str:
 # --------------------------------------------------------------------------- kernels
 
 
-def parse_kernels(doc: YamlDoc, value: Any, key: tuple = ("kernels",)) -> tuple[KernelBank, str | None]:
+def parse_kernels(doc: YamlDoc, value: Any) -> tuple[KernelBank, str | None]:
     """A built-in bank name, or a list of ``{name, weights}`` -> a :class:`KernelBank`."""
+    key = ("kernels",)
     if isinstance(value, str):
         if value not in BUILTIN_BANKS:
             raise doc.error(key, f"unknown bank {value!r}; built-in banks: {', '.join(BUILTIN_BANKS)}")
@@ -241,10 +238,8 @@ def _weights(doc: YamlDoc, value: Any, key: tuple) -> np.ndarray:
 TOP_KEYS = (
     "input", "kernels", "stride", "combine", "padding", "padding_mode", "dilation", "channels", "output", "compute",
 )
-INPUT_KEYS = ("path", "array", "channel_axis", "axes", "storage_options")
-OUTPUT_KEYS = ("path", "overwrite", "dtype", "codec", "format", "storage_options", "shards", "pyramid")
-COMPUTE_KEYS = (
-    "chunks", "scheduler", "workers", "threads_per_worker", "retries", "connect_timeout", "task_mib", "codec_pipeline",
+INPUT_KEYS, OUTPUT_KEYS, COMPUTE_KEYS = (
+    tuple(f.name for f in fields(spec)) for spec in (InputSpec, OutputSpec, ComputeSpec)
 )
 
 
@@ -306,7 +301,9 @@ def _config_from(raw: Any, doc: YamlDoc, source: str, base: Path | None) -> Conf
         array=array,
         channel_axis=channel_axis,
         axes=axes.lower() if axes else None,
-        storage_options=_storage_options(doc, raw_input, ("input", "storage_options")),
+        storage_options=_parsed(
+            doc, parse_storage_options, raw_input.get("storage_options") or {}, ("input", "storage_options")
+        ),
     )
 
     bank, bank_name = parse_kernels(doc, top["kernels"])
@@ -314,12 +311,8 @@ def _config_from(raw: Any, doc: YamlDoc, source: str, base: Path | None) -> Conf
     combine = doc.choice(top.get("combine", "none"), ("combine",), COMBINES)
     if combine == "direction" and len(bank.names) != 2:
         raise doc.error(("combine",), f"direction needs a bank of exactly two kernels, got {len(bank.names)}")
-    geometry_keys, parsers = {}, {"padding": parse_padding, "padding_mode": parse_padding_mode, "dilation": parse_dilation}
-    for name, parse in parsers.items():
-        try:
-            geometry_keys.update({name: parse(top[name])} if name in top else {})
-        except ValueError as exc:
-            raise doc.error((name,), str(exc)) from None
+    parsers = {"padding": parse_padding, "padding_mode": parse_padding_mode, "dilation": parse_dilation}
+    geometry_keys = {name: _parsed(doc, parse, top[name], (name,)) for name, parse in parsers.items() if name in top}
 
     raw_output = doc.mapping(top["output"], ("output",), OUTPUT_KEYS)
     if "path" not in raw_output:
@@ -331,9 +324,11 @@ def _config_from(raw: Any, doc: YamlDoc, source: str, base: Path | None) -> Conf
         dtype=doc.choice(raw_output.get("dtype", "float32"), ("output", "dtype"), OUTPUT_DTYPES),
         codec=doc.choice(raw_output.get("codec", "blosc-lz4"), ("output", "codec"), CODECS),
         format=output_format,
-        storage_options=_storage_options(doc, raw_output, ("output", "storage_options")),
+        storage_options=_parsed(
+            doc, parse_storage_options, raw_output.get("storage_options") or {}, ("output", "storage_options")
+        ),
         shards=parse_shards(doc, raw_output.get("shards"), ("output", "shards"), output_format),
-        pyramid=_pyramid(doc, raw_output.get("pyramid", 0)),
+        pyramid=_parsed(doc, parse_pyramid, raw_output.get("pyramid", 0), ("output", "pyramid")),
     )
 
     raw_compute = top.get("compute")
