@@ -85,31 +85,23 @@ class _HeapTrimmer:
             self.trim(0)
 
 
-def run_jobs(
-    jobs: Iterable[list],
-    total: int,
-    compute: ComputeSpec,
-    progress: bool = True,
-    n_jobs: int | None = None,
-) -> None:
+def run_jobs(jobs: Iterable[list], n_jobs: int, total: int, compute: ComputeSpec, progress: bool = True) -> None:
     """Compute ``jobs`` on the scheduler named in ``compute``, with a progress bar of ``total`` blocks.
 
-    ``n_jobs``, when known, lets the threads scheduler spread the tasks of
-    each job over every thread when there are fewer jobs than threads (one
-    large image is a single slab).
+    With fewer jobs (``n_jobs``) than threads (one large image is a single
+    slab), the threads scheduler spreads the tasks of each job over every
+    thread instead of running each job on one.
     """
     scheduler = compute.scheduler
     if scheduler in ("threads", "processes", "synchronous"):
         with _progress_bar(total, progress) as bar:
             threads = local_threads()
-            if scheduler == "synchronous":
-                _run_one_job_at_a_time(jobs, "synchronous", bar)
-            elif scheduler == "threads" and n_jobs is not None and n_jobs < threads:
-                _run_one_job_at_a_time(jobs, "threads", bar)
-            elif scheduler == "threads":
+            if scheduler == "processes":
+                _run_on_processes(jobs, threads, bar)
+            elif scheduler == "threads" and n_jobs >= threads:
                 _run_on_threads(jobs, threads, bar)
             else:
-                _run_on_processes(jobs, threads, bar)
+                _run_one_job_at_a_time(jobs, scheduler, bar)
         return
     with distributed_client(compute) as client, _progress_bar(total, progress) as bar:
         _run_on_cluster(client, jobs, compute.retries, bar)

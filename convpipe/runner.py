@@ -41,12 +41,13 @@ from convpipe.outputs import (
     sweep_partial_writes,
 )
 from convpipe.paths import path_exists, remove_path, zarr_store
-from convpipe.planner import Plan, plan
+from convpipe.planner import Plan
+from convpipe.planner import plan as make_plan
 from convpipe.pyramid import pyramid_layout
 from convpipe.resources import worker_memory_problem
 from convpipe.statistics import BlockMeasure, display_window, merge, sample_step
 
-__all__ = ["RunSummary", "execute", "provenance", "resume_command", "run"]
+__all__ = ["RunSummary", "provenance", "resume_command", "run"]
 
 
 @dataclass(frozen=True)
@@ -71,28 +72,6 @@ class RunSummary:
             f"done: {self.frames} frame(s), {self.megapixels:.1f} Mpx in {self.seconds:.2f} s "
             f"({rate:.1f} Mpx/s){resumed} -> {self.output}"
         )
-
-
-def run(
-    config: Plan | Config | str | Path | Mapping[str, Any],
-    *,
-    overwrite: bool = False,
-    resume: bool = False,
-    scheduler: str | None = None,
-    progress: bool = True,
-) -> RunSummary:
-    """Run a config (a YAML file, a mapping with its keys, a ``Config`` or a ``Plan``): what ``convpipe run`` does.
-
-    Writes the output Zarr and returns a :class:`RunSummary`. ``overwrite``
-    replaces an existing output (built beside it, swapped in at the end);
-    ``resume`` finishes an interrupted run; ``scheduler`` overrides
-    ``compute.scheduler``; ``progress`` shows a progress bar on stderr.
-    """
-    if overwrite and resume:
-        raise ConfigError("--resume and --overwrite exclude each other: resume keeps the finished blocks, "
-                          "overwrite starts again; pass one of them")
-    the_plan = config if isinstance(config, Plan) else plan(config)
-    return execute(the_plan, overwrite=overwrite or None, scheduler=scheduler, progress=progress, resume=resume)
 
 
 def resume_command(plan: Plan, scheduler: str | None = None) -> str:
@@ -123,27 +102,35 @@ def provenance(plan: Plan) -> dict[str, Any]:
     }
 
 
-def execute(
-    plan: Plan,
-    overwrite: bool | None = None,
+def run(
+    config: Plan | Config | str | Path | Mapping[str, Any],
+    *,
+    overwrite: bool = False,
+    resume: bool = False,
     scheduler: str | None = None,
     progress: bool = True,
-    resume: bool = False,
 ) -> RunSummary:
-    """Run ``plan``: create (or reopen) the output, write every missing block, finish.
+    """Run a config (a YAML file, a mapping with its keys, a ``Config`` or a ``Plan``): what ``convpipe run`` does.
 
-    An existing output is replaced only with ``overwrite``; the replacement is
-    built beside it and swapped in at the end, so a failed run leaves the
-    previous output as it was. With ``resume`` an unfinished output of the
-    same run (same fingerprint) is completed, computing only unrecorded blocks.
-    ``scheduler`` overrides ``compute.scheduler``. When the storage refuses,
-    the finished blocks are kept and the error says how to resume.
+    Creates (or reopens) the output Zarr, writes every missing block and
+    returns a :class:`RunSummary`. An existing output is replaced only with
+    ``overwrite`` (or ``output.overwrite``); the replacement is built beside
+    it and swapped in at the end, so a failed run leaves the previous output
+    as it was. With ``resume`` an unfinished output of the same run (same
+    fingerprint) is completed, computing only unrecorded blocks.
+    ``scheduler`` overrides ``compute.scheduler``; ``progress`` shows a
+    progress bar on stderr. When the storage refuses, the finished blocks are
+    kept and the error says how to resume.
     """
+    if overwrite and resume:
+        raise ConfigError("--resume and --overwrite exclude each other: resume keeps the finished blocks, "
+                          "overwrite starts again; pass one of them")
+    plan = config if isinstance(config, Plan) else make_plan(config)
     config = plan.config if scheduler is None else with_scheduler(plan.config, scheduler)
+    overwrite = overwrite or config.output.overwrite
     opened: list[str] = []  # the output being written, once it exists
     hint = functools.partial(_resume_hint, plan, scheduler, opened)
     with storage_errors(writing=config.output.path, hint=hint):
-        overwrite = config.output.overwrite if overwrite is None else overwrite
         started = time.perf_counter()
         g = plan.geometry
         final, options = config.output.path, config.output.storage_options
@@ -222,7 +209,7 @@ def _write_missing_blocks(plan, config, target, recorder, done, progress, hint) 
     if todo:
         jobs = _slab_jobs(plan, target, recorder, done, inputs)
         try:
-            run_jobs(jobs, todo, config.compute, progress=progress, n_jobs=len(g.slabs()))
+            run_jobs(jobs, len(g.slabs()), todo, config.compute, progress=progress)
         except (InputError, ClusterError) as exc:  # a chunk that cannot be decoded, a lost scheduler
             raise type(exc)(f"{exc}{hint()}", key=exc.key) from None
     if missing_chunks:
@@ -283,10 +270,11 @@ def _write_display_windows(path: str, recorder: BlockRecorder) -> None:
     """Put the omero channels' display windows, made from the statistics in every block's record, in place."""
     group = zarr.open_group(zarr_store(path, recorder.storage_options), mode="r+")
     attrs = group.attrs.asdict()
-    if "omero" not in attrs.get("ome", attrs):
+    ome = attrs.get("ome", attrs)  # NGFF 0.5 keeps it under "ome", 0.4 on the group itself
+    if "omero" not in ome:
         return  # not an OME-NGFF output
     merged = merge(filter(None, (recorder.statistics_read(block) for block in sorted(recorder.done()))))
-    channels = range(len(attrs.get("ome", attrs)["omero"]["channels"]))
+    channels = range(len(ome["omero"]["channels"]))
     group.attrs.update(with_windows(attrs, [display_window(merged[str(c)]) for c in channels]))
 
 
@@ -341,7 +329,8 @@ def _open_target(plan: Plan, overwrite: bool, resume: bool):
                 return candidate, array, BlockRecorder(candidate, storage_options=options).done()
         if refusal is not None:
             raise refusal  # the output's own reason when it exists (it is examined last)
-    if exists(final) and not overwrite:
+    replacing = exists(final)
+    if replacing and not overwrite:
         record = read_record(final, options)
         if record is not None and not record.get("complete"):
             raise OutputError(
@@ -351,13 +340,13 @@ def _open_target(plan: Plan, overwrite: bool, resume: bool):
             )
         message = f"output.path: {final} already exists; pass --overwrite (or output.overwrite: true)"
         raise OutputError(message, key="output.path")
-    if exists(final) and not is_replaceable(final, options):
+    if replacing and not is_replaceable(final, options):
         raise OutputError(
             f"output.path: {final} exists and is not a convpipe output; convpipe replaces only its own "
             "outputs: choose another output.path, or remove it yourself",
             key="output.path",
         )
-    target_path = staged if exists(final) else final
+    target_path = staged if replacing else final
     if exists(target_path):  # an abandoned replacement
         if not is_replaceable(target_path, options):
             raise OutputError(
