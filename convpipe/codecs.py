@@ -18,9 +18,8 @@ CODEC_SETTINGS = {
 def compressors_for(codec: str, zarr_format: int) -> Any:
     """The compressor(s) for ``output.codec`` in the given Zarr format.
 
-    Blosc codecs shuffle bits, not bytes: on float32 Sobel output it encodes
-    twice as fast with a ratio as good or better (1.18 vs 1.16 for the
-    magnitude, 2.05 vs 1.65 for signed responses; ``benchmarks/choices.py``).
+    Blosc codecs shuffle bits, not bytes: on float32 responses that encodes
+    faster and compresses as well or better (``benchmarks/choices.py``).
     """
     if codec == "none":
         return None

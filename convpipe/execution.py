@@ -47,11 +47,10 @@ class _HeapTrimmer:
 
     glibc serves blocks of tens of MiB from its heap once such a buffer has
     been freed (its mmap threshold adapts), and the heap's free pages then
-    keep the RSS growing with the number of blocks processed (measured: 0.57
-    GiB peak for 64 frames of 2048², 0.70 GiB for 256). Trimming after every
-    job keeps the peak flat but costs about 20 % of the run time (freed pages
-    fault in again), so the trim runs only when the RSS exceeds by
-    ``DRIFT`` the level it had after the first jobs (the working set).
+    keep the RSS growing with the number of blocks processed. Trimming after
+    every job keeps the peak flat but is slow (freed pages fault in again),
+    so the trim runs only when the RSS exceeds by ``DRIFT`` the level it had
+    after the first jobs (the working set).
     No-op where ``malloc_trim`` is unavailable.
     """
 

@@ -77,8 +77,8 @@ def ingest(
 
     ``dest`` becomes a group holding the array ``0``: shape ``(N, H, W)`` with
     ``dimension_names`` ``("t", "y", "x")``, or ``(N, H, W, C)`` with
-    ``("t", "y", "x", "c")``; the source dtype; the default ``blosc-lz4`` codec (bit shuffle:
-    on uint16 frames a ratio of 1.27 against 1.03 with byte shuffle).
+    ``("t", "y", "x", "c")``; the source dtype; the default ``blosc-lz4`` codec
+    (bit shuffle, which compresses integer frames better than byte shuffle).
     Frames are written in slabs of ``chunks[0]`` frames (one frame by default),
     so memory stays bounded. The array's ``convpipe_ingest`` attribute records
     the source path, frame and file counts, first and last file names, and

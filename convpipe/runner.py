@@ -199,7 +199,7 @@ def _write_missing_blocks(plan, config, target, recorder, done, progress, hint) 
     done = _unchanged_inputs(plan, recorder, done)
     todo = g.n_tasks - len(done)
     # Every block's input identities, taken before any block runs: os.stat releases the GIL, and taken
-    # while the workers compute, each call waited for the GIL (10 % of a short run at stride 2).
+    # while the workers compute, each call would wait for the GIL.
     inputs = {
         block: _inputs_of(plan, block)
         for block in np.ndindex(*(len(c) for c in g.output_chunks))

@@ -9,9 +9,8 @@ can run in any process. Whole frames
 :class:`convpipe.tiffinput.TiffStack` both go through here.
 
 Not through tifffile's Zarr store (``TiffPage.aszarr``), which reads the same
-tiles with the same decoder: zarr's per-chunk machinery made a 2048² region
-of 256² tiles 4 times slower to read (0.117 s against 0.029 s, one thread),
-and the whole stack read 2.4 times slower than the same data in Zarr.
+tiles with the same decoder, but with zarr's per-chunk machinery around each
+tile: several times slower.
 """
 
 from __future__ import annotations
