@@ -15,7 +15,7 @@ is an error naming the key.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from convpipe.errors import ConfigError, InputError
@@ -336,19 +336,20 @@ def moved_channel(axes: Axes) -> tuple[tuple[int, ...], Axes]:
     (after time, before z and the spatial axes) and the axes in that order,
     without a channel axis.
     """
-    c = axes.channel_axis
     batch = list(axes.batch_axes)
     position = kernel_position(axes, tuple(batch))
-    order = tuple(batch[:position] + [c] + batch[position:] + list(axes.spatial_axes))
-    ndim = len(order)
-    return order, Axes(
-        tuple(axes.names[a] for a in order),
-        tuple(axes.types[a] for a in order),
-        tuple(axes.units[a] for a in order),
-        tuple(axes.scale[a] for a in order),
-        tuple(axes.translation[a] for a in order),
-        None,
-        (ndim - 2, ndim - 1),
-        axes.origin,
-        axes.channel_labels,
+    order = tuple(batch[:position] + [axes.channel_axis] + batch[position:] + list(axes.spatial_axes))
+
+    def reordered(values: tuple) -> tuple:
+        return tuple(values[a] for a in order)
+
+    return order, replace(
+        axes,
+        names=reordered(axes.names),
+        types=reordered(axes.types),
+        units=reordered(axes.units),
+        scale=reordered(axes.scale),
+        translation=reordered(axes.translation),
+        channel_axis=None,
+        spatial_axes=(len(order) - 2, len(order) - 1),
     )

@@ -327,7 +327,7 @@ def _config_from(raw: Any, doc: YamlDoc, source: str, base: Path | None) -> Conf
         storage_options=_parsed(
             doc, parse_storage_options, raw_output.get("storage_options") or {}, ("output", "storage_options")
         ),
-        shards=parse_shards(doc, raw_output.get("shards"), ("output", "shards"), output_format),
+        shards=_parsed(doc, lambda v: parse_shards(v, output_format), raw_output.get("shards"), ("output", "shards")),
         pyramid=_parsed(doc, parse_pyramid, raw_output.get("pyramid", 0), ("output", "pyramid")),
     )
 

@@ -96,11 +96,19 @@ def output_chunks(chunks: tuple[int, ...], k: int, s: int) -> tuple[int, ...]:
     >>> sum(output_chunks((4, 4, 4), 3, 1)) == output_length(12, 3, 1)
     True
     """
-    n = sum(chunks)
-    total = output_length(n, k, s)
-    starts = list(itertools.accumulate(chunks[:-1], initial=0))
-    first_outputs = [a // s for a in starts] + [total]
-    return tuple(first_outputs[i + 1] - first_outputs[i] for i in range(len(chunks)))
+    firsts = [a // s for a in itertools.accumulate(chunks[:-1], initial=0)] + [output_length(sum(chunks), k, s)]
+    return tuple(b - a for a, b in itertools.pairwise(firsts))
+
+
+def effective_kernel(kernel_shape: tuple[int, int], dilation: tuple[int, int]) -> tuple[int, int]:
+    """The window a dilated kernel covers: ``d * (k - 1) + 1`` per axis.
+
+    Examples
+    --------
+    >>> effective_kernel((3, 2), (2, 1))
+    (5, 2)
+    """
+    return tuple(d * (k - 1) + 1 for k, d in zip(kernel_shape, dilation))
 
 
 def halo(k: int) -> tuple[int, int]:
@@ -371,7 +379,7 @@ def plan_geometry(
     ``block_multiple`` pixels along y and x (``2**N`` for an N-level pyramid).
     """
     task_bytes = DEFAULT_TASK_BYTES if task_bytes is None else task_bytes
-    kernel_shape = tuple(d * (k - 1) + 1 for k, d in zip(kernel_shape, dilation))
+    kernel_shape = effective_kernel(kernel_shape, dilation)
     probe = StackGeometry(input_shape, channel_axis, kernel_shape, n_kernels, stride, combine, ())
     (ay, ax), (kh, kw), (sy, sx) = probe.spatial_axes, kernel_shape, stride
     qy, qx = sy * block_multiple, sx * block_multiple  # processing chunks are multiples of these

@@ -37,17 +37,12 @@ DEFAULT_TILE = 1024
 """Spatial tile edge used when a whole frame is larger than :data:`MAX_CHUNK_BYTES`."""
 
 
-def default_ingest_chunks(
-    frame_shape: tuple[int, ...],
-    dtype: np.dtype | str,
-    max_bytes: int = MAX_CHUNK_BYTES,
-    tile: int = DEFAULT_TILE,
-) -> tuple[int, ...]:
+def default_ingest_chunks(frame_shape: tuple[int, ...], dtype: np.dtype | str) -> tuple[int, ...]:
     """Zarr chunks for a stack of frames: one whole frame, or square tiles of it.
 
-    A chunk is ``(1, H, W[, C])`` when that fits in ``max_bytes``; otherwise the
-    frame is cut into ``tile`` x ``tile`` tiles (halved until they fit), colour
-    samples always kept together.
+    A chunk is ``(1, H, W[, C])`` when that fits in :data:`MAX_CHUNK_BYTES`;
+    otherwise the frame is cut into :data:`DEFAULT_TILE` square tiles (halved
+    until they fit), colour samples always kept together.
 
     Examples
     --------
@@ -59,9 +54,10 @@ def default_ingest_chunks(
     itemsize = np.dtype(dtype).itemsize
     height, width, *colour = frame_shape
     samples = int(np.prod(colour, dtype=np.int64))
-    if height * width * samples * itemsize <= max_bytes:
+    if height * width * samples * itemsize <= MAX_CHUNK_BYTES:
         return (1, height, width, *colour)
-    while tile > 1 and tile * tile * samples * itemsize > max_bytes:
+    tile = DEFAULT_TILE
+    while tile > 1 and tile * tile * samples * itemsize > MAX_CHUNK_BYTES:
         tile //= 2
     return (1, min(height, tile), min(width, tile), *colour)
 

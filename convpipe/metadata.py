@@ -3,7 +3,7 @@ OME-NGFF multiscales metadata and convpipe's provenance record."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from convpipe.geometry import StackGeometry
@@ -22,14 +22,7 @@ class OutputAxis:
     labels: tuple[str, ...] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "type": self.type,
-            "unit": self.unit,
-            "scale": self.scale,
-            "translation": self.translation,
-            "labels": None if self.labels is None else list(self.labels),
-        }
+        return {**asdict(self), "labels": None if self.labels is None else list(self.labels)}
 
 
 def window_centre_offset(geometry: StackGeometry) -> tuple[float, float]:

@@ -13,13 +13,14 @@ say the same thing.
 
 from __future__ import annotations
 
+import itertools
 import typing
 from typing import Any, Literal, Union
 
 import numpy as np
 
 from convpipe.errors import InputError
-from convpipe.geometry import StackGeometry
+from convpipe.geometry import StackGeometry, effective_kernel
 
 #: How the border is filled (PyTorch's names); :data:`NUMPY_PAD_MODES` gives ``numpy.pad``'s.
 PaddingMode = Literal["zeros", "reflect", "replicate", "circular"]
@@ -68,11 +69,6 @@ def parse_dilation(value: Any) -> tuple[int, int]:
     if isinstance(value, (list, tuple)) and len(value) == 2 and all(_is_int(v) and v >= 1 for v in value):
         return int(value[0]), int(value[1])
     raise ValueError(f"must be a positive integer or [dy, dx], got {value!r}")
-
-
-def effective_kernel(kernel_shape: tuple[int, int], dilation: tuple[int, int]) -> tuple[int, int]:
-    """The window a dilated kernel covers: ``d * (k - 1) + 1`` per axis."""
-    return tuple(d * (k - 1) + 1 for k, d in zip(kernel_shape, dilation))
 
 
 def resolve_padding(
@@ -147,11 +143,8 @@ def source_chunks(padded: tuple[int, ...], before: int, after: int) -> tuple[int
     (3,)
     """
     n = sum(padded) - before - after
-    edges = [0]
-    for c in padded:
-        edges.append(edges[-1] + c)
-    inner = sorted({min(max(e - before, 0), n) for e in edges})
-    return tuple(b - a for a, b in zip(inner, inner[1:]))
+    inner = sorted({min(max(e - before, 0), n) for e in itertools.accumulate(padded, initial=0)})
+    return tuple(b - a for a, b in itertools.pairwise(inner))
 
 
 def unpadded_chunks(geometry: StackGeometry) -> tuple[tuple[int, ...], ...]:

@@ -26,7 +26,7 @@ from dataclasses import replace
 from typing import Any
 
 from convpipe.geometry import StackGeometry, regular_chunks, round_chunk, stride_aligned_chunks
-from convpipe.yamldoc import YamlDoc, is_int, show
+from convpipe.yamldoc import is_int, show
 
 AUTO = "auto"
 AUTO_SHARD_BYTES = 2**30
@@ -40,15 +40,15 @@ computed and written (zarr-python encodes and stores a shard as one object)."""
 Shards = tuple[int, ...] | str | None
 
 
-def parse_shards(doc: YamlDoc, value: Any, key: tuple, output_format: str) -> Shards:
-    """``output.shards`` from the YAML: None, ``"auto"`` or a tuple of positive ints (Zarr v3 only)."""
+def parse_shards(value: Any, output_format: str) -> Shards:
+    """``output.shards``: None, ``"auto"`` or a tuple of positive ints (Zarr v3 only); ValueError otherwise."""
     if value is None:
         return None
     expected = "null, auto, or a list of positive integers, one per output axis (e.g. [8, 1024, 1024])"
     if value != AUTO and not (isinstance(value, list) and value and all(is_int(v) and v >= 1 for v in value)):
-        raise doc.error(key, f"must be {expected}, got {show(value)}")
+        raise ValueError(f"must be {expected}, got {show(value)}")
     if output_format != "zarr3":
-        raise doc.error(key, f"needs output.format: zarr3 (Zarr 2 has no shards), got format {output_format}")
+        raise ValueError(f"needs output.format: zarr3 (Zarr 2 has no shards), got format {output_format}")
     return value if value == AUTO else tuple(value)
 
 

@@ -14,7 +14,6 @@ import yaml
 
 from convpipe.errors import ConfigError
 
-
 _COLLECTION_TAGS = ("tag:yaml.org,2002:map", "tag:yaml.org,2002:seq")
 
 MAX_TEXT = 4 * 2**20
@@ -59,9 +58,9 @@ class YamlDoc:
                 raise self.error(key + (name,), f"unknown key; expected one of {', '.join(allowed)}")
         return value
 
-    def positive_int(self, value: Any, key: tuple, what: str = "a positive integer") -> int:
+    def positive_int(self, value: Any, key: tuple) -> int:
         if not is_int(value) or value < 1:
-            raise self.error(key, f"must be {what}, got {show(value)}")
+            raise self.error(key, f"must be a positive integer, got {show(value)}")
         return value
 
     def pair(self, value: Any, key: tuple, what: str) -> tuple[int, int]:
