@@ -167,17 +167,16 @@ def create_output(
     """
     group = zarr.open_group(store=zarr_store(path, storage_options), mode="w", zarr_format=zarr_format)
     group.attrs.update(group_attributes)
-    attributes = dict(array_attributes)
-    kwargs: dict[str, Any] = {}
-    if zarr_format == 3:
-        kwargs["dimension_names"] = list(dimension_names)
-        kwargs["shards"] = shards
-    else:
-        attributes["_ARRAY_DIMENSIONS"] = list(dimension_names)
     for dimension, values in (labels or {}).items():
         _write_labels(group, dimension, values, zarr_format)
-    arrays = [(str(k), level_shape, level_chunks) for k, (level_shape, level_chunks) in enumerate(levels, 1)]
-    for name, array_shape, array_chunks in arrays + [("0", shape, chunks)]:
+    names = list(dimension_names)  # Zarr 3 metadata, or a Zarr 2 attribute
+    named = {"dimension_names": names} if zarr_format == 3 else {}
+    names_attribute = {} if zarr_format == 3 else {"_ARRAY_DIMENSIONS": names}
+    level_attributes = {**{k: v for k, v in array_attributes.items() if k != "convpipe"}, **names_attribute}
+    arrays = [(str(k), *shape_and_chunks, level_attributes, {}) for k, shape_and_chunks in enumerate(levels, 1)]
+    sharding = {"shards": shards} if zarr_format == 3 else {}
+    arrays.append(("0", shape, chunks, {**array_attributes, **names_attribute}, sharding))
+    for name, array_shape, array_chunks, attributes, extra in arrays:
         array = group.create_array(
             name,
             shape=array_shape,
@@ -185,8 +184,9 @@ def create_output(
             dtype=dtype,
             compressors=compressors_for(codec, zarr_format),
             fill_value=unwritten_value(dtype),
-            attributes=attributes if name == "0" else {k: v for k, v in attributes.items() if k != "convpipe"},
-            **(kwargs if name == "0" else {k: v for k, v in kwargs.items() if k != "shards"}),
+            attributes=attributes,
+            **named,
+            **extra,
         )
     return array
 

@@ -249,21 +249,21 @@ def _slab_jobs(
             index: tuple(o + i for o, i in zip(slab.block_origin, index))
             for index in np.ndindex(*(len(c) for c in slab.geometry.output_chunks))
         }
-        todo = [block for block in blocks_of_slab.values() if block not in done]
+        todo = {index: block for index, block in blocks_of_slab.items() if block not in done}
         if not todo:
             continue
         slab_input = stack[slab.input_slices].rechunk(unpadded_chunks(slab.geometry))  # a band's halo joins its last tile
         tokens = write_tasks(
             result_array(slab_input, slab.geometry, plan.weights, dtype),
             target,
-            on_written=recorder.with_inputs({block: inputs[block] for block in todo}),
+            on_written=recorder.with_inputs({block: inputs[block] for block in todo.values()}),
             origin=slab.output_origin,
             block_origin=slab.block_origin,
             levels=levels,
             measure=measure,
         )
         delayed = tokens.to_delayed()
-        yield [delayed[index] for index, block in blocks_of_slab.items() if block not in done]
+        yield [delayed[index] for index in todo]
 
 
 def _write_display_windows(path: str, recorder: BlockRecorder) -> None:
