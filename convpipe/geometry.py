@@ -415,12 +415,12 @@ def plan_geometry(
     if channel_axis is not None:
         chunks[channel_axis] = (input_shape[channel_axis],)
     frame_bytes = min(cy, h) * min(cx, w) * per_pixel
+    tiled = cy < h or cx < w  # a slab is every tile of its frames: keep it to one frame
     batch_zarr_chunks = []
     for position, axis in enumerate(probe.batch_axes):
         n = input_shape[axis]
         stored = max(1, min(stored_chunks[axis], n))
         batch = 1
-        tiled = cy < h or cx < w  # a slab is every tile of its frames: keep it to one frame
         if position == len(probe.batch_axes) - 1 and not tiled:  # the innermost batch axis takes the frames
             batch = stored
             fair_share = -(-n // MIN_TASKS)  # small stacks still spread over several tasks

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import zarr
 
-from convpipe import __version__
+from convpipe import __version__, planner
 from convpipe.completion import BlockRecorder, block_name, fingerprint
 from convpipe.config import Config, with_scheduler
 from convpipe.errors import ClusterError, ConfigError, InputError, OutputError, ResumeError, storage_errors
@@ -42,7 +42,6 @@ from convpipe.outputs import (
 )
 from convpipe.paths import path_exists, remove_path, zarr_store
 from convpipe.planner import Plan
-from convpipe.planner import plan as make_plan
 from convpipe.pyramid import pyramid_layout
 from convpipe.resources import worker_memory_problem
 from convpipe.statistics import BlockMeasure, display_window, merge, sample_step
@@ -125,7 +124,7 @@ def run(
     if overwrite and resume:
         raise ConfigError("--resume and --overwrite exclude each other: resume keeps the finished blocks, "
                           "overwrite starts again; pass one of them")
-    plan = config if isinstance(config, Plan) else make_plan(config)
+    plan = config if isinstance(config, Plan) else planner.plan(config)
     config = plan.config if scheduler is None else with_scheduler(plan.config, scheduler)
     overwrite = overwrite or config.output.overwrite
     opened: list[str] = []  # the output being written, once it exists
