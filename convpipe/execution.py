@@ -340,11 +340,17 @@ def distributed_client(compute: ComputeSpec) -> Iterator:
         ) from None
     # A lost scheduler is reported by convpipe in one line (see _run_on_cluster); the client's own
     # reconnection log would add its traceback to it.
-    client_log = logging.getLogger("distributed.client")
-    level = client_log.level
-    client_log.setLevel(logging.CRITICAL)
+    with _log_level("distributed.client", logging.CRITICAL), client:
+        yield client
+
+
+@contextlib.contextmanager
+def _log_level(name: str, level: int) -> Iterator[None]:
+    """Logger ``name`` at ``level`` for the duration."""
+    log = logging.getLogger(name)
+    previous = log.level
+    log.setLevel(level)
     try:
-        with client:
-            yield client
+        yield
     finally:
-        client_log.setLevel(level)
+        log.setLevel(previous)

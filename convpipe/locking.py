@@ -84,12 +84,9 @@ def _acquire(path: str, output: str) -> int:
                 f"{output}: another convpipe run is using this output ({holder}); "
                 "wait for it to finish, or stop it first"
             ) from None
-        try:
-            same_file = os.stat(path).st_ino == os.fstat(fd).st_ino
-        except FileNotFoundError:
-            same_file = False
-        if same_file:
-            return fd
+        with contextlib.suppress(FileNotFoundError):
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                return fd
         os.close(fd)  # its holder removed it between our open and our lock: try the new one
 
 

@@ -13,6 +13,7 @@ output lies at the input's scale, each pixel over its window's centre.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -262,10 +263,7 @@ def labelled(panels: list[Panel]) -> np.ndarray:
         for n, line in enumerate(lines):
             draw.text((1, n * LINE_HEIGHT), line, fill=255, font=font)
         images.append(np.vstack([np.asarray(strip, dtype=np.uint8), panel.image]))
-    image = images[0]
-    for right in images[1:]:
-        image = side_by_side(image, right)
-    return image
+    return functools.reduce(side_by_side, images)
 
 
 def side_by_side(left: np.ndarray, right: np.ndarray, gap: int = PANEL_GAP) -> np.ndarray:
