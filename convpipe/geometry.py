@@ -307,13 +307,11 @@ class StackGeometry:
     def _slab(self, group: tuple[int, ...], band: tuple[int, int]) -> Slab:
         slices = [slice(None)] * len(self.input_shape)
         chunks = list(self.input_chunks)
-        starts = []
         for axis, index in zip(self.batch_axes, group):
             start = sum(self.input_chunks[axis][:index])
             size = self.input_chunks[axis][index]
             slices[axis] = slice(start, start + size)
             chunks[axis] = (size,)
-            starts.append(start)
         ax, (first, last), (top, bottom, left, right) = self.spatial_axes[1], band, self.padding
         columns = self.input_chunks[ax]
         halo_columns = 0 if last == len(columns) else self.kernel_shape[1] - 1
@@ -326,9 +324,9 @@ class StackGeometry:
         geometry = replace(self, input_shape=shape, input_chunks=tuple(chunks), padding=padding)
         n_batch = len(self.batch_axes)
         block_origin = [group[a] if a < n_batch else 0 for a in self.output_order]
-        output_origin = [starts[a] if a < n_batch else 0 for a in self.output_order]
-        block_origin[-1], output_origin[-1] = first, sum(self.output_chunks[-1][:first])
-        return Slab(tuple(slices), geometry, tuple(block_origin), tuple(output_origin))
+        block_origin[-1] = first
+        output_origin = tuple(sum(chunks[:i]) for chunks, i in zip(self.output_chunks, block_origin))
+        return Slab(tuple(slices), geometry, tuple(block_origin), output_origin)
 
 
 @dataclass(frozen=True)

@@ -328,8 +328,9 @@ def _open_target(plan: Plan, overwrite: bool, resume: bool):
                 return candidate, array, BlockRecorder(candidate, storage_options=options).done()
         if refusal is not None:
             raise refusal  # the output's own reason when it exists (it is examined last)
-    replacing = exists(final)
-    if replacing and not overwrite:
+    if not exists(final):
+        return final, _create_target(plan, final), set()
+    if not overwrite:
         record = read_record(final, options)
         if record is not None and not record.get("complete"):
             raise OutputError(
@@ -339,22 +340,21 @@ def _open_target(plan: Plan, overwrite: bool, resume: bool):
             )
         message = f"output.path: {final} already exists; pass --overwrite (or output.overwrite: true)"
         raise OutputError(message, key="output.path")
-    if replacing and not is_replaceable(final, options):
+    if not is_replaceable(final, options):
         raise OutputError(
             f"output.path: {final} exists and is not a convpipe output; convpipe replaces only its own "
             "outputs: choose another output.path, or remove it yourself",
             key="output.path",
         )
-    target_path = staged if replacing else final
-    if exists(target_path):  # an abandoned replacement
-        if not is_replaceable(target_path, options):
+    if exists(staged):  # an abandoned replacement
+        if not is_replaceable(staged, options):
             raise OutputError(
-                f"output.path: {target_path} (where the replacement is built) exists and is not a convpipe "
+                f"output.path: {staged} (where the replacement is built) exists and is not a convpipe "
                 "output; remove or rename it",
                 key="output.path",
             )
-        remove_path(target_path, options)
-    return target_path, _create_target(plan, target_path), set()
+        remove_path(staged, options)
+    return staged, _create_target(plan, staged), set()
 
 
 def _is_whole(path: str, storage_options: dict[str, Any] | None = None) -> bool:
