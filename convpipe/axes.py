@@ -300,14 +300,8 @@ def output_axes(
     batch_labels = batch_labels or {}
 
     def kept(a: int) -> OutputAxis:
-        return OutputAxis(
-            axes.names[a],
-            axes.types[a],
-            axes.units[a],
-            axes.scale[a],
-            axes.translation[a],
-            batch_labels.get(a),
-        )
+        labels = batch_labels.get(a)
+        return OutputAxis(axes.names[a], axes.types[a], axes.units[a], axes.scale[a], axes.translation[a], labels)
 
     work = [kept(a) for a in geometry.batch_axes]
     if geometry.has_kernel_axis:
@@ -315,11 +309,7 @@ def output_axes(
         work.append(OutputAxis(name, "channel", labels=tuple(kernel_labels)))
     for a, stride, offset in zip(geometry.spatial_axes, geometry.stride, window_centre_offset(geometry)):
         scale, translation = axes.scale[a], axes.translation[a]
-        work.append(
-            OutputAxis(
-                axes.names[a], axes.types[a], axes.units[a], scale * stride, translation + scale * offset
-            )
-        )
+        work.append(replace(kept(a), scale=scale * stride, translation=translation + scale * offset))
     return tuple(work[i] for i in geometry.output_order)
 
 
