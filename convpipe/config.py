@@ -317,18 +317,18 @@ def _config_from(raw: Any, doc: YamlDoc, source: str, base: Path | None) -> Conf
     raw_output = doc.mapping(top["output"], ("output",), OUTPUT_KEYS)
     if "path" not in raw_output:
         raise doc.error(("output",), "missing required key 'path'")
-    output_format = doc.choice(raw_output.get("format", "zarr3"), ("output", "format"), OUTPUT_FORMATS)
+    output_format = doc.choice(raw_output.get("format", OutputSpec.format), ("output", "format"), OUTPUT_FORMATS)
     output_spec = OutputSpec(
         path=_path(doc, raw_output["path"], ("output", "path"), base),
-        overwrite=doc.boolean(raw_output.get("overwrite", False), ("output", "overwrite")),
-        dtype=doc.choice(raw_output.get("dtype", "float32"), ("output", "dtype"), OUTPUT_DTYPES),
-        codec=doc.choice(raw_output.get("codec", "blosc-lz4"), ("output", "codec"), CODECS),
+        overwrite=doc.boolean(raw_output.get("overwrite", OutputSpec.overwrite), ("output", "overwrite")),
+        dtype=doc.choice(raw_output.get("dtype", OutputSpec.dtype), ("output", "dtype"), OUTPUT_DTYPES),
+        codec=doc.choice(raw_output.get("codec", OutputSpec.codec), ("output", "codec"), CODECS),
         format=output_format,
         storage_options=_parsed(
             doc, parse_storage_options, raw_output.get("storage_options") or {}, ("output", "storage_options")
         ),
         shards=_parsed(doc, lambda v: parse_shards(v, output_format), raw_output.get("shards"), ("output", "shards")),
-        pyramid=_parsed(doc, parse_pyramid, raw_output.get("pyramid", 0), ("output", "pyramid")),
+        pyramid=_parsed(doc, parse_pyramid, raw_output.get("pyramid", OutputSpec.pyramid), ("output", "pyramid")),
     )
 
     raw_compute = top.get("compute")
@@ -336,7 +336,7 @@ def _config_from(raw: Any, doc: YamlDoc, source: str, base: Path | None) -> Conf
     chunks = raw_compute.get("chunks")
     if chunks is not None:
         chunks = doc.pair(chunks, ("compute", "chunks"), "null or [cy, cx] positive integers")
-    scheduler = raw_compute.get("scheduler", "threads")
+    scheduler = raw_compute.get("scheduler", ComputeSpec.scheduler)
     if not is_scheduler(scheduler):
         raise doc.error(
             ("compute", "scheduler"),
@@ -347,7 +347,7 @@ def _config_from(raw: Any, doc: YamlDoc, source: str, base: Path | None) -> Conf
     for name in ("workers", "threads_per_worker", "task_mib"):
         if raw_compute.get(name) is not None:
             optional_ints[name] = doc.positive_int(raw_compute[name], ("compute", name))
-    retries = raw_compute.get("retries", 2)
+    retries = raw_compute.get("retries", ComputeSpec.retries)
     if not is_int(retries) or retries < 0:
         raise doc.error(("compute", "retries"), f"must be a non-negative integer, got {show(retries)}")
     connect_timeout = raw_compute.get("connect_timeout", ComputeSpec.connect_timeout)
@@ -355,7 +355,7 @@ def _config_from(raw: Any, doc: YamlDoc, source: str, base: Path | None) -> Conf
         raise doc.error(
             ("compute", "connect_timeout"), f"must be a positive number of seconds, got {show(connect_timeout)}"
         )
-    codec_pipeline = raw_compute.get("codec_pipeline", "auto")
+    codec_pipeline = raw_compute.get("codec_pipeline", ComputeSpec.codec_pipeline)
     codec_pipeline = doc.choice(codec_pipeline, ("compute", "codec_pipeline"), CODEC_PIPELINES)
     compute_spec = ComputeSpec(
         chunks=chunks, scheduler=scheduler, retries=retries, connect_timeout=float(connect_timeout),
@@ -370,7 +370,7 @@ def _config_from(raw: Any, doc: YamlDoc, source: str, base: Path | None) -> Conf
         combine=combine,
         output=output_spec,
         compute=compute_spec,
-        channels=doc.choice(top.get("channels", "sum"), ("channels",), CHANNELS),
+        channels=doc.choice(top.get("channels", Config.channels), ("channels",), CHANNELS),
         **geometry_keys,  # padding, padding_mode, dilation
         source=source,
         key_lines={
