@@ -53,20 +53,9 @@ they are encoded, so the same values give other shard files from run to run (and
 """
 
 
-def zarrs_installed() -> bool:
-    """Whether the ``zarrs`` package (the Rust codec pipeline for zarr-python) can be imported."""
-    try:
-        import zarrs  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def uses_zarrs(array: Any) -> bool:
     """Whether ``array`` (a ``zarr.Array``) reads and writes its chunks through the zarrs pipeline."""
-    if not zarrs_installed():
-        return False
-    from zarrs import ZarrsCodecPipeline
+    from zarrs import ZarrsCodecPipeline  # a required dependency of convpipe
 
     return isinstance(array.async_array.codec_pipeline, ZarrsCodecPipeline)
 
@@ -86,7 +75,7 @@ def with_codec_pipeline(array: Any, choice: str, writing_codec: str | None = Non
     takes zarr-python's. Nothing is read from the store: the array's metadata
     is reused.
     """
-    wanted = choice != "zarr" and zarrs_installed() and _in_local_folder(array)
+    wanted = choice != "zarr" and _in_local_folder(array)
     if choice == "auto" and writing_codec is not None and (writing_codec in AUTO_KEEPS_ZARR_FOR or array.shards):
         wanted = False
     if wanted:

@@ -14,7 +14,7 @@ import shlex
 import sys
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -165,14 +165,10 @@ def _resume_hint(plan: Plan, scheduler: str | None, opened: list[str]) -> str:
 
 def _with_codec_pipelines(plan: Plan, config: Config, target) -> tuple[Plan, Any, dict[str, str | None]]:
     """``plan`` and ``target`` with their Zarr arrays on the pipelines ``compute.codec_pipeline`` gives them."""
-    from dataclasses import replace
+    from convpipe.codecs import on_codec_pipelines
 
-    from convpipe.codecs import on_codec_pipelines, zarrs_installed
-
-    choice = config.compute.codec_pipeline
-    if choice == "zarrs" and not zarrs_installed():
-        raise config.error(ConfigError, "compute.codec_pipeline", "zarrs is not installed (pip install zarrs)")
-    source, target, pipelines = on_codec_pipelines(plan.stack.source, target, choice, config.output.codec)
+    choice, codec = config.compute.codec_pipeline, config.output.codec
+    source, target, pipelines = on_codec_pipelines(plan.stack.source, target, choice, codec)
     return replace(plan, stack=replace(plan.stack, source=source)), target, pipelines
 
 
