@@ -75,12 +75,18 @@ def image_axes(ndim: int, samples: int | None) -> SourceAxes:
     return SourceAxes(tuple(AxisInfo(n, NAME_TYPES[n]) for n in names), "image files", labels)
 
 
+def dimension_names(array: Any) -> tuple[str | None, ...] | None:
+    """The axis names of a Zarr array: ``dimension_names`` (format 3) or ``_ARRAY_DIMENSIONS`` (format 2)."""
+    names = getattr(array.metadata, "dimension_names", None) or array.attrs.get("_ARRAY_DIMENSIONS")
+    return None if names is None else tuple(names)
+
+
 def zarr_axes(array: Any, group: Any = None, array_path: str | None = None) -> SourceAxes:
     """An array's axes: OME-NGFF metadata of the ``group`` holding it at ``array_path``, else its dimension names."""
     ome = _ome_axes(group, array_path, array.ndim) if group is not None else None
     if ome is not None:
         return ome
-    names = getattr(array.metadata, "dimension_names", None) or array.attrs.get("_ARRAY_DIMENSIONS")
+    names = dimension_names(array)
     if not names or len(names) != array.ndim:
         return unnamed(array.ndim)
     origin = "dimension_names" if array.metadata.zarr_format == 3 else "_ARRAY_DIMENSIONS"

@@ -213,12 +213,6 @@ def enclosing_group(
         return None, None
 
 
-def dimension_names(array: zarr.Array) -> tuple[str | None, ...] | None:
-    """The axis names of a Zarr array: ``dimension_names`` (format 3) or ``_ARRAY_DIMENSIONS`` (format 2)."""
-    names = getattr(array.metadata, "dimension_names", None) or array.attrs.get("_ARRAY_DIMENSIONS")
-    return None if names is None else tuple(names)
-
-
 def open_zarr_array(
     path: str,
     array: str | None = None,

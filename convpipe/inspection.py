@@ -8,10 +8,10 @@ from typing import Any
 
 import zarr
 
-from convpipe.axes import resolve_axes, zarr_axes
+from convpipe.axes import dimension_names, resolve_axes, zarr_axes
 from convpipe.completion import BlockRecorder
 from convpipe.errors import ConvpipeError, storage_errors
-from convpipe.inputs import dimension_names, enclosing_group, open_zarr_array
+from convpipe.inputs import enclosing_group, open_zarr_array
 from convpipe.paths import local_path
 
 
