@@ -95,12 +95,7 @@ def ome_multiscales(
     labelled ``single_label``) with a colour; windows are added once the
     data is written (:func:`with_windows`).
     """
-    ome_axes = []
-    for a in axes:
-        entry = {"name": a.name, "type": a.type}
-        if a.unit:
-            entry["unit"] = a.unit
-        ome_axes.append(entry)
+    ome_axes = [{"name": a.name, "type": a.type, **({"unit": a.unit} if a.unit else {})} for a in axes]
     multiscale: dict[str, Any] = {
         "name": "convpipe",
         "axes": ome_axes,
