@@ -9,6 +9,7 @@ A replacement is built at :func:`staging_path` and swapped in when complete.
 
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from pathlib import Path
@@ -18,6 +19,7 @@ import numpy as np
 import zarr
 
 from convpipe.codecs import compressors_for
+from convpipe.completion import BlockRecorder
 from convpipe.errors import ConvpipeError, OutputError
 from convpipe.inputs import open_zarr_array
 from convpipe.paths import StorageOptions, local_path, remove_path, zarr_store
@@ -89,31 +91,37 @@ def swap_into_place(staged: str, final: str, storage_options: StorageOptions | N
         remove_path(str(backup))
 
 
-def recover_interrupted_swap(
-    final: str, staged_is_whole, storage_options: StorageOptions | None = None
-) -> str | None:
+def recover_interrupted_swap(final: str, storage_options: StorageOptions | None = None) -> str | None:
     """Finish or undo a swap that was killed midway; say what was done (None: nothing to do).
 
-    ``staged_is_whole(path)`` tells whether the staging output is finished and
-    every block recorded: only then is it moved into place; otherwise the
-    previous output goes back. On an object store the journalled copy is
-    finished instead (:func:`convpipe.remote_swap.recover_swap_by_copy`).
+    Only a staging output that :func:`is_whole` is moved into place;
+    otherwise the previous output goes back. On an object store the
+    journalled copy is finished instead
+    (:func:`convpipe.remote_swap.recover_swap_by_copy`).
     """
     local_final = local_path(final)
     if local_final is None:
-        return recover_swap_by_copy(staging_path(final), final, staged_is_whole, storage_options)
+        whole = functools.partial(is_whole, storage_options=storage_options)
+        return recover_swap_by_copy(staging_path(final), final, whole, storage_options)
     backup, staged = Path(backup_path(str(local_final))), Path(staging_path(str(local_final)))
     if not backup.exists():
         return None
     if local_final.exists():
         remove_path(str(backup))
         return f"removed {backup}, the previous output left by an interrupted replacement"
-    if staged.exists() and staged_is_whole(str(staged)):
+    if staged.exists() and is_whole(str(staged)):
         os.replace(staged, local_final)
         remove_path(str(backup))
         return f"finished an interrupted replacement of {final}: the new output is in place"
     os.replace(backup, local_final)
     return f"restored the previous output {final} (its replacement was interrupted before it was swapped in)"
+
+
+def is_whole(path: str, storage_options: StorageOptions | None = None) -> bool:
+    """A finished output with every block recorded: the only kind a swap moves into place."""
+    record = read_record(path, storage_options)
+    done = BlockRecorder(path, storage_options=storage_options).done() if record else set()
+    return bool(record and record.get("complete")) and len(done) == record.get("blocks")
 
 
 def sweep_partial_writes(path: str) -> int:

@@ -135,7 +135,7 @@ def run(
         final, options = config.output.path, config.output.storage_options
         _check_before_writing(plan, config)
         with output_lock(final, options):  # one run at a time on this output and its staging copy
-            note = recover_interrupted_swap(final, functools.partial(_is_whole, storage_options=options), options)
+            note = recover_interrupted_swap(final, options)
             if note:
                 print(f"convpipe: {note}", file=sys.stderr)
             target_path, target, done = _open_target(plan, overwrite, resume)
@@ -351,13 +351,6 @@ def _open_target(plan: Plan, overwrite: bool, resume: bool):
             )
         remove_path(staged, options)
     return staged, _create_target(plan, staged), set()
-
-
-def _is_whole(path: str, storage_options: dict[str, Any] | None = None) -> bool:
-    """A finished output with every block recorded: the only kind a swap moves into place."""
-    record = read_record(path, storage_options)
-    done = BlockRecorder(path, storage_options=storage_options).done() if record else set()
-    return bool(record and record.get("complete")) and len(done) == record.get("blocks")
 
 
 def _reopen_for_resume(plan: Plan, path: str):
