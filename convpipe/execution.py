@@ -259,7 +259,6 @@ def check_scheduler(address: str, timeout: float) -> dict:
     from distributed.comm import connect
     from distributed.comm.addressing import parse_address, parse_host_port
 
-
     async def identity() -> object:
         scheme, location = parse_address(address)
         if scheme in ("tcp", "tls"):  # a refused connection fails now, not after Dask's retries
@@ -272,12 +271,9 @@ def check_scheduler(address: str, timeout: float) -> dict:
         finally:
             comm.abort()
 
-    def ask() -> object:
-        return asyncio.run(asyncio.wait_for(identity(), timeout))
-
     with ThreadPoolExecutor(1) as pool:
         try:
-            answer = pool.submit(ask).result()
+            answer = pool.submit(asyncio.run, asyncio.wait_for(identity(), timeout)).result()
         except (asyncio.TimeoutError, TimeoutError):
             raise ConfigError(
                 f"compute.scheduler: the Dask scheduler at {address} did not answer within {timeout:g} s "
