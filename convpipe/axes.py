@@ -120,7 +120,7 @@ def _ome_axes(group: Any, array_path: str | None, ndim: int) -> SourceAxes | Non
             axis = axis if isinstance(axis, dict) else {"name": axis}  # NGFF 0.3 gave plain names
             infos.append(AxisInfo(axis.get("name"), axis.get("type"), axis.get("unit"), float(s), float(o)))
         labels = None
-        channels = (ome.get("omero") or {}).get("channels") if isinstance(ome.get("omero"), dict) else None
+        channels = ome["omero"].get("channels") if isinstance(ome.get("omero"), dict) else None
         if channels and all(isinstance(c, dict) and c.get("label") for c in channels):
             labels = tuple(str(c["label"]) for c in channels)
         return SourceAxes(tuple(infos), "OME-NGFF", labels)

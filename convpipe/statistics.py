@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -44,6 +45,7 @@ def sample_step(output_shape: tuple[int, ...], channels: int) -> int:
     return max(1, math.ceil(math.sqrt(per_channel / SAMPLE_TARGET)))
 
 
+@dataclass(frozen=True)
 class BlockMeasure:
     """Measures a written block: per channel min, max and a histogram of a fixed lattice (picklable).
 
@@ -53,9 +55,8 @@ class BlockMeasure:
     same values.
     """
 
-    def __init__(self, channel_axis: int | None, step: int) -> None:
-        self.channel_axis = channel_axis
-        self.step = step
+    channel_axis: int | None
+    step: int
 
     def __call__(self, block: np.ndarray, region: tuple[slice, ...]) -> dict[str, Any]:
         """Statistics of ``block``, found at ``region`` of the output: ``{channel: {min, max, bins}}``."""
