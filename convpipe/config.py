@@ -24,7 +24,7 @@ from convpipe.geometry import COMBINES, DEFAULT_TASK_BYTES, Combine
 from convpipe.kernels import BUILTIN_BANKS, KernelBank
 from convpipe.outtypes import OUTPUT_DTYPES
 from convpipe.padding import Padding, PaddingMode, parse_dilation, parse_padding, parse_padding_mode
-from convpipe.paths import parse_storage_options
+from convpipe.paths import local_path, parse_storage_options
 from convpipe.pyramid import parse_pyramid
 from convpipe.shards import parse_shards
 from convpipe.yamldoc import YamlDoc, is_int, is_number, parse_yaml, show
@@ -150,6 +150,14 @@ def _parsed(doc: YamlDoc, parse: Callable[[Any], Any], value: Any, key: tuple) -
         return parse(value)
     except ValueError as exc:
         raise doc.error(key, str(exc)) from None
+
+
+def _storage_options(doc: YamlDoc, section: dict[str, Any], name: str) -> dict[str, Any]:
+    """``<name>.storage_options``: fsspec options, refused beside a local path (they would be ignored)."""
+    options = _parsed(doc, parse_storage_options, section.get("storage_options") or {}, (name, "storage_options"))
+    if options and local_path(section["path"]) is not None:
+        raise doc.error((name, "storage_options"), f"applies to URLs only (s3://...), but {name}.path is a local path")
+    return options
 
 
 def resolve_path(value: str, base: Path | None) -> str:
@@ -301,9 +309,7 @@ def _config_from(raw: Any, doc: YamlDoc, source: str, base: Path | None) -> Conf
         array=array,
         channel_axis=channel_axis,
         axes=axes.lower() if axes else None,
-        storage_options=_parsed(
-            doc, parse_storage_options, raw_input.get("storage_options") or {}, ("input", "storage_options")
-        ),
+        storage_options=_storage_options(doc, raw_input, "input"),
     )
 
     bank, bank_name = parse_kernels(doc, top["kernels"])
@@ -324,9 +330,7 @@ def _config_from(raw: Any, doc: YamlDoc, source: str, base: Path | None) -> Conf
         dtype=doc.choice(raw_output.get("dtype", OutputSpec.dtype), ("output", "dtype"), OUTPUT_DTYPES),
         codec=doc.choice(raw_output.get("codec", OutputSpec.codec), ("output", "codec"), CODECS),
         format=output_format,
-        storage_options=_parsed(
-            doc, parse_storage_options, raw_output.get("storage_options") or {}, ("output", "storage_options")
-        ),
+        storage_options=_storage_options(doc, raw_output, "output"),
         shards=_parsed(doc, lambda v: parse_shards(v, output_format), raw_output.get("shards"), ("output", "shards")),
         pyramid=_parsed(doc, parse_pyramid, raw_output.get("pyramid", OutputSpec.pyramid), ("output", "pyramid")),
     )

@@ -267,3 +267,24 @@ def test_task_mib_sets_the_task_size(tmp_path):
     ]
     assert plans[0].geometry.n_tasks > plans[1].geometry.n_tasks
     assert plans[0].config.compute.task_mib == 1
+
+
+@pytest.mark.parametrize("section", ["input", "output"])
+@pytest.mark.parametrize("path", ["data/x.zarr", "file:///tmp/x.zarr"])
+def test_storage_options_beside_a_local_path_are_refused_at_their_line(section: str, path: str) -> None:
+    paths = {"input": "in.zarr", "output": "out.zarr", section: path}
+    text = (
+        f"input:\n  path: {paths['input']}\nkernels: sobel\noutput:\n  path: {paths['output']}\n"
+        .replace(f"path: {path}\n", f"path: {path}\n  storage_options:\n    anon: true\n")
+    )
+    with pytest.raises(ConfigError) as error:
+        parse_config(text, source="c.yaml")
+    line = 3 if section == "input" else 6
+    assert str(error.value).startswith(f"c.yaml:{line}: {section}.storage_options: applies to URLs only")
+
+
+def test_storage_options_beside_a_url_are_kept() -> None:
+    config = parse_config(
+        "input:\n  path: s3://b/in.zarr\n  storage_options: {anon: true}\nkernels: sobel\noutput:\n  path: out.zarr\n"
+    )
+    assert config.input.storage_options == {"anon": True}
