@@ -30,6 +30,7 @@ from convpipe.padding import (
 )
 from convpipe.outtypes import OUTPUT_DTYPES, output_dtype
 from convpipe.pipeline import result_array
+from convpipe.yamldoc import is_int
 
 CHANNEL_NAMES = ("c", "channel")
 """A DataArray dimension with one of these names is the channel axis unless told otherwise."""
@@ -132,14 +133,10 @@ def correlate(
 
 
 def _stride(stride: Any) -> tuple[int, int]:
-    pair = (stride, stride) if _is_int(stride) else tuple(stride) if isinstance(stride, (tuple, list)) else ()
-    if len(pair) != 2 or not all(_is_int(s) and s >= 1 for s in pair):
+    pair = (stride, stride) if is_int(stride) else tuple(stride) if isinstance(stride, (tuple, list)) else ()
+    if len(pair) != 2 or not all(is_int(s) and s >= 1 for s in pair):
         raise ValueError(f"stride: must be a positive integer or (sy, sx), got {stride!r}")
     return int(pair[0]), int(pair[1])
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
 def _is_dataarray(x: Any) -> bool:
@@ -203,7 +200,7 @@ def _correlate_dask(
 def _axis(axis: Any, ndim: int) -> int | None:
     if axis is None:
         return None
-    if not _is_int(axis):
+    if not is_int(axis):
         raise TypeError(f"channel_axis: must be an integer axis or None, got {axis!r}")
     if not -ndim <= axis < ndim:
         raise ValueError(f"channel_axis: {axis} is out of range for a {ndim}-D input (valid: {-ndim}..{ndim - 1})")

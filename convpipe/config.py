@@ -219,6 +219,8 @@ def _weights(doc: YamlDoc, value: Any, key: tuple) -> np.ndarray:
     expected = "a non-empty 2-D [kh][kw] or 3-D [C][kh][kw] list of numbers"
 
     def shape_of(v: Any, path: tuple) -> tuple[int, ...]:
+        if isinstance(v, np.ndarray):  # weights given as an array in a mapping config
+            v = v.tolist()
         if isinstance(v, list):
             if not v:
                 raise doc.error(path, f"empty list; expected {expected}")
@@ -227,7 +229,7 @@ def _weights(doc: YamlDoc, value: Any, key: tuple) -> np.ndarray:
                 if s != shapes[0]:
                     raise doc.error(path + (j,), f"ragged weights (row lengths differ); expected {expected}")
             return (len(v),) + shapes[0]
-        if is_int(v) or isinstance(v, float):
+        if is_number(v):
             if abs(v) > sys.float_info.max or not math.isfinite(v):
                 raise doc.error(path, f"weights must be finite numbers, got {show(v)}")
             return ()
@@ -307,7 +309,7 @@ def _config_from(raw: Any, doc: YamlDoc, source: str, base: Path | None) -> Conf
     input_spec = InputSpec(
         path=_path(doc, raw_input["path"], ("input", "path"), base),
         array=array,
-        channel_axis=channel_axis,
+        channel_axis=None if channel_axis is None else int(channel_axis),
         axes=axes.lower() if axes else None,
         storage_options=_storage_options(doc, raw_input, "input"),
     )
@@ -362,7 +364,7 @@ def _config_from(raw: Any, doc: YamlDoc, source: str, base: Path | None) -> Conf
     codec_pipeline = raw_compute.get("codec_pipeline", ComputeSpec.codec_pipeline)
     codec_pipeline = doc.choice(codec_pipeline, ("compute", "codec_pipeline"), CODEC_PIPELINES)
     compute_spec = ComputeSpec(
-        chunks=chunks, scheduler=scheduler, retries=retries, connect_timeout=float(connect_timeout),
+        chunks=chunks, scheduler=scheduler, retries=int(retries), connect_timeout=float(connect_timeout),
         codec_pipeline=codec_pipeline, **optional_ints,
     )
 

@@ -17,10 +17,9 @@ import itertools
 import typing
 from typing import Any, Literal, Union
 
-import numpy as np
-
 from convpipe.errors import InputError
 from convpipe.geometry import StackGeometry, effective_kernel
+from convpipe.yamldoc import is_int
 
 #: How the border is filled (PyTorch's names); :data:`NUMPY_PAD_MODES` gives ``numpy.pad``'s.
 PaddingMode = Literal["zeros", "reflect", "replicate", "circular"]
@@ -33,10 +32,6 @@ Padding = Union[Literal["valid", "same"], tuple[int, int, int, int]]
 PADDING_TEXT = "valid, same, a non-negative integer p, [py, px] or [top, bottom, left, right]"
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
-
-
 def parse_padding(value: Any) -> Padding:
     """``"valid"``, ``"same"``, ``p``, ``[py, px]`` or ``[top, bottom, left, right]`` -> :data:`Padding`.
 
@@ -47,10 +42,10 @@ def parse_padding(value: Any) -> Padding:
     """
     if value in ("valid", "same") and isinstance(value, str):
         return value
-    if _is_int(value) and value >= 0:
+    if is_int(value) and value >= 0:
         return (int(value),) * 4
     listed = isinstance(value, (list, tuple)) and len(value) in (2, 4)
-    if listed and all(_is_int(v) and v >= 0 for v in value):
+    if listed and all(is_int(v) and v >= 0 for v in value):
         pads = [int(v) for v in value]
         return (pads[0], pads[0], pads[1], pads[1]) if len(pads) == 2 else tuple(pads)
     raise ValueError(f"must be {PADDING_TEXT}, got {value!r}")
@@ -64,9 +59,9 @@ def parse_padding_mode(value: Any) -> PaddingMode:
 
 def parse_dilation(value: Any) -> tuple[int, int]:
     """A positive integer or ``[dy, dx]`` -> ``(dy, dx)``."""
-    if _is_int(value) and value >= 1:
+    if is_int(value) and value >= 1:
         return int(value), int(value)
-    if isinstance(value, (list, tuple)) and len(value) == 2 and all(_is_int(v) and v >= 1 for v in value):
+    if isinstance(value, (list, tuple)) and len(value) == 2 and all(is_int(v) and v >= 1 for v in value):
         return int(value[0]), int(value[1])
     raise ValueError(f"must be a positive integer or [dy, dx], got {value!r}")
 

@@ -45,11 +45,11 @@ def parse_shards(value: Any, output_format: str) -> Shards:
     if value is None:
         return None
     expected = "null, auto, or a list of positive integers, one per output axis (e.g. [8, 1024, 1024])"
-    if value != AUTO and not (isinstance(value, list) and value and all(is_int(v) and v >= 1 for v in value)):
+    if value != AUTO and not (isinstance(value, (list, tuple)) and value and all(is_int(v) and v >= 1 for v in value)):
         raise ValueError(f"must be {expected}, got {show(value)}")
     if output_format != "zarr3":
         raise ValueError(f"needs output.format: zarr3 (Zarr 2 has no shards), got format {output_format}")
-    return value if value == AUTO else tuple(value)
+    return value if value == AUTO else tuple(int(v) for v in value)
 
 
 def shard_layout(

@@ -7,6 +7,7 @@ Plain scalars resolve as in YAML 1.2 where 1.1 surprises (only ``true`` and
 
 from __future__ import annotations
 
+import numbers
 import re
 from typing import Any
 
@@ -61,14 +62,14 @@ class YamlDoc:
     def positive_int(self, value: Any, key: tuple) -> int:
         if not is_int(value) or value < 1:
             raise self.error(key, f"must be a positive integer, got {show(value)}")
-        return value
+        return int(value)
 
     def pair(self, value: Any, key: tuple, what: str) -> tuple[int, int]:
-        """An int or a [y, x] list of two positive ints."""
+        """An int or a [y, x] list (or tuple) of two positive ints."""
         if is_int(value) and value >= 1:
-            return value, value
-        if isinstance(value, list) and len(value) == 2 and all(is_int(v) and v >= 1 for v in value):
-            return value[0], value[1]
+            return int(value), int(value)
+        if isinstance(value, (list, tuple)) and len(value) == 2 and all(is_int(v) and v >= 1 for v in value):
+            return int(value[0]), int(value[1])
         raise self.error(key, f"must be {what}, got {show(value)}")
 
     def choice(self, value: Any, key: tuple, choices: tuple[str, ...]) -> str:
@@ -115,11 +116,12 @@ def show(value: Any) -> str:
 
 
 def is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    """An integer, Python's or NumPy's (a mapping config from a notebook may hold either), not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 class YamlLoader(yaml.SafeLoader):

@@ -288,3 +288,35 @@ def test_storage_options_beside_a_url_are_kept() -> None:
         "input:\n  path: s3://b/in.zarr\n  storage_options: {anon: true}\nkernels: sobel\noutput:\n  path: out.zarr\n"
     )
     assert config.input.storage_options == {"anon": True}
+
+
+def test_a_mapping_config_takes_numpy_numbers_tuples_and_arrays_as_plain_values() -> None:
+    plain = {
+        "input": {"path": "in.zarr", "channel_axis": 0},
+        "kernels": [{"name": "d", "weights": [[1, 0], [0, -1]]}],
+        "stride": [2, 3],
+        "dilation": [1, 2],
+        "output": {"path": "out.zarr", "format": "zarr3", "shards": [4, 64, 64]},
+        "compute": {"task_mib": 8, "retries": 1, "connect_timeout": 5, "chunks": [64, 64]},
+    }
+    numpy_flavoured = {
+        "input": {"path": "in.zarr", "channel_axis": np.int64(0)},
+        "kernels": [{"name": "d", "weights": np.array([[1, 0], [0, -1]], dtype=np.int16)}],
+        "stride": (np.int32(2), 3),
+        "dilation": (1, np.uint8(2)),
+        "output": {"path": "out.zarr", "format": "zarr3", "shards": (4, np.int64(64), 64)},
+        "compute": {
+            "task_mib": np.int64(8), "retries": np.int8(1), "connect_timeout": np.float32(5), "chunks": (64, 64)
+        },
+    }
+    expected, got = load_config(plain), load_config(numpy_flavoured)
+    assert (got.input, got.output, got.compute) == (expected.input, expected.output, expected.compute)
+    np.testing.assert_array_equal(got.kernels.weights, expected.kernels.weights)
+    assert got.to_dict() == expected.to_dict()
+    assert all(type(v) is int for v in (*got.stride, *got.dilation, got.input.channel_axis, got.compute.retries))
+
+
+@pytest.mark.parametrize("value", [True, np.bool_(True), np.float64(2.0)])
+def test_a_mapping_config_refuses_bools_and_floats_as_strides(value) -> None:
+    with pytest.raises(ConfigError, match="stride: must be a positive integer"):
+        load_config({"input": {"path": "in.zarr"}, "kernels": "sobel", "output": {"path": "o.zarr"}, "stride": value})
