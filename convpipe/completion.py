@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,23 @@ def fingerprint(fields: dict[str, Any]) -> str:
 
 def block_name(index: tuple[int, ...]) -> str:
     return ".".join(str(i) for i in index)
+
+
+@dataclass(frozen=True)
+class BlockRecord:
+    """What one marker holds: the input identities and the statistics of its block (None when absent)."""
+
+    inputs: dict[str, str] | None
+    statistics: dict[str, Any] | None
+
+    @classmethod
+    def parse(cls, content: bytes) -> BlockRecord:
+        try:
+            record = json.loads(content) if content else {}
+        except ValueError:
+            record = {}
+        fields = (record.get(name) if isinstance(record, dict) else None for name in ("inputs", "statistics"))
+        return cls(*(value if isinstance(value, dict) and value else None for value in fields))
 
 
 class BlockRecorder:
@@ -97,29 +115,16 @@ class BlockRecorder:
         fs.makedirs(root, exist_ok=True)
         fs.pipe_file(f"{root}/{name}", content)  # one PUT: on an object store the marker is whole or absent
 
-    def read(self, index: tuple[int, ...]) -> dict[str, Any]:
-        """What the marker of block ``index`` holds (empty if nothing, or something unreadable)."""
+    def read_all(self, indices: set[tuple[int, ...]]) -> dict[tuple[int, ...], BlockRecord]:
+        """What the markers of blocks ``indices`` hold, each read once (concurrently on an object store)."""
         folder = self._local_folder()
         if folder is not None:
-            content = (folder / block_name(index)).read_bytes()
+            contents = {index: (folder / block_name(index)).read_bytes() for index in indices}
         else:
             fs, root = filesystem(self.folder, self.storage_options)
-            content = fs.cat_file(f"{root}/{block_name(index)}")
-        try:
-            record = json.loads(content) if content else {}
-        except ValueError:
-            return {}
-        return record if isinstance(record, dict) else {}
-
-    def inputs_read(self, index: tuple[int, ...]) -> dict[str, str] | None:
-        """The input identities recorded with block ``index``, or None if its marker holds none."""
-        inputs = self.read(index).get("inputs")
-        return inputs if isinstance(inputs, dict) and inputs else None
-
-    def statistics_read(self, index: tuple[int, ...]) -> dict[str, Any] | None:
-        """The statistics recorded with block ``index``, or None if its marker holds none."""
-        statistics = self.read(index).get("statistics")
-        return statistics if isinstance(statistics, dict) and statistics else None
+            paths = {f"{root}/{block_name(index)}": index for index in indices}
+            contents = {paths[path]: content for path, content in fs.cat(list(paths)).items()} if paths else {}
+        return {index: BlockRecord.parse(content) for index, content in contents.items()}
 
     def done(self) -> set[tuple[int, ...]]:
         """Indices of every recorded block."""

@@ -190,8 +190,9 @@ def _write_missing_blocks(plan, config, target, recorder, done, progress, hint) 
     from convpipe.execution import run_jobs
 
     g = plan.geometry
-    done = {block for block in done if recorder.statistics_read(block) is not None}  # windows need them
-    done = _unchanged_inputs(plan, recorder, done)
+    records = recorder.read_all(done)
+    done = {block for block in done if records[block].statistics is not None}  # windows need them
+    done = _unchanged_inputs(plan, {block: records[block].inputs for block in done})
     todo = g.n_tasks - len(done)
     # Every block's input identities, taken before any block runs: os.stat releases the GIL, and taken
     # while the workers compute, each call would wait for the GIL.
@@ -268,7 +269,8 @@ def _write_display_windows(path: str, recorder: BlockRecorder) -> None:
     ome = attrs.get("ome", attrs)  # NGFF 0.5 keeps it under "ome", 0.4 on the group itself
     if "omero" not in ome:
         return  # not an OME-NGFF output
-    merged = merge(filter(None, (recorder.statistics_read(block) for block in sorted(recorder.done()))))
+    records = recorder.read_all(recorder.done())
+    merged = merge(filter(None, (records[block].statistics for block in sorted(records))))
     channels = range(len(ome["omero"]["channels"]))
     group.attrs.update(with_windows(attrs, [display_window(merged[str(c)]) for c in channels]))
 
@@ -281,17 +283,16 @@ def _inputs_of(plan: Plan, block: tuple[int, ...]) -> dict[str, str]:
     return chunk_identities(plan.stack.source, region)
 
 
-def _unchanged_inputs(plan: Plan, recorder: BlockRecorder, done: set[tuple[int, ...]]) -> set[tuple[int, ...]]:
-    """The recorded blocks that can be trusted: every input chunk they read is unchanged.
+def _unchanged_inputs(plan: Plan, recorded_inputs: dict[tuple[int, ...], dict | None]) -> set[tuple[int, ...]]:
+    """The recorded blocks that can be trusted: every input chunk they read (``recorded_inputs``) is unchanged.
 
     A block recorded without input identities is computed again; a changed
     input chunk refuses the resume (the output would mix two inputs).
     """
     if not isinstance(plan.stack.source, zarr.Array):
-        return done
+        return set(recorded_inputs)
     trusted = set()
-    for block in sorted(done):
-        recorded = recorder.inputs_read(block)
+    for block, recorded in sorted(recorded_inputs.items()):
         if recorded is None:
             continue
         changed = first_change(recorded, _inputs_of(plan, block))

@@ -56,3 +56,27 @@ def test_fingerprints_are_stable_and_see_every_field() -> None:
     assert fingerprint(fields) != fingerprint({**fields, "stride": [2, 1]})
     assert fingerprint(fields) != fingerprint({**fields, "input": {"shape": [4, 32, 41]}})
     assert len(fingerprint(fields)) == 32
+
+
+def test_records_read_back_with_what_they_hold(output: str) -> None:
+    recorder = BlockRecorder(output)
+    inputs = {(0, 1): {"0.0": "10:1"}, (2, 3): {"0.1": "12:5"}}
+    statistics = {"0": {"min": -1.5, "max": 2.0}}
+    recorder.with_inputs(inputs).with_statistics((0, 1), statistics)((0, 1))
+    recorder.with_inputs(inputs)((2, 3))  # identities without statistics
+    recorder((4, 4))  # an empty marker
+    records = BlockRecorder(output).read_all({(0, 1), (2, 3), (4, 4)})
+    assert set(records) == {(0, 1), (2, 3), (4, 4)}
+    assert (records[(0, 1)].inputs, records[(0, 1)].statistics) == (inputs[(0, 1)], statistics)
+    assert (records[(2, 3)].inputs, records[(2, 3)].statistics) == (inputs[(2, 3)], None)
+    assert (records[(4, 4)].inputs, records[(4, 4)].statistics) == (None, None)
+    assert BlockRecorder(output).read_all(set()) == {}
+
+
+@pytest.mark.parametrize("content", [b"{not json", b"[1, 2]", b'{"inputs": [], "statistics": "x"}'])
+def test_an_unreadable_record_holds_nothing(tmp_path: Path, content: bytes) -> None:
+    recorder = BlockRecorder(str(tmp_path / "out.zarr"))
+    recorder((0, 0))
+    (tmp_path / "out.zarr" / MARKER_FOLDER / "0.0").write_bytes(content)
+    record = recorder.read_all({(0, 0)})[(0, 0)]
+    assert (record.inputs, record.statistics) == (None, None)

@@ -338,7 +338,7 @@ def test_a_sharded_input_gives_the_same_output_and_resume_checks_its_shards(tmp_
     [block] = BlockRecorder(str(out)).done()
     frame = block[0]
     shard = f"c/{frame // 2}/0/0"
-    assert set(BlockRecorder(str(out)).inputs_read(block)) == {shard}  # identities are the shards'
+    assert set(BlockRecorder(str(out)).read_all({block})[block].inputs) == {shard}  # identities are the shards'
 
     config_path = make_config(tmp_path / "run.yaml", source, out, chunks=(32, 80))
     neighbour = frame ^ 1  # the other frame of that shard: a chunk the block never read (nor the fingerprint)
