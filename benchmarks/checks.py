@@ -138,7 +138,9 @@ class SampledReference:
     def frames_text(self) -> str:
         where = "frame " + " and ".join(str(t) for t in self.frames) if self.frames != [None] else "the image"
         size = self.regions[0][1].stop - self.regions[0][1].start
-        return f"{len(self.regions)} regions of {size}x{size} outputs (corners, stored-chunk edges) of {where}"
+        return (
+            f"{len(self.regions)} regions of {size}x{size} outputs (corners, stored-chunk edges) of {where}"
+        )
 
     @staticmethod
     def _index(t, ys: slice, xs: slice) -> tuple:
@@ -146,7 +148,10 @@ class SampledReference:
 
     def input_samples(self) -> list[tuple]:
         """The input under each region (its halo included)."""
-        return [self._index(t, slice(ys.start, ys.stop + 2), slice(xs.start, xs.stop + 2)) for t, ys, xs in self.regions]
+        return [
+            self._index(t, slice(ys.start, ys.stop + 2), slice(xs.start, xs.stop + 2))
+            for t, ys, xs in self.regions
+        ]
 
     def magnitude(self, i: int) -> np.ndarray:
         if i not in self._magnitudes:
@@ -158,7 +163,11 @@ class SampledReference:
         if stride != 1:
             raise ValueError(f"sampled regions are checked at stride 1 only, got stride {stride}")
         return max(
-            compare(f"{label}, region {region[1:]} of frame {region[0]}", np.asarray(written[self._index(*region)]), self.magnitude(i))
+            compare(
+                f"{label}, region {region[1:]} of frame {region[0]}",
+                np.asarray(written[self._index(*region)]),
+                self.magnitude(i),
+            )
             for i, region in enumerate(self.regions)
         )
 
@@ -191,7 +200,9 @@ def compare(label: str, got: np.ndarray, want: np.ndarray) -> float:
     return float((np.abs(got64 - want) / scale).max())
 
 
-def check_stack_output(label: str, written, reference: Reference | SampledReference, stride: int = 1) -> float:
+def check_stack_output(
+    label: str, written, reference: Reference | SampledReference, stride: int = 1
+) -> float:
     """Compare what ``reference`` checks of a written output (frames or regions); the worst relative error."""
     return reference.check(label, written, stride)
 

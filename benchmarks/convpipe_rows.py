@@ -112,7 +112,8 @@ def stride_1_output(reference: Reference, scratch: Path, task_mib: int | None = 
         "dimension_names": array.metadata.dimension_names,
     }
     used = array.attrs["convpipe"]["codec_pipeline"]["output"]
-    stored = StoredOutput(array[...], spec, ZARRS_PIPELINE if used == "zarrs" else ZARR_PIPELINE, stored_chunks_digest(out / "0"))
+    pipeline = ZARRS_PIPELINE if used == "zarrs" else ZARR_PIPELINE
+    stored = StoredOutput(array[...], spec, pipeline, stored_chunks_digest(out / "0"))
     shutil.rmtree(out, ignore_errors=True)
     return stored
 

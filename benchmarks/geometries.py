@@ -111,7 +111,9 @@ def run_geometry(
         time_cases(cases, repeats, results)
         peak, seconds, output = convpipe_peak(input_path, scratch, geometry.task_mib)
         worst = reference.check(f"[{geometry.name}] convpipe run", _open(output))
-    results.agree(f"[{geometry.name}] convpipe run (fresh process): {reference.frames_text()} (max rel err {worst:.1e})")
+    results.agree(
+        f"[{geometry.name}] convpipe run (fresh process): {reference.frames_text()} (max rel err {worst:.1e})"
+    )
     results.geometry_peaks[geometry.name] = {"peak_bytes": peak, "seconds": seconds}
     print(f"  peak RSS of convpipe run: {peak / 2**30:.3f} GiB ({seconds:.1f} s)", flush=True)
     geometry_ratios(geometry, results)
@@ -138,7 +140,11 @@ def geometry_cases(
             f"({geometry.output_bytes() / 2**30:.1f} GiB, over {SAME_BYTES_MEMORY_FRACTION:.0%} of the RAM)"
         )
     else:
-        cases.append(same_bytes_floor_case(reference, stride_1_output(reference, scratch, geometry.task_mib), results, scratch))
+        cases.append(
+            same_bytes_floor_case(
+                reference, stride_1_output(reference, scratch, geometry.task_mib), results, scratch
+            )
+        )
     results.note(f"[{geometry.name}] " + plan_note(reference.path, scratch, geometry.task_mib))
     cases.append(stride_1_case(reference, results, scratch, geometry.task_mib))
     if reference.megapixels * 1e6 > DASKIMAGE_MAX_PIXELS:
@@ -149,7 +155,9 @@ def geometry_cases(
     else:
         cases += daskimage_cases(reference, results, scratch)
     section = f"geometry {geometry.name}"
-    return [dataclasses.replace(case, name=f"[{geometry.name}] {case.name}", section=section) for case in cases]
+    return [
+        dataclasses.replace(case, name=f"[{geometry.name}] {case.name}", section=section) for case in cases
+    ]
 
 
 CONVPIPE_ROW = "convpipe stride 1"
@@ -174,24 +182,49 @@ def geometry_ratios(geometry: Geometry, results: Results) -> None:
     long_stack = (geometry.frames or 0) >= LONG_STACK_FRAMES
     smaller = convpipe and floor and convpipe.stored_bytes <= floor.stored_bytes
     rows = [
-        ("convpipe / read-cast-write floor (time)", convpipe, floor, Target(1.0, True) if smaller else None,
-         "t(convpipe) / t(floor)" + ("" if smaller else "; writes more bytes than the floor: no target")),
-        ("convpipe / same-bytes floor (time)", convpipe, same, Target(0.90, True) if long_stack else None,
-         "t(convpipe) / t(same-bytes floor)"),
-        ("dask-image / convpipe (time)", daskimage, convpipe, Target(2.0, False) if long_stack else None,
-         "t(dask-image) / t(convpipe)"),
+        (
+            "convpipe / read-cast-write floor (time)",
+            convpipe,
+            floor,
+            Target(1.0, True) if smaller else None,
+            "t(convpipe) / t(floor)" + ("" if smaller else "; writes more bytes than the floor: no target"),
+        ),
+        (
+            "convpipe / same-bytes floor (time)",
+            convpipe,
+            same,
+            Target(0.90, True) if long_stack else None,
+            "t(convpipe) / t(same-bytes floor)",
+        ),
+        (
+            "dask-image / convpipe (time)",
+            daskimage,
+            convpipe,
+            Target(2.0, False) if long_stack else None,
+            "t(dask-image) / t(convpipe)",
+        ),
     ]
     for label, numerator, denominator, target, formula in rows:
         value = numerator.median / denominator.median if numerator and denominator else None
         results.ratios.append(Ratio(f"[{name}] {label}", value, target, formula))
     if convpipe and floor:
         results.ratios.append(
-            Ratio(f"[{name}] bytes written, convpipe / floor", convpipe.stored_bytes / floor.stored_bytes, None,
-                  "stored bytes of the outputs")
+            Ratio(
+                f"[{name}] bytes written, convpipe / floor",
+                convpipe.stored_bytes / floor.stored_bytes,
+                None,
+                "stored bytes of the outputs",
+            )
         )
     peak = results.geometry_peaks.get(name)
     if peak:
         results.ratios.append(
-            Ratio(f"[{name}] peak RSS of convpipe run (GiB)", peak["peak_bytes"] / 2**30, PEAK_TARGET,
-                  "fresh process, default settings" if geometry.task_mib is None else f"task_mib {geometry.task_mib}")
+            Ratio(
+                f"[{name}] peak RSS of convpipe run (GiB)",
+                peak["peak_bytes"] / 2**30,
+                PEAK_TARGET,
+                "fresh process, default settings"
+                if geometry.task_mib is None
+                else f"task_mib {geometry.task_mib}",
+            )
         )

@@ -132,7 +132,8 @@ def convpipe_peak(input_path: Path, scratch: Path, task_mib: int | None = None) 
     settle()
     measured = peak_rss_of(run_command(config))
     if measured["returncode"] != 0:
-        raise BenchmarkError(f"convpipe run on {input_path.name} exited with {measured['returncode']}:\n{measured['stderr']}")
+        code, stderr = measured["returncode"], measured["stderr"]
+        raise BenchmarkError(f"convpipe run on {input_path.name} exited with {code}:\n{stderr}")
     return max(measured["high_water_bytes"], measured["sampled_peak_bytes"]), measured["seconds"], output
 
 
