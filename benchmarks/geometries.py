@@ -3,7 +3,7 @@
 Each geometry gets, timed in interleaved rounds of its own: the plain
 read-cast-write floor, the same-bytes floor (convpipe's own output values
 written with plain zarr-python, see ``peers.same_bytes_floor_case``),
-convpipe at stride 1 with default settings, and dask-image where it fits;
+convpipe at stride 1 with default settings, and the dask-image pipeline;
 then the peak RSS of ``convpipe run`` in a fresh process. Its ratios carry
 issue 17's targets where they apply (see :func:`geometry_ratios`).
 
@@ -21,7 +21,7 @@ from pathlib import Path
 
 from benchdata import ensure_stack, ensure_wide
 from checks import Reference, SampledReference, SameBytes
-from convpipe_rows import plan_note, stride_1_case, stride_1_output
+from convpipe_rows import open_output, plan_note, stride_1_case, stride_1_output
 from peak_memory import convpipe_peak
 from peers import FLOOR_NAME, SAME_BYTES_FLOOR_NAME, daskimage_cases, floor_case, same_bytes_floor_case
 from results import Ratio, Results, Target
@@ -31,8 +31,6 @@ WHOLE_FRAME_CHECK_MAX = 2048
 """Frames up to this side are checked whole (first and last); larger ones, and 2-D images, in sampled regions."""
 SAME_BYTES_MEMORY_FRACTION = 0.25
 """The same-bytes floor holds convpipe's output in memory: skipped when it exceeds this share of the RAM."""
-DASKIMAGE_MAX_PIXELS = 2**30
-"""dask-image is skipped above this many input pixels (its graph and the time it takes grow with them)."""
 PEAK_TARGET = Target(1.5, at_most=True)
 """Peak RSS of ``convpipe run`` in GiB, on every geometry (issue 17, item 3)."""
 LONG_STACK_FRAMES = 96
@@ -110,19 +108,13 @@ def run_geometry(
         print(f"  timing {len(cases)} row(s), {repeats} round(s)", flush=True)
         time_cases(cases, repeats, results)
         peak, seconds, output = convpipe_peak(input_path, scratch, geometry.task_mib)
-        worst = reference.check(f"[{geometry.name}] convpipe run", _open(output))
+        worst = reference.check(f"[{geometry.name}] convpipe run", open_output(output))
     results.agree(
         f"[{geometry.name}] convpipe run (fresh process): {reference.frames_text()} (max rel err {worst:.1e})"
     )
     results.geometry_peaks[geometry.name] = {"peak_bytes": peak, "seconds": seconds}
     print(f"  peak RSS of convpipe run: {peak / 2**30:.3f} GiB ({seconds:.1f} s)", flush=True)
     geometry_ratios(geometry, results)
-
-
-def _open(output: Path):
-    from convpipe_rows import open_output
-
-    return open_output(output)
 
 
 def geometry_cases(
@@ -147,13 +139,7 @@ def geometry_cases(
         )
     results.note(f"[{geometry.name}] " + plan_note(reference.path, scratch, geometry.task_mib))
     cases.append(stride_1_case(reference, results, scratch, geometry.task_mib))
-    if reference.megapixels * 1e6 > DASKIMAGE_MAX_PIXELS:
-        results.note(
-            f"[{geometry.name}] no dask-image row: {reference.megapixels / 1e3:.1f} Gpx is over "
-            f"{DASKIMAGE_MAX_PIXELS / 2**30:.0f} Gi px (see benchmarks/README.md)"
-        )
-    else:
-        cases += daskimage_cases(reference, results, scratch)
+    cases += daskimage_cases(reference, results, scratch)
     section = f"geometry {geometry.name}"
     return [
         dataclasses.replace(case, name=f"[{geometry.name}] {case.name}", section=section) for case in cases
