@@ -50,6 +50,7 @@ import numpy as np
 
 from benchdata import ensure_stack, ensure_tiff
 from checks import RTOL, BenchmarkError, Reference, reference_name
+from geometries import DEFAULT_GEOMETRIES, GEOMETRIES, QUICK_GEOMETRIES, run_geometry
 from convpipe_rows import TIFF_ROWS, core_rows, pipeline_cases, response_cases, stride_1_output, tiff_cases
 from peak_memory import bench_memory, paired_peaks
 from peers import daskimage_cases, floor_cases, frame_peer_rows, same_bytes_floor_case
@@ -70,8 +71,7 @@ def stack_cases(
     cases = []
     if "floor" in sections:
         cases += floor_cases(reference, results, args.floor_writer, scratch)
-        values, chunks = stride_1_output(reference, scratch)
-        cases.append(same_bytes_floor_case(reference, values, chunks, results, scratch))
+        cases.append(same_bytes_floor_case(reference, stride_1_output(reference, scratch), results, scratch))
     if "convpipe" in sections:
         cases += pipeline_cases(reference, results, scratch)
     if "daskimage" in sections:
@@ -120,6 +120,17 @@ def _frame_counts(text: str) -> list[int]:
     return counts
 
 
+def _geometries(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    names = [n for name in names for n in (DEFAULT_GEOMETRIES if name == "default" else (name,))]
+    unknown = [name for name in names if name not in GEOMETRIES]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"expected a comma-separated subset of default,{','.join(GEOMETRIES)}, got {text!r}"
+        )
+    return list(dict.fromkeys(names))
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Time convpipe against the I/O floor, dask-image, SciPy and OpenCV, and print the ratios.",
@@ -159,6 +170,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--memory-size", type=_positive, default=2048, help="frame size of --memory (default 2048)"
     )
     parser.add_argument(
+        "--geometry",
+        type=_geometries,
+        nargs="?",
+        const=list(DEFAULT_GEOMETRIES),
+        help="time the geometry rows (floors, convpipe, dask-image, peak RSS) on these inputs: "
+        f"{','.join(GEOMETRIES)} or default (= {','.join(DEFAULT_GEOMETRIES)}, also without a value); "
+        "only these unless --only is given",
+    )
+    parser.add_argument(
+        "--huge",
+        action="store_true",
+        help="add the wide geometry (one 8192 x 262144 uint16 image, 4 GiB, generated once) to --geometry",
+    )
+    parser.add_argument(
         "--floor-writer",
         choices=("store", "to_zarr"),
         default="store",
@@ -173,10 +198,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             setattr(args, name, quick.get(name, default))
     if args.size < 3 or args.memory_size < 3:
         parser.error("frames must be at least 3 x 3 pixels for a 3 x 3 kernel")
+    if args.huge:
+        args.geometry = list(dict.fromkeys([*(args.geometry or DEFAULT_GEOMETRIES), "wide"]))
     if args.only is None:
-        args.only = [] if args.memory else list(SECTIONS)
+        args.only = [] if args.memory or args.geometry else list(SECTIONS)
     args.data_dir = args.data_dir.resolve()
     return args
+
+
+def total_memory() -> int | None:
+    """Bytes of RAM of the machine (None without psutil)."""
+    try:
+        import psutil
+    except ImportError:
+        return None
+    return psutil.virtual_memory().total
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -187,6 +223,9 @@ def main(argv: list[str] | None = None) -> int:
         "memory": args.memory,
         "data_dir": str(args.data_dir),
     }
+    geometries = [(QUICK_GEOMETRIES if args.quick else GEOMETRIES)[name] for name in args.geometry or []]
+    if geometries:
+        settings.update(geometries={g.name: g.label for g in geometries}, repeats=args.repeats, seed=args.seed)
     if args.only:
         settings.update(
             frames=args.frames,
@@ -216,6 +255,8 @@ def main(argv: list[str] | None = None) -> int:
                 cases = frame_cases(reference, results)
                 print(f"timing {len(cases)} one-frame row(s), {args.repeats} round(s)", flush=True)
                 time_cases(cases, args.repeats, results)
+        for geometry in geometries:
+            run_geometry(geometry, args.data_dir, args.seed, args.repeats, results, total_memory())
         if args.memory:
             print("memory", flush=True)
             bench_memory(results, args.data_dir, args.memory_frames, args.memory_size, args.chunk, args.seed)

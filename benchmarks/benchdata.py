@@ -87,6 +87,73 @@ def relative(path: Path) -> str:
     return str(path)
 
 
+def wide_tile(y0: int, x0: int, height: int, width: int, image_height: int, seed: int) -> np.ndarray:
+    """The region ``[y0:y0+height, x0:x0+width]`` of the wide benchmark image, uint16.
+
+    A smooth scene (waves, scaled to the image's height so the features are
+    round along the whole width) plus Gaussian noise seeded by the region's
+    origin: the image is made region by region and never held whole.
+    """
+    rng = np.random.default_rng([seed, y0, x0])
+    y = (np.arange(y0, y0 + height, dtype=np.float32)[:, None] + 0.5) / image_height
+    x = (np.arange(x0, x0 + width, dtype=np.float32)[None, :] + 0.5) / image_height
+    scene = 16000 + 6000 * (np.sin(2 * np.pi * 2.5 * x) * np.cos(2 * np.pi * 1.5 * y))
+    scene = scene + 8000 * np.cos(2 * np.pi * 0.37 * x) * np.sin(2 * np.pi * 0.8 * y) ** 2
+    scene += rng.standard_normal((height, width), dtype=np.float32) * np.float32(300)
+    return np.clip(np.rint(scene), 0, 65535).astype(np.uint16)
+
+
+def wide_path(data_dir: Path, height: int, width: int, chunk: int, seed: int) -> Path:
+    return data_dir / f"image-{height}x{width}-chunk{chunk}-seed{seed}.zarr"
+
+
+def ensure_wide(data_dir: Path, height: int, width: int, chunk: int, seed: int) -> Path:
+    """One 2-D uint16 image ``height x width`` as a Zarr v3 array, generated chunk by chunk and cached.
+
+    Each stored chunk ``(chunk, chunk)`` is generated and written on its own,
+    so the image is never whole in memory (the full-size one is 4 GiB).
+    Blosc LZ4 as the stacks; an attribute written last marks it complete.
+    """
+    import zarr
+
+    path = wide_path(data_dir, height, width, chunk, seed)
+    wanted = {"height": height, "width": width, "chunk": chunk, "seed": seed, "generator": GENERATOR_VERSION}
+    if _complete(path, wanted):
+        print(f"  using cached {relative(path)}", flush=True)
+        return path
+    shutil.rmtree(path, ignore_errors=True)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    chunks = (min(chunk, height), min(chunk, width))
+    array = zarr.create_array(
+        store=str(path),
+        shape=(height, width),
+        chunks=chunks,
+        dtype="uint16",
+        compressors=default_compressors(),
+        dimension_names=["y", "x"],
+        attributes={"convpipe_bench": {**wanted, "complete": False}},
+    )
+    for y0 in range(0, height, chunks[0]):
+        for x0 in range(0, width, chunks[1]):
+            h, w = min(chunks[0], height - y0), min(chunks[1], width - x0)
+            array[y0 : y0 + h, x0 : x0 + w] = wide_tile(y0, x0, h, w, height, seed)
+    array.attrs["convpipe_bench"] = {**wanted, "complete": True}
+    print(f"  generated {relative(path)} in {time.perf_counter() - started:.1f} s", flush=True)
+    return path
+
+
+def _complete(path: Path, wanted: dict) -> bool:
+    """Whether ``path`` is a cached array generated with ``wanted`` and marked complete."""
+    import zarr
+
+    if not path.exists():
+        return False
+    with contextlib.suppress(Exception):
+        attrs = dict(zarr.open_array(str(path), mode="r").attrs)
+        return attrs.get("convpipe_bench") == {**wanted, "complete": True}
+    return False
+
 
 TIFF_TILE = (256, 256)
 """Tiles of the TIFF copy of the stack (``--only tiff``): a common size for tiled microscopy TIFFs."""

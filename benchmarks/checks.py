@@ -87,6 +87,101 @@ class Reference:
     def frames_text(self) -> str:
         return "frame " + " and ".join(str(t) for t in self.frames)
 
+    def input_samples(self) -> list[tuple]:
+        """Index tuples of the input that a copy of it (the I/O floor) is checked on: whole frames."""
+        return [(t,) for t in self.frames]
+
+    def check(self, label: str, written, stride: int = 1) -> float:
+        """Compare the checked frames of a written output (subsampled by ``stride``); the worst relative error."""
+        return max(
+            compare(f"{label}, frame {t}", np.asarray(written[t]), self.magnitude(t)[::stride, ::stride])
+            for t in self.frames
+        )
+
+
+SAMPLE_SIZE = 64
+"""Side of a sampled output region of :class:`SampledReference`."""
+MAX_EDGES_PER_AXIS = 12
+"""Stored-chunk edges sampled along one axis at most (evenly spread, the first and last always)."""
+
+
+class SampledReference:
+    """Reference magnitudes of sampled regions, for outputs too large to check whole frames of.
+
+    The input may be a stack ``(t, y, x)`` (its first and last frames are
+    sampled) or one 2-D image. Regions of ``SAMPLE_SIZE`` squared output
+    pixels sit at the four corners and astride the edges of the stored
+    chunks (``chunk``), where convpipe's tiles and column bands also begin
+    (they grow in whole stored chunks): the places a halo or a band edge
+    could go wrong. Each region's reference is :func:`reference_magnitude`
+    of the input region it depends on.
+    """
+
+    def __init__(self, input_path: Path, chunk: int) -> None:
+        import zarr
+
+        self.path = input_path
+        self.array = zarr.open_array(str(input_path), mode="r")
+        shape = self.array.shape
+        self.frames = sorted({0, shape[0] - 1}) if len(shape) == 3 else [None]
+        size = min(SAMPLE_SIZE, shape[-2] - 2, shape[-1] - 2)
+        ys, xs = (_sample_starts(n - 2, chunk, size) for n in shape[-2:])
+        self.regions = [
+            (t, slice(y, y + size), slice(x, x + size)) for t in self.frames for y in ys for x in xs
+        ]
+        self._magnitudes: dict[int, np.ndarray] = {}
+
+    @property
+    def megapixels(self) -> float:
+        return math.prod(self.array.shape) / 1e6
+
+    def frames_text(self) -> str:
+        where = "frame " + " and ".join(str(t) for t in self.frames) if self.frames != [None] else "the image"
+        size = self.regions[0][1].stop - self.regions[0][1].start
+        return (
+            f"{len(self.regions)} regions of {size}x{size} outputs (corners, stored-chunk edges) of {where}"
+        )
+
+    @staticmethod
+    def _index(t, ys: slice, xs: slice) -> tuple:
+        return (ys, xs) if t is None else (t, ys, xs)
+
+    def input_samples(self) -> list[tuple]:
+        """The input under each region (its halo included)."""
+        return [
+            self._index(t, slice(ys.start, ys.stop + 2), slice(xs.start, xs.stop + 2))
+            for t, ys, xs in self.regions
+        ]
+
+    def magnitude(self, i: int) -> np.ndarray:
+        if i not in self._magnitudes:
+            self._magnitudes[i] = reference_magnitude(self.array[self.input_samples()[i]])
+        return self._magnitudes[i]
+
+    def check(self, label: str, written, stride: int = 1) -> float:
+        """Compare every sampled region of a stride-1 output; the worst relative error."""
+        if stride != 1:
+            raise ValueError(f"sampled regions are checked at stride 1 only, got stride {stride}")
+        return max(
+            compare(
+                f"{label}, region {region[1:]} of frame {region[0]}",
+                np.asarray(written[self._index(*region)]),
+                self.magnitude(i),
+            )
+            for i, region in enumerate(self.regions)
+        )
+
+
+def _sample_starts(n: int, chunk: int, size: int) -> list[int]:
+    """First output index of each sampled region along an axis of ``n`` outputs: both ends and
+    astride the stored-chunk edges (at most :data:`MAX_EDGES_PER_AXIS` of them, evenly spread)."""
+    edges = list(range(chunk, n, chunk))
+    if len(edges) > MAX_EDGES_PER_AXIS:
+        picks = np.linspace(0, len(edges) - 1, MAX_EDGES_PER_AXIS).round().astype(int)
+        edges = [edges[i] for i in sorted(set(picks))]
+    starts = {0, n - size} | {min(max(edge - size // 2, 0), n - size) for edge in edges}
+    return sorted(starts)
+
 
 def compare(label: str, got: np.ndarray, want: np.ndarray) -> float:
     """Largest relative error of ``got`` against ``want``; raise if beyond tolerance."""
@@ -105,12 +200,11 @@ def compare(label: str, got: np.ndarray, want: np.ndarray) -> float:
     return float((np.abs(got64 - want) / scale).max())
 
 
-def check_stack_output(label: str, written, reference: Reference, stride: int = 1) -> float:
-    """Compare the checked frames of a written stack (subsampled by ``stride``); the worst relative error."""
-    return max(
-        compare(f"{label}, frame {t}", np.asarray(written[t]), reference.magnitude(t)[::stride, ::stride])
-        for t in reference.frames
-    )
+def check_stack_output(
+    label: str, written, reference: Reference | SampledReference, stride: int = 1
+) -> float:
+    """Compare what ``reference`` checks of a written output (frames or regions); the worst relative error."""
+    return reference.check(label, written, stride)
 
 
 METADATA_FILES = {"zarr.json", ".zarray", ".zattrs", ".zgroup", ".zmetadata"}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,10 +18,10 @@ import yaml
 import zarr
 
 import convpipe
-from convpipe.codecs import compressors_for
+from convpipe.codecs import ZARR_PIPELINE, ZARRS_PIPELINE, compressors_for
 from convpipe.core import correlate_block
 
-from checks import SOBEL_BANK, Reference, SameBytes, check_stack_output
+from checks import SOBEL_BANK, Reference, SameBytes, check_stack_output, stored_chunks_digest
 from results import Results
 from timing import Case, FrameRow, pipeline_case
 
@@ -47,22 +48,28 @@ def config(
     dtype: str = "float32",
     shards: str | None = None,
     codec_pipeline: str = "auto",
+    task_mib: int | None = None,
 ) -> dict:
-    """A convpipe config for the Sobel magnitude (or ``combine``) of ``input_path``, as a mapping."""
+    """A convpipe config for the Sobel magnitude (or ``combine``) of ``input_path``, as a mapping.
+
+    ``task_mib`` (default: convpipe's) is only set by quick geometry runs, so
+    that tiny images are still cut into tiles and column bands.
+    """
     output = {"path": str(output_path), "dtype": dtype, "codec": "blosc-lz4"}
+    compute = {"scheduler": "threads", "codec_pipeline": codec_pipeline}
     return {
         "input": {"path": str(input_path)},
         "kernels": "sobel",
         "stride": stride,
         "combine": combine,
         "output": output | ({"shards": shards} if shards else {}),
-        "compute": {"scheduler": "threads", "codec_pipeline": codec_pipeline},
+        "compute": compute | ({"task_mib": task_mib} if task_mib else {}),
     }
 
 
-def config_text(input_path: Path, output_path: Path, stride: int) -> str:
+def config_text(input_path: Path, output_path: Path, stride: int, task_mib: int | None = None) -> str:
     """The same config as a YAML file's text."""
-    return yaml.safe_dump(config(input_path, output_path, stride), sort_keys=False)
+    return yaml.safe_dump(config(input_path, output_path, stride, task_mib=task_mib), sort_keys=False)
 
 
 def run_command(config_path: Path) -> list[str]:
@@ -73,14 +80,42 @@ def run_command(config_path: Path) -> list[str]:
 ZARR_PYTHON_ROW = "convpipe stride 1, zarr-python pipeline"
 
 
-def stride_1_output(reference: Reference, scratch: Path) -> tuple[np.ndarray, tuple[int, ...]]:
-    """convpipe's stride-1 output values, in memory, and its Zarr chunks: what the same-bytes floor writes."""
+@dataclass
+class StoredOutput:
+    """convpipe's stride-1 output held in memory, and how it was stored: what the same-bytes floor writes.
+
+    ``array_spec`` holds the keyword arguments of ``zarr.create_array`` that
+    reproduce convpipe's output array (shape, chunks, dtype, every codec, fill
+    value), ``pipeline`` the codec pipeline convpipe wrote it with, and
+    ``digest`` a hash of its stored chunk files, which the floor must equal.
+    """
+
+    values: np.ndarray
+    array_spec: dict
+    pipeline: str
+    digest: str
+
+
+def stride_1_output(reference: Reference, scratch: Path, task_mib: int | None = None) -> StoredOutput:
+    """Run convpipe at stride 1 once and keep its output values (in memory) and storage."""
     out = scratch / "same-bytes.zarr"
-    convpipe.run(config(reference.path, out, 1), progress=False)
-    values = np.asarray(open_output(out).values)
-    chunks = zarr.open_array(str(out / "0"), mode="r").chunks
+    convpipe.run(config(reference.path, out, 1, task_mib=task_mib), progress=False)
+    array = zarr.open_array(str(out / "0"), mode="r")
+    spec = {
+        "shape": array.shape,
+        "chunks": array.chunks,
+        "dtype": array.dtype,
+        "compressors": array.compressors,
+        "filters": array.filters,
+        "serializer": array.serializer,
+        "fill_value": array.fill_value,
+        "dimension_names": array.metadata.dimension_names,
+    }
+    used = array.attrs["convpipe"]["codec_pipeline"]["output"]
+    pipeline = ZARRS_PIPELINE if used == "zarrs" else ZARR_PIPELINE
+    stored = StoredOutput(array[...], spec, pipeline, stored_chunks_digest(out / "0"))
     shutil.rmtree(out, ignore_errors=True)
-    return values, chunks
+    return stored
 
 
 def pipeline_cases(reference: Reference, results: Results, scratch: Path) -> list[Case]:
@@ -122,6 +157,31 @@ def pipeline_cases(reference: Reference, results: Results, scratch: Path) -> lis
         cases.append(pipeline_case(name, "convpipe", reference.megapixels, run, verify, scratch))
     results.agree(same.text())
     return cases
+
+
+def plan_note(input_path: Path, scratch: Path, task_mib: int | None = None) -> str:
+    """How convpipe cuts ``input_path`` at stride 1: tasks, slabs (frames or column bands), chunks, memory."""
+    plan = convpipe.plan(config(input_path, scratch / "plan.zarr", 1, task_mib=task_mib))
+    g = plan.geometry
+    return (
+        f"convpipe plan: {g.n_tasks} tasks in {len(g.slabs())} slabs, processing chunks "
+        f"{tuple(c[0] for c in g.input_chunks)}, output Zarr chunks {g.zarr_chunks}, "
+        f"~{plan.task_memory() / 2**20:.0f} MiB per task"
+    )
+
+
+def stride_1_case(reference, results: Results, scratch: Path, task_mib: int | None = None) -> Case:
+    """convpipe at stride 1 with default settings (``task_mib`` aside), checked against ``reference``."""
+    name = "convpipe stride 1"
+
+    def run(output: Path) -> None:
+        convpipe.run(config(reference.path, output, 1, task_mib=task_mib), progress=False)
+
+    def verify(output: Path) -> None:
+        worst = check_stack_output(name, open_output(output), reference)
+        results.agree(f"{name}: {reference.frames_text()} vs the reference (max rel err {worst:.1e})")
+
+    return pipeline_case(name, "convpipe", reference.megapixels, run, verify, scratch)
 
 
 TIFF_ROWS = ("convpipe stride 1, tiled TIFF input", "convpipe stride 1, same data in Zarr")

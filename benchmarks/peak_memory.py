@@ -121,6 +121,22 @@ def bench_memory(
     results.memory = runs
 
 
+def convpipe_peak(input_path: Path, scratch: Path, task_mib: int | None = None) -> tuple[int, float, Path]:
+    """``convpipe run`` at stride 1 on ``input_path`` in a fresh process: peak RSS (bytes), seconds, output path.
+
+    The output is left in ``scratch`` for the caller to check.
+    """
+    output = scratch / "peak.zarr"
+    config = scratch / "peak.yaml"
+    config.write_text(config_text(input_path, output, 1, task_mib), encoding="utf-8")
+    settle()
+    measured = peak_rss_of(run_command(config))
+    if measured["returncode"] != 0:
+        code, stderr = measured["returncode"], measured["stderr"]
+        raise BenchmarkError(f"convpipe run on {input_path.name} exited with {code}:\n{stderr}")
+    return max(measured["high_water_bytes"], measured["sampled_peak_bytes"]), measured["seconds"], output
+
+
 def paired_peaks(
     results: Results, ratio: str, rows: tuple[str, str], inputs: tuple[Path, Path], data_dir: Path
 ) -> None:

@@ -295,11 +295,12 @@ def print_report(results: Results) -> None:
             )
     if results.ratios:
         print()
-        print(f"{'ratio':52}{'value':>10}   {'target':10}{'':6}how")
+        width = max(50, *(len(r.name) for r in results.ratios))
+        print(f"{'ratio':{width + 2}}{'value':>10}   {'target':10}{'':6}how")
         for r in results.ratios:
             value = "-" if r.value is None else f"{r.value:.2f}"
             target = r.target.text() if r.target else ""
-            print(f"  {r.name:50}{value:>10}   {target:10}{r.verdict:6}{r.formula}")
+            print(f"  {r.name:{width}}{value:>10}   {target:10}{r.verdict:6}{r.formula}")
     print("=" * 100)
 
 
@@ -307,19 +308,22 @@ def _print_timings(results: Results) -> None:
     """The timed rows under two headings: stack pipelines, then one frame in memory."""
     s = results.settings
     print()
-    print(f"{'':44}{'median s':>10}{'min s':>10}{'max s':>10}{'Mpx/s':>10}")
+    width = max(42, *(len(t.name) for t in results.timings))
+    print(f"{'':{width + 2}}{'median s':>10}{'min s':>10}{'max s':>10}{'Mpx/s':>10}")
     headings = {
         "floor": f"stack pipelines, disk to disk ({s.get('frames')} frames, threads scheduler)",
         "core": f"one {s.get('size')}x{s.get('size')} float32 frame in memory, one thread (seconds per frame)",
     }
+    for name, label in s.get("geometries", {}).items():
+        headings[f"geometry {name}"] = f"geometry [{name}]: {label}, disk to disk, threads scheduler"
     shown = set()
     for timing in results.timings:
-        group = "core" if timing.section == "core" else "floor"
+        group = timing.section if timing.section in ("core", *headings) else "floor"
         if group not in shown:
             shown.add(group)
             print(headings[group])
         print(
-            f"  {timing.name:42}{timing.median:10.4g}{min(timing.seconds):10.4g}"
+            f"  {timing.name:{width}}{timing.median:10.4g}{min(timing.seconds):10.4g}"
             f"{max(timing.seconds):10.4g}{timing.rate:10.1f}"
             + (f"   {timing.note}" if timing.note else "")
         )
@@ -350,4 +354,5 @@ def to_json(results: Results) -> dict[str, Any]:
             for r in results.ratios
         ],
         "memory": results.memory,
+        "geometry_peaks": results.geometry_peaks,
     }

@@ -32,6 +32,8 @@ class Timing:
     megapixels: float
     """Input pixels processed by one repetition, in millions."""
     note: str = ""
+    stored_bytes: int | None = None
+    """Bytes written by one repetition of a disk-to-disk row (None for in-memory rows)."""
 
     @property
     def median(self) -> float:
@@ -68,6 +70,8 @@ class Results:
     timings: list[Timing] = field(default_factory=list)
     ratios: list[Ratio] = field(default_factory=list)
     memory: list[dict[str, Any]] = field(default_factory=list)
+    geometry_peaks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """``--geometry``: peak RSS (``peak_bytes``) and ``seconds`` of ``convpipe run`` per geometry name."""
     notes: list[str] = field(default_factory=list)
 
     def timing(self, name: str) -> Timing | None:

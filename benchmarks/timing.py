@@ -43,6 +43,8 @@ class Case:
     megapixels: float
     repetition: Callable[[], float]
     note: str = ""
+    stored_bytes: int | None = None
+    """Bytes of the files a disk-to-disk row writes (measured on its warm-up output)."""
 
 
 @dataclass
@@ -102,7 +104,7 @@ def pipeline_case(
     stored = sum(f.stat().st_size for f in files)
     shutil.rmtree(warm_up, ignore_errors=True)
     written = f"writes {stored / 1e6:.0f} MB in {len(files)} files"  # compressed: what the disk has to take
-    return Case(name, section, megapixels, once, f"{note}, {written}" if note else written)
+    return Case(name, section, megapixels, once, f"{note}, {written}" if note else written, stored)
 
 
 def frame_case(row: FrameRow, t: int, megapixels: float, results: Results) -> Case:
@@ -144,5 +146,5 @@ def time_cases(cases: list[Case], repeats: int, results: Results) -> None:
             seconds[case.name].append(case.repetition())
     for case in cases:
         results.timings.append(
-            Timing(case.name, case.section, seconds[case.name], case.megapixels, case.note)
+            Timing(case.name, case.section, seconds[case.name], case.megapixels, case.note, case.stored_bytes)
         )

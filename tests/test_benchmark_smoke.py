@@ -169,3 +169,68 @@ def test_kernel_benchmark_compares_the_cores() -> None:
     rows = [line for line in result.stdout.splitlines() if line.startswith(("Sobel", "3 channels", "5x5"))]
     assert len(rows) == 3 * 2 * 2, result.stdout  # banks x pixel dtypes x strides
     assert "opencv/new time" in result.stdout
+
+
+@pytest.fixture(scope="module")
+def geometry_run(data_dir: Path) -> tuple[subprocess.CompletedProcess, dict]:
+    """``--quick --geometry`` on the tiny stand-ins of the tiled stack and of the wide 2-D image."""
+    json_path = data_dir.parent / "geometry.json"
+    result = run_bench(["--quick", "--geometry", "4x8192,wide", "--json", str(json_path)], data_dir)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result, json.loads(json_path.read_text())
+
+
+def test_geometry_rows_are_checked_and_measured(geometry_run) -> None:
+    result, saved = geometry_run
+    agreed = agree_lines(result.stdout)
+    for name in ("4x8192", "wide"):
+        assert any(f"[{name}] convpipe run (fresh process)" in line for line in agreed), result.stdout
+        assert saved["geometry_peaks"][name]["peak_bytes"] > 0
+        rows = {t["name"] for t in saved["timings"] if t["section"] == f"geometry {name}"}
+        assert {f"[{name}] I/O floor (read, cast, write)", f"[{name}] convpipe stride 1"} <= rows
+        assert f"[{name}] I/O floor, convpipe's bytes (read input, write its output)" in rows
+        ratios = {r["name"]: r for r in saved["ratios"]}
+        assert ratios[f"[{name}] peak RSS of convpipe run (GiB)"]["target"] == "<= 1.5"
+        assert ratios[f"[{name}] convpipe / same-bytes floor (time)"]["value"] > 0
+    assert sum("stored chunk files identical to convpipe's" in line for line in agreed) == 2
+    assert any("regions of 64x64 outputs" in line and "of the image" in line for line in agreed)
+    # the stand-ins take the code paths of the full sizes: several tiles per frame, column bands
+    assert "[4x8192] convpipe plan: 4 tasks" in result.stdout
+    assert "[wide] convpipe plan: 22 tasks in 2 slabs" in result.stdout
+
+
+def test_an_unknown_geometry_is_a_usage_error(data_dir: Path) -> None:
+    result = run_bench(["--geometry", "32x2048,square"], data_dir)
+    assert result.returncode == 2
+    assert "--geometry" in result.stderr
+
+
+def test_the_same_bytes_floor_must_store_convpipes_bytes(
+    bench, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    import convpipe_rows  # imported by bench.py from its folder
+
+    real = convpipe_rows.stride_1_output
+
+    def off_by_one(*args, **kwargs):
+        stored = real(*args, **kwargs)
+        stored.values[0, 0, 0] += 1  # the floor would write other bytes than convpipe did
+        return stored
+
+    monkeypatch.setattr(bench, "stride_1_output", off_by_one)
+    code = bench.main([*TINY, "--only", "floor", "--data-dir", str(tmp_path / "bench-data")])
+    assert code == 1
+    assert "its stored chunks differ from convpipe's" in capsys.readouterr().err
+
+
+def test_sampled_regions_catch_an_error_at_a_chunk_edge(bench, tmp_path: Path) -> None:
+    from benchdata import ensure_wide
+    from checks import BenchmarkError, SampledReference, reference_magnitude
+
+    path = ensure_wide(tmp_path, 40, 300, 16, seed=0)
+    reference = SampledReference(path, 16)
+    output = reference_magnitude(reference.array[...]).astype(np.float32)
+    assert reference.check("exact", output) < 1e-6
+    output[5, 16] += 100  # the first output column of the second stored chunk
+    with pytest.raises(BenchmarkError, match="pixels differ from the reference"):
+        reference.check("wrong at an edge", output)
