@@ -19,6 +19,9 @@ from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, ThreadPoolExecuto
 
 import dask
 from dask.callbacks import Callback
+from dask.local import get_sync
+from dask.multiprocessing import get as get_processes
+from dask.threaded import get as get_threads
 from dask.system import CPU_COUNT
 
 from convpipe.config import ComputeSpec
@@ -103,9 +106,9 @@ def run_jobs(
         with _progress_bar(total, progress) as bar:
             threads = local_threads()
             if scheduler == "synchronous":
-                _run_one_job_at_a_time(jobs, "synchronous", bar)
+                _run_one_job_at_a_time(jobs, get_sync, bar)
             elif scheduler == "threads" and n_jobs is not None and n_jobs < threads:
-                _run_one_job_at_a_time(jobs, "threads", bar)
+                _run_one_job_at_a_time(jobs, get_threads, bar)
             elif scheduler == "threads":
                 _run_on_threads(jobs, threads, bar)
             else:
@@ -158,8 +161,12 @@ class _JobHooks(Callback):
                 self.bar.update(1)
 
 
-def _run_one_job_at_a_time(jobs: Iterable[list], scheduler: str, bar) -> None:
-    """Each job on Dask's local ``scheduler`` ("synchronous", or "threads" over all threads)."""
+def _run_one_job_at_a_time(jobs: Iterable[list], scheduler, bar) -> None:
+    """Each job on Dask's local ``scheduler`` (the synchronous one, or threads over all threads).
+
+    Schedulers are passed as functions, not names: Dask looks for a
+    distributed client behind a name, importing ``distributed`` (half a second).
+    """
     trimmer = _HeapTrimmer()
     for job in jobs:
         dask.compute(*job, scheduler=scheduler, callbacks=[_JobHooks(job, bar)._callback])
@@ -176,7 +183,7 @@ def _run_on_threads(jobs: Iterable[list], threads: int, bar) -> None:
             for job in jobs:
                 hooks = _JobHooks(job, bar, stop, lock)
                 pending.add(
-                    pool.submit(dask.compute, *job, scheduler="synchronous", callbacks=[hooks._callback])
+                    pool.submit(dask.compute, *job, scheduler=get_sync, callbacks=[hooks._callback])
                 )
                 if len(pending) >= JOBS_PER_THREAD * threads:
                     _drain(pending, FIRST_COMPLETED, trimmer)
@@ -203,7 +210,7 @@ def _run_on_processes(jobs: Iterable[list], processes: int, bar) -> None:
 
     with ProcessPoolExecutor(processes, initializer=_ignore_ctrl_c) as pool:
         for job in jobs:
-            dask.compute(*job, scheduler="processes", pool=pool, callbacks=[_JobHooks(job, bar)._callback])
+            dask.compute(*job, scheduler=get_processes, pool=pool, callbacks=[_JobHooks(job, bar)._callback])
 
 
 def _ignore_ctrl_c() -> None:
