@@ -1,7 +1,7 @@
 """Start-up: each command loads only what it needs, and a second run loads its kernel from disk.
 
 The commands that read metadata only (``--help``, ``kernels``, ``validate``,
-``inspect``) must not import Dask's arrays, Numba, distributed or the
+``inspect``) must not import Dask, Numba, distributed or the
 packages Dask's arrays drag in; a run on the local schedulers must not
 import distributed. Each case runs the Typer app in a fresh interpreter and
 lists the heavy modules found in ``sys.modules`` afterwards.
@@ -21,7 +21,7 @@ import zarr
 from helpers import CONVPIPE, file_stamps, make_config, read_output, run_in_process
 from reference import SOBEL, correlate_loop, magnitude
 
-HEAVY = ("dask.array", "numba", "distributed", "xarray", "pandas", "scipy", "tifffile", "imageio")
+HEAVY = ("dask", "dask.array", "numba", "distributed", "xarray", "pandas", "scipy", "tifffile", "imageio")
 
 PROBE = """
 import json, sys
@@ -55,7 +55,7 @@ def config(tmp_path, sample_zarr) -> Path:
     [("--help",), ("kernels",), ("validate", "sobel.yaml"), ("inspect", "in.zarr"), ("inspect", "done.zarr")],
     ids=["help", "kernels", "validate", "inspect-input", "inspect-output"],
 )
-def test_metadata_commands_import_no_dask_array_numba_or_distributed(tmp_path, config, arguments):
+def test_metadata_commands_import_no_dask_numba_or_distributed(tmp_path, config, arguments):
     run_in_process(tmp_path / "in.zarr", tmp_path / "done.zarr")  # an output with completion records to inspect
     assert loaded_by(tmp_path, *arguments) == []
 
@@ -83,3 +83,23 @@ def test_second_run_loads_the_kernel_from_the_disk_cache(tmp_path, sample_zarr):
     subprocess.run(command, env=env, check=True, capture_output=True)
     assert file_stamps(cache) == compiled
 
+
+
+COUNTS = """
+import os, sys
+if len(sys.argv) > 1:
+    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+from convpipe.resources import local_cpus
+from dask.system import CPU_COUNT
+print(local_cpus(), CPU_COUNT)
+"""
+
+
+@pytest.mark.parametrize("masked", [False, True], ids=["all-cpus", "one-cpu-mask"])
+def test_planner_counts_cpus_as_dask_does(masked):
+    """The plan's thread count (counted without importing Dask) is the one the local schedulers use."""
+    command = [sys.executable, "-c", COUNTS] + (["mask"] if masked else [])
+    ours, dasks = subprocess.run(command, capture_output=True, text=True, check=True).stdout.split()
+    assert ours == dasks
+    if masked:
+        assert ours == "1"
