@@ -103,3 +103,14 @@ def test_planner_counts_cpus_as_dask_does(masked):
     assert ours == dasks
     if masked:
         assert ours == "1"
+
+
+def test_startup_benchmark_runs_and_checks_the_run_output(tmp_path):
+    """``benchmarks/startup.py`` times every row and checks the run's output against its reference."""
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "startup.py"
+    report = tmp_path / "startup.json"
+    subprocess.run([sys.executable, str(script), "--repeats", "1", "--json", str(report)], check=True, capture_output=True)
+    record = json.loads(report.read_text())
+    assert {"convpipe validate configs/sobel.yaml", "convpipe run configs/sobel.yaml --overwrite"} <= set(record["median"])
+    assert all(len(values) == 1 and values[0] > 0 for values in record["seconds"].values())
+    assert record["worst_relative_error"] < 1e-5
