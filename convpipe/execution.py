@@ -165,7 +165,7 @@ def _run_one_job_at_a_time(jobs: Iterable[list], scheduler, bar) -> None:
     """Each job on Dask's local ``scheduler`` (the synchronous one, or threads over all threads).
 
     Schedulers are passed as functions, not names: Dask looks for a
-    distributed client behind a name, importing ``distributed`` (half a second).
+    distributed client behind a name, which imports ``distributed``.
     """
     trimmer = _HeapTrimmer()
     for job in jobs:
