@@ -5,18 +5,13 @@ The verbs: :func:`correlate` (NumPy, Dask and xarray arrays, lazily where
 they are lazy), :func:`load_config`, :func:`plan` and :func:`run` (what the
 ``convpipe`` command runs), :func:`open_output` (a result as a DataArray).
 They are imported on first use, so ``import convpipe`` (and every ``convpipe``
-command) loads only what it needs.
+command) loads only what it needs; ``__version__`` too is read from the
+installed package's metadata when first asked for.
 """
 
 from __future__ import annotations
 
 import importlib
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("convpipe")
-except PackageNotFoundError:  # running from a source tree that is not installed
-    __version__ = "0.0.0+unknown"
 
 _EXPORTS = {
     "correlate": "convpipe.arrays",
@@ -36,11 +31,23 @@ __all__ = ["__version__", *_EXPORTS]
 
 
 def __getattr__(name: str):
+    if name == "__version__":
+        globals()[name] = _installed_version()
+        return globals()[name]
     if name not in _EXPORTS:
         raise AttributeError(f"module 'convpipe' has no attribute {name!r}")
     value = getattr(importlib.import_module(_EXPORTS[name]), name)
     globals()[name] = value
     return value
+
+
+def _installed_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("convpipe")
+    except PackageNotFoundError:  # running from a source tree that is not installed
+        return "0.0.0+unknown"
 
 
 def __dir__() -> list[str]:

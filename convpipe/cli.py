@@ -15,7 +15,6 @@ from typing import Annotated
 
 import typer
 
-from convpipe import __version__
 from convpipe.errors import ConvpipeError
 
 app = typer.Typer(
@@ -41,6 +40,8 @@ def user_errors() -> Iterator[None]:
 
 def _version(value: bool) -> None:
     if value:
+        from convpipe import __version__
+
         typer.echo(f"convpipe {__version__}")
         raise typer.Exit()
 

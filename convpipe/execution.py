@@ -19,10 +19,13 @@ from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, ThreadPoolExecuto
 
 import dask
 from dask.callbacks import Callback
-from dask.system import CPU_COUNT
+from dask.local import get_sync
+from dask.multiprocessing import get as get_processes
+from dask.threaded import get as get_threads
 
 from convpipe.config import ComputeSpec
 from convpipe.errors import ClusterError, ConfigError
+from convpipe.resources import local_cpus
 
 JOBS_PER_THREAD = 2
 """Jobs kept in flight per thread: one running, one ready to start."""
@@ -99,22 +102,22 @@ def run_jobs(jobs: Iterable[list], n_jobs: int, total: int, compute: ComputeSpec
                 _run_on_processes(jobs, threads, bar)
             elif scheduler == "threads" and n_jobs >= threads:
                 _run_on_threads(jobs, threads, bar)
-            else:
-                _run_one_job_at_a_time(jobs, scheduler, bar)
+            else:  # synchronous, or fewer slabs than threads: each slab over every thread
+                _run_one_job_at_a_time(jobs, get_sync if scheduler == "synchronous" else get_threads, bar)
         return
     with distributed_client(compute) as client, _progress_bar(total, progress) as bar:
         _run_on_cluster(client, jobs, compute.retries, bar)
 
 
 def local_threads() -> int:
-    """Threads of the local schedulers: the CPUs this process may use.
+    """Threads of the local schedulers: the CPUs this process may use (:func:`convpipe.resources.local_cpus`).
 
-    Dask's count, which honours the CPU affinity mask and a cgroup CPU quota
-    (a container or a batch job given 4 of a node's 64 cores gets 4), not
-    ``os.cpu_count()``, which counts the whole machine: as many tasks in
-    flight as the node has cores would break the memory bound.
+    It honours the CPU affinity mask and a cgroup CPU quota (a container or
+    a batch job given 4 of a node's 64 cores gets 4), not ``os.cpu_count()``,
+    which counts the whole machine: as many tasks in flight as the node has
+    cores would break the memory bound.
     """
-    return CPU_COUNT
+    return local_cpus()
 
 
 class _Stopped(Exception):
@@ -149,8 +152,12 @@ class _JobHooks(Callback):
                 self.bar.update(1)
 
 
-def _run_one_job_at_a_time(jobs: Iterable[list], scheduler: str, bar) -> None:
-    """Each job on Dask's local ``scheduler`` ("synchronous", or "threads" over all threads)."""
+def _run_one_job_at_a_time(jobs: Iterable[list], scheduler, bar) -> None:
+    """Each job on Dask's local ``scheduler`` (the synchronous one, or threads over all threads).
+
+    Schedulers are passed as functions, not names: Dask looks for a
+    distributed client behind a name, which imports ``distributed``.
+    """
     trimmer = _HeapTrimmer()
     for job in jobs:
         dask.compute(*job, scheduler=scheduler, callbacks=[_JobHooks(job, bar)._callback])
@@ -167,7 +174,7 @@ def _run_on_threads(jobs: Iterable[list], threads: int, bar) -> None:
             for job in jobs:
                 hooks = _JobHooks(job, bar, stop, lock)
                 pending.add(
-                    pool.submit(dask.compute, *job, scheduler="synchronous", callbacks=[hooks._callback])
+                    pool.submit(dask.compute, *job, scheduler=get_sync, callbacks=[hooks._callback])
                 )
                 if len(pending) >= JOBS_PER_THREAD * threads:
                     _drain(pending, FIRST_COMPLETED, trimmer)
@@ -194,7 +201,7 @@ def _run_on_processes(jobs: Iterable[list], processes: int, bar) -> None:
 
     with ProcessPoolExecutor(processes, initializer=_ignore_ctrl_c) as pool:
         for job in jobs:
-            dask.compute(*job, scheduler="processes", pool=pool, callbacks=[_JobHooks(job, bar)._callback])
+            dask.compute(*job, scheduler=get_processes, pool=pool, callbacks=[_JobHooks(job, bar)._callback])
 
 
 def _ignore_ctrl_c() -> None:

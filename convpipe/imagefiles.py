@@ -10,7 +10,8 @@ checked against the first one before any pixel is decoded, so a mismatched
 file is reported at once, by name. Pixels are decoded inside Dask tasks, one
 task per frame, by a module-level function taking plain arguments, so the
 graph can be shipped to worker processes. Converting a source to Zarr is
-:mod:`convpipe.ingest`.
+:mod:`convpipe.ingest`. Dask, tifffile and imageio are imported where they
+are used: a command that only plans a Zarr input loads none of them.
 """
 
 from __future__ import annotations
@@ -21,16 +22,15 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import dask.array as da
-import imageio.v3 as iio
 import numpy as np
-import tifffile
-from dask.base import tokenize
-from dask.highlevelgraph import HighLevelGraph
 
 from convpipe.errors import InputError
-from convpipe.tiffpages import is_planar_colour, read_pages
+
+if TYPE_CHECKING:
+    import dask.array as da
+    import tifffile
 
 TIFF_SUFFIXES = frozenset({".tif", ".tiff"})
 PILLOW_SUFFIXES = frozenset({".png", ".jpg", ".jpeg"})
@@ -158,7 +158,11 @@ def read_frame(path: str, page: int = 0, ifd_offset: int | None = None) -> np.nd
         The file is missing or cannot be decoded.
     """
     if Path(path).suffix.lower() in TIFF_SUFFIXES:
+        from convpipe.tiffpages import read_pages
+
         return read_pages([(path, page, ifd_offset)])[0]
+    import imageio.v3 as iio
+
     try:
         return iio.imread(path, index=0, plugin="pillow")
     except Exception as exc:
@@ -209,6 +213,10 @@ def open_image_stack(path: str | os.PathLike[str]) -> da.Array:
 
 def stack_frames(frames: Sequence[Frame]) -> da.Array:
     """Lazy stack of frames already listed and checked (see :func:`open_image_stack`)."""
+    import dask.array as da
+    from dask.base import tokenize
+    from dask.highlevelgraph import HighLevelGraph
+
     first = frames[0]
     name = "imread-" + tokenize([_identity(frame) for frame in frames])
     zeros = (0,) * len(first.shape)
@@ -272,6 +280,8 @@ def source_files(text: str) -> list[str]:
 
 def _tiff_frames(file: str) -> list[Frame]:
     """One frame per full-resolution page of a TIFF file, from the page headers."""
+    import tifffile
+
     try:
         with tifffile.TiffFile(file) as tif:
             tif.pages.cache = False  # keep memory flat for files with very many pages
@@ -297,6 +307,8 @@ def _tiff_frames(file: str) -> list[Frame]:
 
 
 def tiff_page_frame(file: str, page: tifffile.TiffPage) -> Frame:
+    from convpipe.tiffpages import is_planar_colour
+
     if page.dtype is None:
         raise InputError(f"{file} (page {page.index}) has a pixel type tifffile cannot decode")
     shape = tuple(page.shape)
@@ -308,6 +320,8 @@ def tiff_page_frame(file: str, page: tifffile.TiffPage) -> Frame:
 
 
 def _pillow_frame(file: str) -> Frame:
+    import imageio.v3 as iio
+
     try:
         props = iio.improps(file, index=0, plugin="pillow")
     except Exception as exc:

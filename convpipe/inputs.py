@@ -22,7 +22,6 @@ from convpipe.codecs import is_decode_error
 from convpipe.errors import InputError
 from convpipe.integrity import stored_objects
 from convpipe.paths import StorageOptions, local_path, unreachable_errors, zarr_store
-from convpipe.tiffinput import TiffStack, is_tiff_source, open_tiff_stack
 
 INPUT_DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "int64", "float16", "float32", "float64")
 
@@ -69,10 +68,10 @@ class InputStack:
         source_chunks = tuple(chunks[order.index(a)] for a in range(len(chunks)))
         if isinstance(self.source, zarr.Array):
             array = da.from_array(CheckedReader(self.source, self.path), chunks=source_chunks, asarray=False, lock=False)
-        elif isinstance(self.source, TiffStack):
-            array = self.source.to_dask(source_chunks)
-        else:
+        elif isinstance(self.source, da.Array):
             array = self.source.rechunk(source_chunks)
+        else:  # a TiffStack
+            array = self.source.to_dask(source_chunks)
         return array if self.order is None else array.transpose(order)
 
     def stored_region(self, region: tuple[slice, ...]) -> tuple[slice, ...]:
@@ -172,15 +171,8 @@ def open_input(path: str, array: str | None = None, storage_options: StorageOpti
     ``storage_options`` are the fsspec options of a URL ``path``. Errors carry the config key they are about (``input.path`` or ``input.array``).
     """
     local = local_path(path)
-    if local is not None and imagefiles.is_image_source(str(local)) and is_tiff_source(str(local)):
-        tiff, axes = open_tiff_stack(str(local))
-        return InputStack(path, None, tiff.shape, tiff.dtype, tiff.chunks, tiff, axes)
     if local is not None and imagefiles.is_image_source(str(local)):
-        stack = imagefiles.open_image_stack(str(local))
-        axes = image_axes(stack.ndim, stack.shape[3] if stack.ndim == 4 else None)
-        return InputStack(
-            path, None, stack.shape, stack.dtype, tuple(c[0] for c in stack.chunks), stack, axes
-        )
+        return _open_image_input(path, str(local))
     if local is not None and not local.exists():
         raise InputError(f"{path} does not exist", key="input.path")
     node, name = open_zarr_array(path, array, keys=("input.path", "input.array"), storage_options=storage_options)
@@ -195,6 +187,18 @@ def open_input(path: str, array: str | None = None, storage_options: StorageOpti
         raise InputError(message, key="input.path")
     axes = zarr_axes(node, *enclosing_group(path, name, storage_options))
     return InputStack(path, array, tuple(node.shape), np.dtype(node.dtype), tuple(node.chunks), node, axes)
+
+
+def _open_image_input(path: str, local: str) -> InputStack:
+    """Image files: a TIFF source read by region, else a stack of whole frames (tifffile and Dask load here)."""
+    from convpipe.tiffinput import is_tiff_source, open_tiff_stack
+
+    if is_tiff_source(local):
+        tiff, axes = open_tiff_stack(local)
+        return InputStack(path, None, tiff.shape, tiff.dtype, tiff.chunks, tiff, axes)
+    stack = imagefiles.open_image_stack(local)
+    axes = image_axes(stack.ndim, stack.shape[3] if stack.ndim == 4 else None)
+    return InputStack(path, None, stack.shape, stack.dtype, tuple(c[0] for c in stack.chunks), stack, axes)
 
 
 def enclosing_group(

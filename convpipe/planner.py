@@ -25,7 +25,7 @@ from convpipe.outputs import check_output_location
 from convpipe.outtypes import output_dtype
 from convpipe.padding import frame_padding
 from convpipe.pyramid import level_shape, levels_for, pyramid_bytes
-from convpipe.resources import local_memory_problem, task_count_warning
+from convpipe.resources import local_cpus, local_memory_problem, task_count_warning
 from convpipe.shards import shard_files, shard_layout
 
 
@@ -124,8 +124,8 @@ class Plan:
               if self.levels else []),
             f"tasks       {g.n_tasks}",
             (
-                f"memory      ~{_mib(self.task_memory())} per task, ~{_mib(self.task_memory() * _threads())}"
-                f" in flight with {_threads()} thread(s)"
+                f"memory      ~{_mib(self.task_memory())} per task, ~{_mib(self.task_memory() * local_cpus())}"
+                f" in flight with {local_cpus()} thread(s)"
             ),
             f"scheduler   {c.compute.scheduler}",
         ]
@@ -141,12 +141,6 @@ def _output_axes_text(axes: tuple[OutputAxis, ...]) -> str:
         )
         parts.append(f"{a.name} ({where})")
     return "  ".join(parts)
-
-
-def _threads() -> int:
-    from convpipe.execution import local_threads  # imports Dask: only when a plan is printed
-
-    return local_threads()
 
 
 def _mib(n: int) -> str:
@@ -265,7 +259,7 @@ def make_plan(config: Config) -> Plan:
     if config.compute.scheduler in ("threads", "processes", "synchronous"):
         import psutil
 
-        threads = 1 if config.compute.scheduler == "synchronous" else _threads()
+        threads = 1 if config.compute.scheduler == "synchronous" else local_cpus()
         problem = local_memory_problem(plan.task_memory(), threads, psutil.virtual_memory().available)
         if problem and shards:  # a task writes whole shards: they set its size
             raise config.error(ConfigError, "output.shards", f"{problem}, or smaller output.shards")

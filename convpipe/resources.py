@@ -7,6 +7,8 @@ block), times the tasks that run at once. Nothing is materialised to get it.
 
 from __future__ import annotations
 
+import math
+import os
 from typing import Any
 
 MANY_TASKS = 20_000
@@ -33,6 +35,53 @@ def task_count_warning(n_tasks: int, task_bytes: int) -> str | None:
         f"compute.chunks: {n_tasks:,} tasks of ~{_size(task_bytes)} each; Dask's overhead per task "
         "will dominate the run: use larger compute.chunks, or null for the automatic choice"
     )
+
+
+def local_cpus() -> int:
+    """The CPUs this process may use, counted as Dask counts them (``dask.system.CPU_COUNT``).
+
+    The affinity mask (psutil's where ``os`` has none), then a cgroup CPU
+    quota rounded up: a container or batch job given 4 of a node's 64 cores
+    gets 4. Counted here so that planning (``convpipe validate``) need not
+    import Dask for this number alone; ``tests/test_startup.py`` checks
+    that both counts agree.
+    """
+    if hasattr(os, "process_cpu_count"):  # Python 3.13: honours the affinity mask
+        count = os.process_cpu_count() or 1
+    elif hasattr(os, "sched_getaffinity"):
+        count = len(os.sched_getaffinity(0))
+    else:
+        count = os.cpu_count() or 1
+    try:
+        import psutil
+
+        count = min(count, len(psutil.Process().cpu_affinity() or range(count)))
+    except (ImportError, AttributeError):  # no psutil, or no affinity on this OS
+        pass
+    quota, period = _cgroup_cpu_quota()
+    if quota is not None and period and quota > 0:
+        count = min(count, math.ceil(quota / period))
+    return count
+
+
+def _cgroup_cpu_quota() -> tuple[int | None, int | None]:
+    """``(quota, period)`` of this process's cgroup (v1 or v2), or ``(None, None)`` without a quota."""
+    for folder in ("cpuacct,cpu", "cpu,cpuacct"):  # cgroup v1: either name
+        try:
+            with open(f"/sys/fs/cgroup/{folder}/cpu.cfs_quota_us") as quota, open(
+                f"/sys/fs/cgroup/{folder}/cpu.cfs_period_us"
+            ) as period:
+                return int(quota.read()), int(period.read())
+        except (OSError, ValueError):
+            pass
+    try:  # cgroup v2
+        with open("/proc/self/cgroup") as file:
+            group = file.read().strip().split(":")[-1].rstrip("/") + "/"
+        with open(f"/sys/fs/cgroup{group}cpu.max") as file:
+            quota, period = map(int, file.read().split(" "))
+            return quota, period
+    except (OSError, ValueError):
+        return None, None
 
 
 def local_memory_problem(task_bytes: int, threads: int, available: int) -> str | None:
