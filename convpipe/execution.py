@@ -342,8 +342,13 @@ def distributed_client(compute: ComputeSpec) -> Iterator:
             f"compute.scheduler: cannot connect to the Dask scheduler at {compute.scheduler} ({exc})"
         ) from None
     # A lost scheduler is reported by convpipe in one line (see _run_on_cluster); the client's own
-    # reconnection log would add its traceback to it.
-    with _log_level("distributed.client", logging.CRITICAL), client:
+    # reconnection log, and its batched comm's "Batched Comm Closed" (logged at INFO with the
+    # traceback when a send was under way), would add tracebacks to it.
+    with (
+        _log_level("distributed.client", logging.CRITICAL),
+        _log_level("distributed.batched", logging.CRITICAL),
+        client,
+    ):
         yield client
 
 
