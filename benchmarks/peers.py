@@ -48,6 +48,8 @@ def create_output_array(path: Path, shape, chunks):
 FLOOR_NAME = "I/O floor (read, cast, write)"
 ZARRS_FLOOR_NAME = "I/O floor with zarrs (read, cast, write)"
 SAME_BYTES_FLOOR_NAME = "I/O floor, convpipe's bytes (read input, write its output)"
+SAME_BYTES_PLAIN_FLOOR_NAME = "I/O floor, convpipe's bytes, zarr-python's pipeline"
+ZARR_PYTHON_PIPELINE = "zarr.core.codec_pipeline.BatchedCodecPipeline"
 
 
 def floor_cases(reference: Reference, results: Results, floor_writer: str, scratch: Path) -> list[Case]:
@@ -104,7 +106,9 @@ def floor_case(
     return pipeline_case(name, "floor", reference.megapixels, run, verify, scratch, f"da.{floor_writer}")
 
 
-def same_bytes_floor_case(reference: Reference, stored: StoredOutput, results: Results, scratch: Path) -> Case:
+def same_bytes_floor_case(
+    reference: Reference, stored: StoredOutput, results: Results, scratch: Path, plain: bool = False
+) -> Case:
     """Read the input and write convpipe's own output values (``stored``, computed beforehand) as convpipe did.
 
     The plainest fast way to write those bytes with zarr-python: the values
@@ -113,14 +117,18 @@ def same_bytes_floor_case(reference: Reference, stored: StoredOutput, results: R
     stored chunk of the input and writes every chunk of the output, one
     ``zarr.Array`` item access per chunk. No Dask, no arithmetic: the physical
     limit of a convpipe run on this machine. Its stored chunk files must be
-    byte-identical to convpipe's.
+    byte-identical to convpipe's. ``plain`` writes with zarr-python's own
+    codec pipeline instead of convpipe's (zarrs): the floor a user without
+    zarrs would have.
     """
     import zarr
 
     values = stored.values
+    pipeline_path = ZARR_PYTHON_PIPELINE if plain else stored.pipeline
+    name = SAME_BYTES_PLAIN_FLOOR_NAME if plain else SAME_BYTES_FLOOR_NAME
 
     def run(output: Path) -> None:
-        with zarr.config.set({"codec_pipeline.path": stored.pipeline, "codec_pipeline.strict": False}):
+        with zarr.config.set({"codec_pipeline.path": pipeline_path, "codec_pipeline.strict": False}):
             source = zarr.open_array(str(reference.path), mode="r")
             target = zarr.create_array(store=str(output), **stored.array_spec)
 
@@ -138,13 +146,11 @@ def same_bytes_floor_case(reference: Reference, stored: StoredOutput, results: R
 
     def verify(output: Path) -> None:
         if stored_chunks_digest(output) != stored.digest:
-            raise BenchmarkError(f"{SAME_BYTES_FLOOR_NAME}: its stored chunks differ from convpipe's")
-        results.agree(f"{SAME_BYTES_FLOOR_NAME}: stored chunk files identical to convpipe's stride 1 output")
+            raise BenchmarkError(f"{name}: its stored chunks differ from convpipe's")
+        results.agree(f"{name}: stored chunk files identical to convpipe's stride 1 output")
 
-    pipeline = "zarrs" if stored.pipeline.startswith("zarrs") else "zarr-python"
-    return pipeline_case(
-        SAME_BYTES_FLOOR_NAME, "floor", reference.megapixels, run, verify, scratch, f"{pipeline} codec pipeline"
-    )
+    pipeline = "zarrs" if pipeline_path.startswith("zarrs") else "zarr-python"
+    return pipeline_case(name, "floor", reference.megapixels, run, verify, scratch, f"{pipeline} codec pipeline")
 
 
 def chunk_indices(shape: tuple[int, ...], chunks: tuple[int, ...]) -> list[tuple[slice, ...]]:

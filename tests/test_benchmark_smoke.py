@@ -189,10 +189,12 @@ def test_geometry_rows_are_checked_and_measured(geometry_run) -> None:
         rows = {t["name"] for t in saved["timings"] if t["section"] == f"geometry {name}"}
         assert {f"[{name}] I/O floor (read, cast, write)", f"[{name}] convpipe stride 1"} <= rows
         assert f"[{name}] I/O floor, convpipe's bytes (read input, write its output)" in rows
+        assert f"[{name}] I/O floor, convpipe's bytes, zarr-python's pipeline" in rows
         ratios = {r["name"]: r for r in saved["ratios"]}
         assert ratios[f"[{name}] peak RSS of convpipe run (GiB)"]["target"] == "<= 1.5"
-        assert ratios[f"[{name}] convpipe / same-bytes floor (time)"]["value"] > 0
-    assert sum("stored chunk files identical to convpipe's" in line for line in agreed) == 2
+        assert ratios[f"[{name}] convpipe / same-bytes floor, zarrs (time)"]["value"] > 0
+        assert ratios[f"[{name}] convpipe / same-bytes floor, zarr-python (time)"]["value"] > 0
+    assert sum("stored chunk files identical to convpipe's" in line for line in agreed) == 4
     assert any("regions of 64x64 outputs" in line and "of the image" in line for line in agreed)
     # the stand-ins take the code paths of the full sizes: several tiles per frame, column bands
     assert "[4x8192] convpipe plan: 4 tasks" in result.stdout
