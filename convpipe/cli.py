@@ -122,12 +122,27 @@ def inspect(
     path: Annotated[str, typer.Argument(help="Zarr array or group (a convpipe output or any Zarr).")],
     array: Annotated[str | None, typer.Option("--array", help="Array inside a group.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    storage_option: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--storage-option",
+            help="fsspec option of a URL PATH, KEY=VALUE (repeatable): endpoint_url=http://host:9000, anon=true...",
+        ),
+    ] = None,
 ) -> None:
     """Shape, dims, dtype, chunks, codec, size, completeness and provenance of a Zarr array."""
     from convpipe.inspection import format_report, inspect_report, report_json
+    from convpipe.paths import local_path, storage_options_from_assignments
 
+    try:
+        options = storage_options_from_assignments(storage_option or [])
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--storage-option") from None
+    if options and local_path(path) is not None:
+        message = f"applies to URLs only (s3://...), but {path} is a local path"
+        raise typer.BadParameter(message, param_hint="--storage-option")
     with user_errors():
-        report = inspect_report(path, array)
+        report = inspect_report(path, array, options)
     typer.echo(report_json(report) if as_json else format_report(report))
 
 

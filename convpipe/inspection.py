@@ -12,7 +12,7 @@ from convpipe.axes import dimension_names, resolve_axes, zarr_axes
 from convpipe.completion import BlockRecorder
 from convpipe.errors import ConvpipeError, storage_errors
 from convpipe.inputs import enclosing_group, open_zarr_array
-from convpipe.paths import local_path
+from convpipe.paths import StorageOptions, local_path
 
 
 def _size_on_disk(path: str) -> int | None:
@@ -40,17 +40,22 @@ def _codec_detail(codec: Any) -> str:
     return f"({cname}, {shuffle})" if shuffle else f"({cname})"
 
 
-def inspect_report(path: str, array: str | None = None) -> dict[str, Any]:
+def inspect_report(
+    path: str, array: str | None = None, storage_options: StorageOptions | None = None
+) -> dict[str, Any]:
     """Facts about the array at ``path`` (and its convpipe record, if any).
 
     A group gives its array ``0`` (a convpipe output), else its only array, else ``array``.
+    ``storage_options`` are the fsspec options of a URL ``path`` (endpoint, credentials...).
     """
     with storage_errors():
-        return _report(path, array)
+        return _report(path, array, storage_options)
 
 
-def _report(path: str, array: str | None) -> dict[str, Any]:
-    node, name = open_zarr_array(path, array, default="0", keys=("PATH", "--array"))
+def _report(path: str, array: str | None, storage_options: StorageOptions | None) -> dict[str, Any]:
+    node, name = open_zarr_array(
+        path, array, default="0", keys=("PATH", "--array"), storage_options=storage_options
+    )
     dims = dimension_names(node)
     report: dict[str, Any] = {
         "path": path,
@@ -64,11 +69,11 @@ def _report(path: str, array: str | None) -> dict[str, Any]:
         "size_on_disk": _size_on_disk(path),
         "size_in_memory": node.nbytes,
     }
-    report.update(_axes(node, path, name))
+    report.update(_axes(node, path, name, storage_options))
     record = node.attrs.get("convpipe")
     if isinstance(record, dict):
         root = _output_root(path, name)
-        done = len(BlockRecorder(root).done()) if root is not None else None
+        done = len(BlockRecorder(root, storage_options=storage_options).done()) if root is not None else None
         total = record.get("blocks")
         report["complete"] = bool(record.get("complete"))
         report["blocks_done"] = done
@@ -78,9 +83,9 @@ def _report(path: str, array: str | None) -> dict[str, Any]:
     return report
 
 
-def _axes(node: zarr.Array, path: str, name: str | None) -> dict[str, Any]:
+def _axes(node: zarr.Array, path: str, name: str | None, storage_options: StorageOptions | None) -> dict[str, Any]:
     """The axes as convpipe would read this array as an input: name, role, type, unit, scale."""
-    source = zarr_axes(node, *enclosing_group(path, name))
+    source = zarr_axes(node, *enclosing_group(path, name, storage_options))
     try:
         axes = resolve_axes(source, tuple(node.shape))
     except ConvpipeError as exc:

@@ -51,6 +51,38 @@ def parse_storage_options(value: Any) -> dict[str, Any]:
     return dict(value)
 
 
+def storage_options_from_assignments(texts: list[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` texts (the command line's ``--storage-option``) as storage options.
+
+    Values are read as YAML scalars (``anon=true`` gives ``True``, ``port=9000`` an int); a
+    dotted key nests (``client_kwargs.region_name=eu-west-1``). Raises ``ValueError`` for a
+    text without ``=`` or with an empty key.
+
+    Examples
+    --------
+    >>> storage_options_from_assignments(["anon=true", "client_kwargs.region_name=eu-west-1"])
+    {'anon': True, 'client_kwargs': {'region_name': 'eu-west-1'}}
+    """
+    import yaml
+
+    options: dict[str, Any] = {}
+    for text in texts:
+        key, equals, value = text.partition("=")
+        names = key.strip().split(".")
+        if not equals or not all(names):
+            raise ValueError(f"expected KEY=VALUE (e.g. endpoint_url=http://127.0.0.1:9000), got {text!r}")
+        target = options
+        for name in names[:-1]:
+            target = target.setdefault(name, {})
+            if not isinstance(target, dict):
+                raise ValueError(f"{key} sets a key inside {name}, which already has a value")  # noqa: TRY004
+        try:
+            target[names[-1]] = yaml.safe_load(value) if value.strip() else ""
+        except yaml.YAMLError:
+            target[names[-1]] = value
+    return options
+
+
 def unreachable_errors() -> tuple[type[BaseException], ...]:
     """What the filesystem packages raise, besides ``OSError``, for a store that cannot be reached or used.
 

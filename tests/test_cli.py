@@ -460,3 +460,36 @@ def test_console_script_bad_config(tmp_path: Path, write_config) -> None:
     assert proc.stdout == ""
     assert proc.stderr == f"error: {config}:7: stride: must be a positive integer or [sy, sx], got 0\n"
     assert not (tmp_path / "out.zarr").exists()
+
+
+@pytest.mark.parametrize(
+    ("options", "fragment"),
+    [
+        (["--storage-option", "endpoint_url"], "expected KEY=VALUE"),
+        (["--storage-option", "=x"], "expected KEY=VALUE"),
+        (["--storage-option", "anon=true"], "applies to URLs only"),
+    ],
+)
+def test_inspect_storage_options_are_checked_before_anything_is_opened(
+    tmp_path: Path, options: list[str], fragment: str
+) -> None:
+    write_sample(str(tmp_path / "in.zarr"), 2, 16, 16)
+    result = invoke("inspect", tmp_path / "in.zarr", *options)
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert fragment in " ".join(result.stderr.split()), result.stderr  # typer may wrap the usage message
+
+
+def test_storage_options_from_the_command_line_nest_and_read_yaml_scalars() -> None:
+    from convpipe.paths import storage_options_from_assignments
+
+    options = storage_options_from_assignments(
+        ["endpoint_url=http://127.0.0.1:9000", "anon=false", "client_kwargs.region_name=eu-west-1", "port=9000"]
+    )
+    assert options == {
+        "endpoint_url": "http://127.0.0.1:9000",
+        "anon": False,
+        "client_kwargs": {"region_name": "eu-west-1"},
+        "port": 9000,
+    }
+    with pytest.raises(ValueError, match="already has a value"):
+        storage_options_from_assignments(["a=1", "a.b=2"])

@@ -284,6 +284,28 @@ def test_storage_options_in_the_config_reach_every_client(tmp_path: Path, s3: Bu
     assert "top-secret-value" not in attributes and "storage_options" not in attributes
 
 
+def test_inspect_takes_storage_options_from_the_command_line(tmp_path: Path, s3: Bucket, s3_server) -> None:
+    """``convpipe inspect URL --storage-option ...`` with the environment pointing nowhere."""
+    run_in_process(upload_sample(s3, tmp_path), s3.url("out.zarr"))
+    nowhere = {**os.environ, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}", "AWS_ACCESS_KEY_ID": "wrong"}
+
+    def inspect(*options: str) -> subprocess.CompletedProcess:
+        command = [CONVPIPE, "inspect", s3.url("out.zarr"), "--json", *options]
+        return subprocess.run(command, capture_output=True, text=True, timeout=RUN_TIMEOUT, env=nowhere, check=False)
+
+    assert inspect().returncode != 0  # the environment's endpoint does not answer
+    done = inspect(
+        "--storage-option", f"endpoint_url={s3_server.endpoint}",
+        "--storage-option", "key=convpipe-test",
+        "--storage-option", "secret=top-secret-value",
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["shape"] == [SHAPE[0], SHAPE[1] - 2, SHAPE[2] - 2]
+    assert report["complete"] is True and report["blocks_done"] == report["blocks_total"] > 0
+    assert [axis["name"] for axis in report["axes"]] == ["t", "y", "x"]
+
+
 def test_bad_storage_options_are_one_line(tmp_path: Path, s3: Bucket) -> None:
     config = run_config(s3.url("in.zarr"), s3.url("out.zarr"))
     config["output"]["storage_options"] = ["endpoint_url", "http://x"]
