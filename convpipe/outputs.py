@@ -50,7 +50,9 @@ def check_output_location(output: str, input_path: str, config_file: str | None 
     else:
         out_u, in_u = output.rstrip("/"), input_path.rstrip("/")
         if out_u == in_u or out_u.startswith(in_u + "/") or in_u.startswith(out_u + "/"):
-            raise OutputError(f"{output} overlaps the input {input_path}; choose another path", key="output.path")
+            raise OutputError(
+                f"{output} overlaps the input {input_path}; choose another path", key="output.path"
+            )
     config_local = local_path(config_file) if config_file else None
     if out_local is not None and config_local is not None and config_local.is_file():
         out_p, config_p = out_local.resolve(), config_local.resolve()
@@ -120,16 +122,15 @@ def recover_interrupted_swap(final: str, storage_options: StorageOptions | None 
 def is_whole(path: str, storage_options: StorageOptions | None = None) -> bool:
     """A finished output with every block recorded: the only kind a swap moves into place."""
     record = read_record(path, storage_options)
-    done = BlockRecorder(path, storage_options=storage_options).done() if record else set()
-    return bool(record and record.get("complete")) and len(done) == record.get("blocks")
+    if not (record and record.get("complete")):
+        return False
+    return len(BlockRecorder(path, storage_options=storage_options).done()) == record.get("blocks")
 
 
 def sweep_partial_writes(path: str) -> int:
     """Remove the temporary files a killed run left inside the output (zarr's ``*.partial`` chunk files)."""
     local = local_path(path)
-    if local is None or not local.is_dir():
-        return 0
-    leftovers = list(local.rglob("*.partial"))
+    leftovers = [] if local is None else list(local.rglob("*.partial"))
     for leftover in leftovers:
         leftover.unlink(missing_ok=True)
     return len(leftovers)
@@ -176,27 +177,37 @@ def create_output(
     group = zarr.open_group(store=zarr_store(path, storage_options), mode="w", zarr_format=zarr_format)
     group.attrs.update(group_attributes)
     for dimension, values in (labels or {}).items():
-        _write_labels(group, dimension, values, zarr_format)
-    names = list(dimension_names)  # Zarr 3 metadata, or a Zarr 2 attribute
-    named = {"dimension_names": names} if zarr_format == 3 else {}
-    names_attribute = {} if zarr_format == 3 else {"_ARRAY_DIMENSIONS": names}
-    level_attributes = {**{k: v for k, v in array_attributes.items() if k != "convpipe"}, **names_attribute}
-    arrays = [(str(k), *shape_and_chunks, level_attributes, {}) for k, shape_and_chunks in enumerate(levels, 1)]
-    sharding = {"shards": shards} if zarr_format == 3 else {}
-    arrays.append(("0", shape, chunks, {**array_attributes, **names_attribute}, sharding))
-    for name, array_shape, array_chunks, attributes, extra in arrays:
-        array = group.create_array(
+        text = np.array(values, dtype=np.dtypes.StringDType())
+        text_dtype = text.dtype if zarr_format == 3 else str
+        names = _dimension_names([dimension], {}, zarr_format)
+        coordinate = group.create_array(dimension, shape=text.shape, dtype=text_dtype, **names)
+        coordinate[:] = text
+
+    def create(
+        name: str, shape: tuple[int, ...], chunks: tuple[int, ...], attributes: dict, **extra
+    ) -> zarr.Array:
+        return group.create_array(
             name,
-            shape=array_shape,
-            chunks=array_chunks,
+            shape=shape,
+            chunks=chunks,
             dtype=dtype,
             compressors=compressors_for(codec, zarr_format),
             fill_value=unwritten_value(dtype),
-            attributes=attributes,
-            **named,
+            **_dimension_names(list(dimension_names), attributes, zarr_format),
             **extra,
         )
-    return array
+
+    level_attributes = {k: v for k, v in array_attributes.items() if k != "convpipe"}
+    for k, (level_shape, level_chunks) in enumerate(levels, 1):
+        create(str(k), level_shape, level_chunks, level_attributes)
+    return create("0", shape, chunks, array_attributes, shards=shards)
+
+
+def _dimension_names(names: list[str], attributes: dict[str, Any], zarr_format: int) -> dict[str, Any]:
+    """``create_array`` arguments naming the dimensions: Zarr 3 metadata, or Zarr 2's ``_ARRAY_DIMENSIONS``."""
+    if zarr_format == 3:
+        return {"dimension_names": names, "attributes": attributes}
+    return {"attributes": {**attributes, "_ARRAY_DIMENSIONS": names}}
 
 
 def open_levels(target: zarr.Array, levels: int) -> tuple[zarr.Array, ...]:
@@ -212,19 +223,6 @@ def unwritten_value(dtype) -> float | int:
     return np.nan if dtype.kind == "f" else int(np.iinfo(dtype).min)
 
 
-def _write_labels(group: zarr.Group, dimension: str, values: list[str], zarr_format: int) -> None:
-    text = np.array(values, dtype=np.dtypes.StringDType())
-    if zarr_format == 3:
-        coordinate = group.create_array(
-            dimension, shape=text.shape, dtype=text.dtype, dimension_names=[dimension]
-        )
-    else:
-        coordinate = group.create_array(
-            dimension, shape=text.shape, dtype=str, attributes={"_ARRAY_DIMENSIONS": [dimension]}
-        )
-    coordinate[:] = text
-
-
 def consolidate(path: str, storage_options: StorageOptions | None = None) -> None:
     """Write consolidated metadata for the finished output.
 
@@ -238,7 +236,9 @@ def consolidate(path: str, storage_options: StorageOptions | None = None) -> Non
         zarr.consolidate_metadata(zarr_store(path, storage_options))
 
 
-def open_output_array(path: str, mode: str = "r", storage_options: StorageOptions | None = None) -> zarr.Array:
+def open_output_array(
+    path: str, mode: str = "r", storage_options: StorageOptions | None = None
+) -> zarr.Array:
     """The result array ``0`` of a convpipe output group, with its attributes as they are now."""
     keys = ("output.path", "array")
     array, _ = open_zarr_array(
