@@ -1,10 +1,8 @@
 """The output store's life: where it may go, creating it, finishing it, replacing it.
 
-The output is a Zarr group holding the result array at ``0``. The array is
-created up front with explicit chunks equal to the Dask output blocks (so no
-two tasks ever write the same Zarr chunk), ``dimension_names`` and the
-provenance attributes; blocks are then written into it one task at a time.
-A replacement is built at :func:`staging_path` and swapped in when complete.
+The output is a Zarr group holding the result array at ``0``, created up
+front with chunks that no two write tasks share. A replacement is built at
+:func:`staging_path` and swapped in when complete.
 """
 
 from __future__ import annotations
@@ -27,38 +25,38 @@ from convpipe.remote_swap import recover_swap_by_copy, swap_by_copy
 
 
 def check_output_location(output: str, input_path: str, config_file: str | None = None) -> None:
-    """Refuse an output equal to, inside, or containing the input; a bucket root; or the config file or its folder."""
+    """Refuse an output that overlaps the input, a bucket root, or the config file or its folder."""
+    problem = _location_problem(output, input_path, config_file)
+    if problem is not None:
+        raise OutputError(f"{output} {problem}", key="output.path")
+
+
+def _location_problem(output: str, input_path: str, config_file: str | None) -> str | None:
     out_local, in_local = local_path(output), local_path(input_path)
     if out_local is None and "/" not in output.split("://", 1)[-1].strip("/"):
-        raise OutputError(  # its lock, staging copy and swap journal are its siblings: other buckets
-            f"{output} is a bucket (or store) root; write the output to a path inside it, "
-            f"e.g. {output.rstrip('/')}/out.zarr",
-            key="output.path",
-        )
+        # Its lock, staging copy and swap journal would be its siblings: in other buckets.
+        inside = f"{output.rstrip('/')}/out.zarr"
+        return f"is a bucket (or store) root; write the output to a path inside it, e.g. {inside}"
     if out_local is not None and in_local is not None:
         out_p, in_p = out_local.resolve(), in_local.resolve()
         if out_p == in_p:
-            raise OutputError(f"{output} is the input itself; choose another output path", key="output.path")
+            return "is the input itself; choose another output path"
         if in_p in out_p.parents:
-            raise OutputError(
-                f"{output} is inside the input {input_path}; choose a path outside it", key="output.path"
-            )
+            return f"is inside the input {input_path}; choose a path outside it"
         if out_p in in_p.parents:
-            raise OutputError(
-                f"{output} contains the input {input_path}; choose another path", key="output.path"
-            )
+            return f"contains the input {input_path}; choose another path"
     else:
         out_u, in_u = output.rstrip("/"), input_path.rstrip("/")
         if out_u == in_u or out_u.startswith(in_u + "/") or in_u.startswith(out_u + "/"):
-            raise OutputError(
-                f"{output} overlaps the input {input_path}; choose another path", key="output.path"
-            )
+            return f"overlaps the input {input_path}; choose another path"
     config_local = local_path(config_file) if config_file else None
     if out_local is not None and config_local is not None and config_local.is_file():
         out_p, config_p = out_local.resolve(), config_local.resolve()
-        if out_p == config_p or out_p in config_p.parents:
-            what = "is the config file" if out_p == config_p else f"holds the config file {config_file}"
-            raise OutputError(f"{output} {what}; choose another output path", key="output.path")
+        if out_p == config_p:
+            return "is the config file; choose another output path"
+        if out_p in config_p.parents:
+            return f"holds the config file {config_file}; choose another output path"
+    return None
 
 
 def staging_path(path: str) -> str:
@@ -204,7 +202,7 @@ def create_output(
 
 
 def _dimension_names(names: list[str], attributes: dict[str, Any], zarr_format: int) -> dict[str, Any]:
-    """``create_array`` arguments naming the dimensions: Zarr 3 metadata, or Zarr 2's ``_ARRAY_DIMENSIONS``."""
+    """``create_array`` arguments naming the dimensions: Zarr 3 metadata, or Zarr 2's attribute."""
     if zarr_format == 3:
         return {"dimension_names": names, "attributes": attributes}
     return {"attributes": {**attributes, "_ARRAY_DIMENSIONS": names}}
