@@ -39,17 +39,15 @@ def compressors_for(codec: str, zarr_format: int) -> Any:
 # --------------------------------------------------------------------------- codec pipelines
 
 CODEC_PIPELINES = ("auto", "zarrs", "zarr")
-"""``compute.codec_pipeline``: ``zarrs`` (the Rust pipeline) or ``zarr`` (zarr-python's own); ``auto`` picks."""
+"""``compute.codec_pipeline``: ``zarrs`` (Rust) or ``zarr`` (zarr-python's own pipeline); ``auto`` picks."""
 
 ZARRS_PIPELINE = "zarrs.ZarrsCodecPipeline"
 ZARR_PIPELINE = "zarr.core.codec_pipeline.BatchedCodecPipeline"
 
 AUTO_KEEPS_ZARR_FOR = ("zstd", "gzip")
 """Output codecs ``auto`` leaves to zarr-python: zarrs links other builds of zstd and deflate, whose
-streams differ (same values, other bytes). Blosc and ``none`` are encoded to the same bytes by both
-pipelines, so ``auto`` never changes what is stored; decoding gives the same values for every codec.
-``auto`` also leaves sharded outputs to zarr-python: zarrs places a shard's inner chunks in the order
-they are encoded, so the same values give other shard files from run to run (and on resume).
+streams differ (same values, other bytes). ``auto`` also leaves sharded outputs to zarr-python: zarrs
+places a shard's inner chunks in the order they are encoded. So ``auto`` never changes what is stored.
 """
 
 
@@ -63,22 +61,19 @@ def uses_zarrs(array: Any) -> bool:
 def with_codec_pipeline(array: Any, choice: str, writing_codec: str | None = None) -> Any:
     """``array`` (a ``zarr.Array``) re-created with the codec pipeline ``choice`` resolves to for it.
 
-    zarr-python binds a pipeline to an array when the array object is made
-    (from ``codec_pipeline.path`` in its config at that moment), and the
+    zarr-python binds a pipeline to an array object when it is made, and the
     pipeline travels with the array when Dask pickles it to another process
-    or cluster worker; so the choice is made once, here, for each array, and
-    holds in every process that uses the array. ``zarrs`` serves arrays in a
-    local folder (``LocalStore``) whose codecs it implements; any other array
-    (another store, a codec it lacks) keeps zarr-python's pipeline, which
-    gives the same values. ``auto`` takes zarrs where it serves, except for an
-    output (``writing_codec``) in :data:`AUTO_KEEPS_ZARR_FOR` or a sharded one; ``zarr`` always
-    takes zarr-python's. Nothing is read from the store: the array's metadata
-    is reused.
+    or cluster worker; so the choice is made once, here, for each array.
+    ``zarrs`` serves arrays in a local folder whose codecs it implements; any
+    other keeps zarr-python's pipeline (same values). ``auto`` is ``zarrs``
+    except for an output (``writing_codec``) in :data:`AUTO_KEEPS_ZARR_FOR`
+    or a sharded one. The array's metadata is reused: nothing is read.
     """
-    wanted = choice != "zarr" and _in_local_folder(array)
-    if choice == "auto" and writing_codec is not None and (writing_codec in AUTO_KEEPS_ZARR_FOR or array.shards):
-        wanted = False
-    if wanted:
+    from zarr.storage import LocalStore
+
+    kept_by_auto = writing_codec is not None and (writing_codec in AUTO_KEEPS_ZARR_FOR or array.shards)
+    wanted = choice == "zarrs" or (choice == "auto" and not kept_by_auto)
+    if wanted and isinstance(array.store, LocalStore):
         served = _recreated(array, ZARRS_PIPELINE, strict=True)  # refuses what zarrs lacks, at once
         if served is not None and uses_zarrs(served):
             return _recreated(array, ZARRS_PIPELINE, strict=False)  # falls back per call, e.g. odd indexing
@@ -102,14 +97,8 @@ def on_codec_pipelines(source: Any, target: Any, choice: str, output_codec: str)
     return source, target, {"input": name(source), "output": name(target)}
 
 
-def _in_local_folder(array: Any) -> bool:
-    from zarr.storage import LocalStore
-
-    return isinstance(array.store, LocalStore)
-
-
 def _recreated(array: Any, pipeline: str, strict: bool) -> Any:
-    """The same array (metadata, store, runtime config) as a new object made with ``pipeline``; None if refused."""
+    """The same array (metadata, store, config) as a new object made with ``pipeline``; None if refused."""
     import zarr
 
     with zarr.config.set({"codec_pipeline.path": pipeline, "codec_pipeline.strict": strict}):

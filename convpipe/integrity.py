@@ -1,13 +1,9 @@
 """Which stored input chunks each output block reads, and whether they are still what the block read.
 
-A block's completion record holds the identity (size and modification time
-of the stored object) of every input chunk the block read, taken before the
-block was submitted. ``--resume`` trusts a recorded block only if each of
-those chunks still has the same identity: an input rewritten between an
-interrupted run and its resume is refused (naming the first changed chunk)
-instead of giving an output half from the old input and half from the new.
-A chunk that is not stored at all reads as the array's fill value: the run
-counts such chunks and says so.
+A block's completion record holds the identity (size and modification time,
+or ETag) of every stored input chunk the block read. ``--resume`` trusts a
+recorded block only if each of them is unchanged, so that an output is never
+half from an old input and half from a new one.
 """
 
 from __future__ import annotations
@@ -23,11 +19,8 @@ MISSING = "missing"
 
 def block_input_region(g: StackGeometry, block: tuple[int, ...]) -> tuple[slice, ...]:
     """The input pixels output block ``block`` (an index in the output's block grid) reads, halo included."""
-    work = [0] * len(block)
-    for output_axis, work_axis in enumerate(g.output_order):
-        work[work_axis] = block[output_axis]
-    n_batch = len(g.batch_axes)
-    indices = dict(zip(g.batch_axes, work[:n_batch]))
+    work = [block[g.output_order.index(w)] for w in range(len(block))]  # the block index in work order
+    indices = dict(zip(g.batch_axes, work[: len(g.batch_axes)]))
     indices.update(zip(g.spatial_axes, work[-2:]))
     halos = dict(zip(g.spatial_axes, (k - 1 for k in g.kernel_shape)))
     region = []
@@ -58,7 +51,7 @@ def chunk_identities(array: Any, region: tuple[slice, ...]) -> dict[str, str]:
 
 
 def stored_objects(array: Any, region: tuple[slice, ...]) -> dict[str, tuple[slice, ...]]:
-    """Stored key -> the array region it holds, for every stored object (chunk or shard) ``region`` touches."""
+    """Stored key -> the region it holds, for each stored object (chunk or shard) ``region`` touches."""
     grid = getattr(array, "shards", None) or array.chunks
     ranges = [range(r.start // c, -(-r.stop // c)) for r, c in zip(region, grid)]
     return {

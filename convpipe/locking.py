@@ -3,18 +3,11 @@
 It covers the output and its staging copy (``OUTPUT.convpipe-incoming``),
 which only a lock holder creates, swaps or removes, and says who holds it
 (host, pid, start time), so that a refused run can name the other one.
-
-- **Local disks**: the file is held with ``flock`` for the whole run, so the
-  kernel releases it when the process ends in any way (a SIGKILL included):
-  a lock left by a dead run is simply free, and the next run takes it over.
-- **Object stores** (``s3://...``): the lock is an object created with a
-  conditional write (``If-None-Match: *``: the store refuses to create an
-  object that exists, atomically), removed when the run ends. A run killed
-  outright leaves it behind. Whether its run is still alive can be told only
-  on the machine that ran it (same host, boot and process namespace, pid
-  gone): such a lock is taken over; any other is refused with the marker's
-  URL, which the user removes once sure that no run is going on.
-  A store that ignores conditional writes is not locked (one warning line).
+On a local disk it is a file held with ``flock``, which the kernel releases
+however its process ends. On an object store it is an object created with
+a conditional write and removed when the run ends; a killed run leaves it
+behind, and only a run on the same machine can tell that its holder is gone
+(README, "Guarantees").
 """
 
 from __future__ import annotations
@@ -44,9 +37,7 @@ except ImportError:  # Windows: no flock; runs on local disks are not locked the
 def lock_path(output: str) -> str:
     """The lock of ``output``: a file (or object) beside it."""
     local = local_path(output)
-    if local is None:
-        return f"{output.rstrip('/')}{LOCK_SUFFIX}"
-    return str(local.with_name(local.name + LOCK_SUFFIX))
+    return f"{output.rstrip('/')}{LOCK_SUFFIX}" if local is None else f"{local}{LOCK_SUFFIX}"
 
 
 @contextlib.contextmanager
@@ -72,7 +63,8 @@ def output_lock(output: str, storage_options: StorageOptions | None = None) -> I
 
 
 def _acquire(path: str, output: str) -> int:
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)  # the output's folder, which the run creates anyway
+    # The output's folder, which the run creates anyway.
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -104,41 +96,48 @@ def _object_lock(output: str, storage_options: StorageOptions | None) -> Iterato
     except unreachable_errors() as exc:
         if isinstance(exc, OSError):
             raise  # refused, or the storage's own answer: the storage-error policy decides
-        raise StorageError(f"{output}: cannot reach the store to take the lock {url} ({type(exc).__name__}: {exc})")
+        raise StorageError(
+            f"{output}: cannot reach the store to take the lock {url} ({type(exc).__name__}: {exc})"
+        )
     except NotImplementedError:
-        print(f"convpipe: warning: {url}: this store has no conditional writes; the run is not locked", file=sys.stderr)
+        print(
+            f"convpipe: warning: {url}: this store has no conditional writes; the run is not locked",
+            file=sys.stderr,
+        )
         yield
         return
     try:
         yield
     finally:
+        # Never remove a lock that someone else took after ours was removed by hand.
         with contextlib.suppress(*unreachable_errors()):
-            if _read(fs, marker) == me:  # never remove a lock someone else took after ours was removed by hand
+            if _read(fs, marker) == me:
                 fs.rm(marker)
 
 
 def _create(fs: Any, marker: str, content: bytes, output: str, url: str) -> None:
     """Create the lock object if absent, else take over a dead run's lock of this machine, else refuse."""
-    try:
+    with contextlib.suppress(FileExistsError):
         _create_if_absent(fs, marker, content)
         return
-    except FileExistsError:
-        pass
     with _machine_mutex(url):  # runs on this machine take over a dead run's lock one at a time
         holder = _read(fs, marker)
         if holder is not None and _dead_here(holder):
             fs.rm(marker)
             try:
                 _create_if_absent(fs, marker, content)
-                print(f"convpipe: took over the lock of a run that is no longer running ({_describe(holder)})",
-                      file=sys.stderr)
+                print(
+                    f"convpipe: took over the lock of a run that is no longer running ({_describe(holder)})",
+                    file=sys.stderr,
+                )
                 return
             except FileExistsError:
                 holder = _read(fs, marker)  # a run on another machine was quicker
     who = _describe(holder) if holder else "holder unknown"
     raise OutputError(
         f"{output}: another convpipe run is using this output ({who}); wait for it to finish, or stop it "
-        f"first; if none is running (a killed run leaves its lock on an object store), remove {url} and run again"
+        "first; if none is running (a killed run leaves its lock on an object store), "
+        f"remove {url} and run again"
     )
 
 
@@ -203,8 +202,5 @@ def _machine_mutex(url: str) -> Iterator[None]:
         return
     name = hashlib.sha256(url.encode()).hexdigest()[:16]
     with open(os.path.join(tempfile.gettempdir(), f"convpipe-lock-{name}"), "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+        fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file is closed
+        yield

@@ -3,6 +3,8 @@ OME-NGFF multiscales metadata and convpipe's provenance record."""
 
 from __future__ import annotations
 
+import copy
+import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -36,21 +38,10 @@ def window_centre_offset(geometry: StackGeometry) -> tuple[float, float]:
     return (kh - 1) / 2 - top, (kw - 1) / 2 - left
 
 
-SPEC_TYPE_ORDER = ("time", "channel", "space")
-
-
 def ome_compatible(axes: tuple[OutputAxis, ...]) -> bool:
-    """Whether ``axes`` can be described as OME-NGFF axes: 2-5 typed axes, time, channel, then 2-3 space."""
-    types = [a.type for a in axes]
-    if not 2 <= len(types) <= 5 or any(t not in SPEC_TYPE_ORDER for t in types):
-        return False
-    order = [SPEC_TYPE_ORDER.index(t) for t in types]
-    return (
-        order == sorted(order)
-        and types.count("time") <= 1
-        and types.count("channel") <= 1
-        and 2 <= types.count("space") <= 3
-    )
+    """Whether ``axes`` can be OME-NGFF axes: at most one time, then at most one channel, then 2-3 space axes."""
+    letters = "".join({"time": "t", "channel": "c", "space": "s"}.get(a.type, "?") for a in axes)
+    return re.fullmatch(r"t?c?s{2,3}", letters) is not None
 
 
 PALETTE = ("FF00FF", "00FF00", "00FFFF", "FFFF00", "FF0000", "FF8000", "0080FF", "FF0080")
@@ -84,16 +75,13 @@ def ome_multiscales(
 
     Names, types and units are the input's; ``scale`` and ``translation``
     place every output pixel in the input's physical coordinates (see
-    :func:`convpipe.axes.output_axes`). Each dataset (levels ``0..levels``)
-    carries its scale (and a lower level its half-pixel shift), the
-    multiscale (applied after it, to every resolution) an identity scale and
-    level 0's translation: valid NGFF 0.4/0.5, and the layout napari-ome-zarr 0.10
-    reads both from (it takes a dataset's first transformation only, plus the
-    multiscale transformation whose ``input`` names the dataset scale's
-    ``output``; NGFF 0.4/0.5 readers ignore those two names). ``omero``
-    holds one channel per index of the channel axis (or a single channel
-    labelled ``single_label``) with a colour; windows are added once the
-    data is written (:func:`with_windows`).
+    :func:`convpipe.axes.output_axes`). Each dataset carries its scale (and
+    a lower level its half-pixel shift), the multiscale an identity scale and
+    level 0's translation: valid NGFF 0.4/0.5, and the layout napari-ome-zarr
+    0.10 reads both from (the README's reader table says what each reader
+    takes). ``omero`` holds one channel per index of the channel axis (or
+    one labelled ``single_label``) with a colour; :func:`with_windows` adds
+    their windows once the data is written.
     """
     ome_axes = [{"name": a.name, "type": a.type, **({"unit": a.unit} if a.unit else {})} for a in axes]
     multiscale: dict[str, Any] = {
@@ -112,7 +100,9 @@ def ome_multiscales(
     labels = next((a.labels for a in axes if a.type == "channel" and a.labels), None) or (single_label,)
     colours = [GREY] if len(labels) == 1 else [PALETTE[i % len(PALETTE)] for i in range(len(labels))]
     omero = {
-        "channels": [{"label": name, "color": colour, "active": True} for name, colour in zip(labels, colours)],
+        "channels": [
+            {"label": name, "color": colour, "active": True} for name, colour in zip(labels, colours)
+        ],
         "rdefs": {"model": "color"},
     }
     if version == "0.4":
@@ -127,13 +117,10 @@ def with_windows(group_attributes: dict[str, Any], windows: list[dict[str, float
     A window is ``{"min", "max", "start", "end"}`` (see
     :func:`convpipe.statistics.display_window`).
     """
-    attrs = dict(group_attributes)
-    holder = dict(attrs["ome"]) if "ome" in attrs else attrs
-    omero = dict(holder["omero"])
-    if len(windows) != len(omero["channels"]):
-        raise ValueError(f"{len(windows)} windows for {len(omero['channels'])} omero channels")
-    omero["channels"] = [{**channel, "window": w} for channel, w in zip(omero["channels"], windows)]
-    holder["omero"] = omero
-    if "ome" in attrs:
-        attrs["ome"] = holder
+    attrs = copy.deepcopy(group_attributes)
+    channels = attrs.get("ome", attrs)["omero"]["channels"]  # NGFF 0.5 nests it under "ome"
+    if len(windows) != len(channels):
+        raise ValueError(f"{len(windows)} windows for {len(channels)} omero channels")
+    for channel, window in zip(channels, windows):
+        channel["window"] = window
     return attrs

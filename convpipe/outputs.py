@@ -1,10 +1,8 @@
 """The output store's life: where it may go, creating it, finishing it, replacing it.
 
-The output is a Zarr group holding the result array at ``0``. The array is
-created up front with explicit chunks equal to the Dask output blocks (so no
-two tasks ever write the same Zarr chunk), ``dimension_names`` and the
-provenance attributes; blocks are then written into it one task at a time.
-A replacement is built at :func:`staging_path` and swapped in when complete.
+The output is a Zarr group holding the result array at ``0``, created up
+front with chunks that no two write tasks share. A replacement is built at
+:func:`staging_path` and swapped in when complete.
 """
 
 from __future__ import annotations
@@ -27,36 +25,38 @@ from convpipe.remote_swap import recover_swap_by_copy, swap_by_copy
 
 
 def check_output_location(output: str, input_path: str, config_file: str | None = None) -> None:
-    """Refuse an output equal to, inside, or containing the input; a bucket root; or the config file or its folder."""
+    """Refuse an output that overlaps the input, a bucket root, or the config file or its folder."""
+    problem = _location_problem(output, input_path, config_file)
+    if problem is not None:
+        raise OutputError(f"{output} {problem}", key="output.path")
+
+
+def _location_problem(output: str, input_path: str, config_file: str | None) -> str | None:
     out_local, in_local = local_path(output), local_path(input_path)
     if out_local is None and "/" not in output.split("://", 1)[-1].strip("/"):
-        raise OutputError(  # its lock, staging copy and swap journal are its siblings: other buckets
-            f"{output} is a bucket (or store) root; write the output to a path inside it, "
-            f"e.g. {output.rstrip('/')}/out.zarr",
-            key="output.path",
-        )
+        # Its lock, staging copy and swap journal would be its siblings: in other buckets.
+        inside = f"{output.rstrip('/')}/out.zarr"
+        return f"is a bucket (or store) root; write the output to a path inside it, e.g. {inside}"
     if out_local is not None and in_local is not None:
         out_p, in_p = out_local.resolve(), in_local.resolve()
         if out_p == in_p:
-            raise OutputError(f"{output} is the input itself; choose another output path", key="output.path")
+            return "is the input itself; choose another output path"
         if in_p in out_p.parents:
-            raise OutputError(
-                f"{output} is inside the input {input_path}; choose a path outside it", key="output.path"
-            )
+            return f"is inside the input {input_path}; choose a path outside it"
         if out_p in in_p.parents:
-            raise OutputError(
-                f"{output} contains the input {input_path}; choose another path", key="output.path"
-            )
+            return f"contains the input {input_path}; choose another path"
     else:
         out_u, in_u = output.rstrip("/"), input_path.rstrip("/")
         if out_u == in_u or out_u.startswith(in_u + "/") or in_u.startswith(out_u + "/"):
-            raise OutputError(f"{output} overlaps the input {input_path}; choose another path", key="output.path")
+            return f"overlaps the input {input_path}; choose another path"
     config_local = local_path(config_file) if config_file else None
     if out_local is not None and config_local is not None and config_local.is_file():
         out_p, config_p = out_local.resolve(), config_local.resolve()
-        if out_p == config_p or out_p in config_p.parents:
-            what = "is the config file" if out_p == config_p else f"holds the config file {config_file}"
-            raise OutputError(f"{output} {what}; choose another output path", key="output.path")
+        if out_p == config_p:
+            return "is the config file; choose another output path"
+        if out_p in config_p.parents:
+            return f"holds the config file {config_file}; choose another output path"
+    return None
 
 
 def staging_path(path: str) -> str:
@@ -120,16 +120,15 @@ def recover_interrupted_swap(final: str, storage_options: StorageOptions | None 
 def is_whole(path: str, storage_options: StorageOptions | None = None) -> bool:
     """A finished output with every block recorded: the only kind a swap moves into place."""
     record = read_record(path, storage_options)
-    done = BlockRecorder(path, storage_options=storage_options).done() if record else set()
-    return bool(record and record.get("complete")) and len(done) == record.get("blocks")
+    if not (record and record.get("complete")):
+        return False
+    return len(BlockRecorder(path, storage_options=storage_options).done()) == record.get("blocks")
 
 
 def sweep_partial_writes(path: str) -> int:
     """Remove the temporary files a killed run left inside the output (zarr's ``*.partial`` chunk files)."""
     local = local_path(path)
-    if local is None or not local.is_dir():
-        return 0
-    leftovers = list(local.rglob("*.partial"))
+    leftovers = [] if local is None else list(local.rglob("*.partial"))
     for leftover in leftovers:
         leftover.unlink(missing_ok=True)
     return len(leftovers)
@@ -176,27 +175,37 @@ def create_output(
     group = zarr.open_group(store=zarr_store(path, storage_options), mode="w", zarr_format=zarr_format)
     group.attrs.update(group_attributes)
     for dimension, values in (labels or {}).items():
-        _write_labels(group, dimension, values, zarr_format)
-    names = list(dimension_names)  # Zarr 3 metadata, or a Zarr 2 attribute
-    named = {"dimension_names": names} if zarr_format == 3 else {}
-    names_attribute = {} if zarr_format == 3 else {"_ARRAY_DIMENSIONS": names}
-    level_attributes = {**{k: v for k, v in array_attributes.items() if k != "convpipe"}, **names_attribute}
-    arrays = [(str(k), *shape_and_chunks, level_attributes, {}) for k, shape_and_chunks in enumerate(levels, 1)]
-    sharding = {"shards": shards} if zarr_format == 3 else {}
-    arrays.append(("0", shape, chunks, {**array_attributes, **names_attribute}, sharding))
-    for name, array_shape, array_chunks, attributes, extra in arrays:
-        array = group.create_array(
+        text = np.array(values, dtype=np.dtypes.StringDType())
+        text_dtype = text.dtype if zarr_format == 3 else str
+        names = _dimension_names([dimension], {}, zarr_format)
+        coordinate = group.create_array(dimension, shape=text.shape, dtype=text_dtype, **names)
+        coordinate[:] = text
+
+    def create(
+        name: str, shape: tuple[int, ...], chunks: tuple[int, ...], attributes: dict, **extra
+    ) -> zarr.Array:
+        return group.create_array(
             name,
-            shape=array_shape,
-            chunks=array_chunks,
+            shape=shape,
+            chunks=chunks,
             dtype=dtype,
             compressors=compressors_for(codec, zarr_format),
             fill_value=unwritten_value(dtype),
-            attributes=attributes,
-            **named,
+            **_dimension_names(list(dimension_names), attributes, zarr_format),
             **extra,
         )
-    return array
+
+    level_attributes = {k: v for k, v in array_attributes.items() if k != "convpipe"}
+    for k, (level_shape, level_chunks) in enumerate(levels, 1):
+        create(str(k), level_shape, level_chunks, level_attributes)
+    return create("0", shape, chunks, array_attributes, shards=shards)
+
+
+def _dimension_names(names: list[str], attributes: dict[str, Any], zarr_format: int) -> dict[str, Any]:
+    """``create_array`` arguments naming the dimensions: Zarr 3 metadata, or Zarr 2's attribute."""
+    if zarr_format == 3:
+        return {"dimension_names": names, "attributes": attributes}
+    return {"attributes": {**attributes, "_ARRAY_DIMENSIONS": names}}
 
 
 def open_levels(target: zarr.Array, levels: int) -> tuple[zarr.Array, ...]:
@@ -212,19 +221,6 @@ def unwritten_value(dtype) -> float | int:
     return np.nan if dtype.kind == "f" else int(np.iinfo(dtype).min)
 
 
-def _write_labels(group: zarr.Group, dimension: str, values: list[str], zarr_format: int) -> None:
-    text = np.array(values, dtype=np.dtypes.StringDType())
-    if zarr_format == 3:
-        coordinate = group.create_array(
-            dimension, shape=text.shape, dtype=text.dtype, dimension_names=[dimension]
-        )
-    else:
-        coordinate = group.create_array(
-            dimension, shape=text.shape, dtype=str, attributes={"_ARRAY_DIMENSIONS": [dimension]}
-        )
-    coordinate[:] = text
-
-
 def consolidate(path: str, storage_options: StorageOptions | None = None) -> None:
     """Write consolidated metadata for the finished output.
 
@@ -238,7 +234,9 @@ def consolidate(path: str, storage_options: StorageOptions | None = None) -> Non
         zarr.consolidate_metadata(zarr_store(path, storage_options))
 
 
-def open_output_array(path: str, mode: str = "r", storage_options: StorageOptions | None = None) -> zarr.Array:
+def open_output_array(
+    path: str, mode: str = "r", storage_options: StorageOptions | None = None
+) -> zarr.Array:
     """The result array ``0`` of a convpipe output group, with its attributes as they are now."""
     keys = ("output.path", "array")
     array, _ = open_zarr_array(

@@ -1,22 +1,12 @@
 """The multiscale pyramid: levels ``1..N`` of the output, each the 2 x 2 mean of the level below.
 
-Level ``k`` halves the two spatial axes (the last two axes of the output) of
-level ``k - 1``; batch and channel axes are untouched. Sizes are floored, as
-ome-zarr-py's ``Scaler`` does: level ``k`` has ``n // 2**k`` pixels along an
-axis of ``n``, and an odd last row or column of a level is not part of the
-level above it. Every pixel of level ``k`` is thus the mean of a whole 2 x 2
-window of level ``k - 1`` as stored: the four values in float64, summed in
-the order (0, 0), (0, 1), (1, 0), (1, 1), times 0.25, cast to the output
-dtype (an integer output, rounded to the nearest integer, halves to even).
-One fixed order makes the levels deterministic and independent of the
-chunking.
-
-The levels are built block by block as level 0 is written: a write task
-downsamples its own level-0 block. Output blocks (all but the last along y
-and x) hold a multiple of ``2**N`` pixels (the planner chooses them so), so a
-block's region of level ``k`` starts at its level-0 start divided by ``2**k``
-and the level-``k`` chunks (the level-0 block shape divided by ``2**k``) each
-come from exactly one block: one writer per stored chunk, at every level.
+Level ``k`` halves the last two (spatial) axes of level ``k - 1``, floored
+as ome-zarr-py's ``Scaler`` does, in one fixed summation order
+(:func:`_mean_2x2`): the levels do not depend on the chunking. A write
+task downsamples its own level-0 block: blocks hold a multiple of ``2**N``
+pixels along y and x (the planner chooses them so), and a level-``k`` chunk
+is the block shape divided by ``2**k``, so every stored chunk of every level
+comes from exactly one block.
 """
 
 from __future__ import annotations
@@ -33,7 +23,7 @@ MAX_LEVELS = 30
 
 
 def parse_pyramid(value: Any) -> int | str:
-    """The ``output.pyramid`` value: a number of levels ``0..MAX_LEVELS`` or ``"auto"``; ValueError otherwise."""
+    """``output.pyramid``: a number of levels ``0..MAX_LEVELS`` or ``"auto"``; ValueError otherwise."""
     if value == AUTO and isinstance(value, str):
         return AUTO
     if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_LEVELS:
@@ -75,17 +65,18 @@ def level_shape(shape: tuple[int, ...], k: int) -> tuple[int, ...]:
     return tuple(shape[:-2]) + tuple(n >> k for n in shape[-2:])
 
 
-def level_chunks(chunks: tuple[int, ...], block: tuple[int, int], k: int) -> tuple[int, ...]:
-    """Chunk shape of level ``k``: level 0's ``chunks``, with y, x the level-0 ``block`` shape divided by ``2**k``."""
-    return tuple(chunks[:-2]) + tuple(max(1, b >> k) for b in block)
-
-
 def pyramid_layout(
     shape: tuple[int, ...], chunks: tuple[int, ...], blocks: tuple[tuple[int, ...], ...], levels: int
 ) -> tuple[tuple[tuple[int, ...], tuple[int, ...]], ...]:
-    """(shape, chunks) of levels ``1..levels`` of an output of ``shape``, Zarr ``chunks`` and Dask ``blocks``."""
-    first_block = (blocks[-2][0], blocks[-1][0])
-    return tuple((level_shape(shape, k), level_chunks(chunks, first_block, k)) for k in range(1, levels + 1))
+    """(shape, chunks) of levels ``1..levels`` of an output of ``shape``, Zarr ``chunks`` and Dask ``blocks``.
+
+    A level's chunks are level 0's, with y and x the first block's divided by ``2**k``.
+    """
+    block = (blocks[-2][0], blocks[-1][0])
+    return tuple(
+        (level_shape(shape, k), tuple(chunks[:-2]) + tuple(max(1, b >> k) for b in block))
+        for k in range(1, levels + 1)
+    )
 
 
 def level_transform(scale: list[float], translation: list[float], k: int) -> tuple[list[float], list[float]]:
@@ -106,8 +97,8 @@ def level_transform(scale: list[float], translation: list[float], k: int) -> tup
 def downsample_mean(block: np.ndarray) -> np.ndarray:
     """The 2 x 2 mean of ``block`` over its last two axes (floored sizes), in ``block``'s dtype.
 
-    Compiled with Numba on first use (a plain loop, float64 sums in the
-    documented order, no ``fastmath``): several times faster than NumPy's
+    Compiled with Numba on first use (a plain loop, float64 sums in a
+    fixed order, no ``fastmath``): several times faster than NumPy's
     strided slices, and no float64 copy of the block is made.
 
     Examples
@@ -123,7 +114,10 @@ def downsample_mean(block: np.ndarray) -> np.ndarray:
 
 
 def _mean_2x2(x, out, round_to_integer):
-    """``out[f, i, j]`` = the float64 mean of ``x[f, 2i:2i+2, 2j:2j+2]`` summed row by row, left to right."""
+    """``out[f, i, j]`` = ``x[f, 2i:2i+2, 2j:2j+2]`` summed in float64 row by row, left to right, times 0.25.
+
+    An integer ``out`` gets the mean rounded to the nearest integer, halves to even.
+    """
     for f in range(out.shape[0]):
         for i in range(out.shape[1]):
             for j in range(out.shape[2]):
@@ -142,16 +136,18 @@ def _compiled_mean():
 
 
 def write_levels(levels: tuple, block: np.ndarray, region: tuple[slice, ...]) -> None:
-    """Write levels ``1..len(levels)`` of the level-0 ``block`` stored at ``region`` into the arrays ``levels``.
+    """Write levels ``1..len(levels)`` of the level-0 ``block`` stored at ``region`` into the ``levels``.
 
     The block's y and x start must be multiples of ``2**len(levels)`` (the
     planner's blocks are), or its levels would straddle chunks of another block.
     """
+    starts = [r.start for r in region[-2:]]
     level = block
     for k, array in enumerate(levels, start=1):
-        starts = [r.start for r in region[-2:]]
         if any(start % 2**k for start in starts):
-            raise ValueError(f"a block starting at (y, x) {tuple(starts)} is not aligned with pyramid level {k}")
+            raise ValueError(
+                f"a block starting at (y, x) {tuple(starts)} is not aligned with pyramid level {k}"
+            )
         level = downsample_mean(level)
         if 0 in level.shape[-2:]:
             return  # a last block too thin for this level (and the ones above)

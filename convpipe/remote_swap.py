@@ -1,21 +1,11 @@
 """Replacing an output on an object store, where nothing can be renamed.
 
 On a local disk a finished replacement is swapped in by two renames (see
-:func:`convpipe.outputs.swap_into_place`). Object stores (S3 and the like)
-have no rename: a "move" is a copy and a delete per object, and it can stop
-anywhere. So the swap is journalled: a small object ``OUTPUT.convpipe-swap``
-is written before anything is touched and removed after the last step, and
-every step can be repeated:
-
-1. write the journal (the staging copy is whole: every block recorded);
-2. delete the old output;
-3. copy the staging copy over, data objects first and the Zarr metadata
-   last, so the output appears to readers only once every chunk is there;
-4. delete the staging copy, then the journal.
-
-A run that finds the journal (the previous one was killed midway) finishes
-the swap when the staging copy is still whole, or removes what is left of
-the staging copy when the new output is already whole.
+:func:`convpipe.outputs.swap_into_place`). On an object store a "move" is a
+copy and a delete per object, and it can stop anywhere. So the swap is
+journalled: the object ``OUTPUT.convpipe-swap`` is written before anything
+is touched and removed after the last step, and every step in between can be
+repeated by the next run that finds it.
 """
 
 from __future__ import annotations
@@ -34,7 +24,7 @@ def journal_path(final: str) -> str:
 
 
 def swap_by_copy(staged: str, final: str, storage_options: StorageOptions | None = None) -> None:
-    """Replace ``final`` by the whole output ``staged`` (steps 1-4 above)."""
+    """Replace ``final`` by the whole output ``staged``: write the journal, then :func:`_finish`."""
     fs, journal = filesystem(journal_path(final), storage_options)
     fs.pipe_file(journal, f"replacing {final} by {staged}\n".encode())
     _finish(staged, final, storage_options)
@@ -43,7 +33,11 @@ def swap_by_copy(staged: str, final: str, storage_options: StorageOptions | None
 def recover_swap_by_copy(
     staged: str, final: str, is_whole: Callable[[str], bool], storage_options: StorageOptions | None = None
 ) -> str | None:
-    """Finish a journalled swap that was interrupted; say what was done (None: no swap was under way)."""
+    """Finish a journalled swap that was interrupted; say what was done (None: no swap was under way).
+
+    A staging copy that is still whole is copied again; when the new output
+    is whole already, what is left of the staging copy is removed.
+    """
     if not path_exists(journal_path(final), storage_options):
         return None
     if path_exists(staged, storage_options) and is_whole(staged):
@@ -53,7 +47,8 @@ def recover_swap_by_copy(
         remove_path(staged, storage_options)
         remove_path(journal_path(final), storage_options)
         return f"removed the rest of {staged}, left by an interrupted replacement of {final}"
-    remove_path(journal_path(final), storage_options)  # not reachable by the steps above: a store changed by hand
+    # Not reachable by the steps of a swap: a store changed by hand.
+    remove_path(journal_path(final), storage_options)
     return (
         f"an interrupted replacement of {final} left neither it nor {staged} whole; "
         "finish it with --resume, or start again with --overwrite"
@@ -61,15 +56,19 @@ def recover_swap_by_copy(
 
 
 def _finish(staged: str, final: str, storage_options: StorageOptions | None) -> None:
-    """Steps 2-4: each may be repeated after an interruption."""
+    """Delete the old output, copy ``staged`` over it, delete ``staged``, then the journal.
+
+    The Zarr metadata is copied after the data, deepest first: the root
+    group's ``zarr.json``, which makes the output visible to readers, comes
+    once every chunk is there.
+    """
     remove_path(final, storage_options)
     fs, source = filesystem(staged, storage_options)
     target = filesystem(final, storage_options)[1]
     objects = sorted(fs.find(source))
-    is_metadata = [name.rsplit("/", 1)[-1] in METADATA_NAMES for name in objects]
-    data = [name for name, meta in zip(objects, is_metadata) if not meta]
-    # Deepest metadata first: the root group's zarr.json, which makes the output visible, comes last.
-    metadata = sorted((name for name, meta in zip(objects, is_metadata) if meta), key=lambda n: -n.count("/"))
+    metadata = [name for name in objects if name.rsplit("/", 1)[-1] in METADATA_NAMES]
+    data = [name for name in objects if name not in metadata]
+    metadata.sort(key=lambda name: -name.count("/"))
     for batch in (data, metadata):
         if batch:
             fs.copy(batch, [target + name[len(source) :] for name in batch])

@@ -1,22 +1,13 @@
 """Sharded output (Zarr v3): the shard shape, and blocks that each cover whole shards.
 
-A Zarr v3 shard is one stored object holding several chunks, so an output of
-N chunks is N / (chunks per shard) files. zarr-python writes a shard in one
-go only when a single write covers all of it; a write to part of a shard
-reads the whole shard, changes it and writes it back, so two tasks writing
-different chunks of one shard race and one update is silently lost. Here
-every task's block covers whole shards: the blocks of the unsharded plan
-are enlarged (along the batch and spatial axes) to multiples of the shard
-shape, and the Zarr chunks inside the shards stay those of the unsharded
-plan (:attr:`StackGeometry.inner_chunks`). A shard is then written once, by
-one task, and a repeated task rewrites identical bytes.
-
-``output.shards`` is ``auto`` or one length per output axis; each must be a
-multiple of the output's Zarr chunk along that axis (``convpipe validate``
-prints the chunks). ``auto`` makes shards of whole blocks, about
-:data:`AUTO_SHARD_BYTES` each, no larger than the output and small enough
-that the output has at least :data:`AUTO_MIN_SHARDS` of them when it has
-that many blocks.
+zarr-python writes a shard in one go only when a single write covers all of
+it; a write to part of a shard reads the whole shard, changes it and writes
+it back, so two tasks writing different chunks of one shard race and one
+update is silently lost. Here the blocks of the unsharded plan are enlarged
+(along the batch and spatial axes) to whole shards, and the Zarr chunks
+inside the shards stay those of the unsharded plan
+(:attr:`StackGeometry.inner_chunks`): a shard is written once, by one task,
+and a repeated task rewrites identical bytes.
 """
 
 from __future__ import annotations
@@ -41,11 +32,12 @@ Shards = tuple[int, ...] | str | None
 
 
 def parse_shards(value: Any, output_format: str) -> Shards:
-    """``output.shards``: None, ``"auto"`` or a tuple of positive ints (Zarr v3 only); ValueError otherwise."""
+    """``output.shards``: None, ``"auto"`` or positive ints (Zarr v3 only); ValueError otherwise."""
     if value is None:
         return None
     expected = "null, auto, or a list of positive integers, one per output axis (e.g. [8, 1024, 1024])"
-    if value != AUTO and not (isinstance(value, (list, tuple)) and value and all(is_int(v) and v >= 1 for v in value)):
+    lengths = isinstance(value, (list, tuple)) and value and all(is_int(v) and v >= 1 for v in value)
+    if value != AUTO and not lengths:
         raise ValueError(f"must be {expected}, got {show(value)}")
     if output_format != "zarr3":
         raise ValueError(f"needs output.format: zarr3 (Zarr 2 has no shards), got format {output_format}")
@@ -75,24 +67,24 @@ def shard_layout(
                 f"{list(shards)} is not a multiple of the output's Zarr chunks {list(chunks)} "
                 f"(axes {', '.join(names)}); give multiples of them, or auto"
             )
-    shards = tuple(min(s, -(-n // c) * c) for s, c, n in zip(shards, chunks, shape))  # no larger than the output
+    # No larger than the output (in whole chunks).
+    shards = tuple(min(s, -(-n // c) * c) for s, c, n in zip(shards, chunks, shape))
     return blocks_of_whole_shards(g, shards), shards
 
 
 def auto_shards(g: StackGeometry, itemsize: int) -> tuple[int, ...]:
-    """Shards of whole blocks of ``g``: about :data:`AUTO_SHARD_BYTES`, at most 1 / :data:`AUTO_MIN_SHARDS` of the output.
+    """Shards of whole blocks of ``g``, about :data:`AUTO_SHARD_BYTES` each.
 
-    A shard grows block by block along x, then y (towards whole frames),
-    then the batch axes from the innermost out; an axis grows only once the
-    ones before it are whole.
+    None holds more than 1 / :data:`AUTO_MIN_SHARDS` of the output. A shard
+    grows block by block along x, then y (towards whole frames), then the
+    batch axes from the innermost out; an axis grows only once the ones
+    before it are whole.
     """
     blocks = [c[0] for c in g.output_chunks]
     counts = [len(c) for c in g.output_chunks]
-    n_batch = len(g.batch_axes)
-    work_to_output = {work: out for out, work in enumerate(g.output_order)}
-    last = len(g.output_order) - 1
-    growth = [work_to_output[last], work_to_output[last - 1]]
-    growth += [work_to_output[w] for w in reversed(range(n_batch))]
+    # In work axes: x and y are the last two, the batch axes the first ones.
+    work_axes = (len(blocks) - 1, len(blocks) - 2, *reversed(range(len(g.batch_axes))))
+    growth = [g.output_order.index(w) for w in work_axes]
     whole_chunks = math.prod(-(-n // c) * c for n, c in zip(g.output_shape, g.zarr_chunks))  # as shards count
     target = min(AUTO_SHARD_BYTES, whole_chunks * itemsize // AUTO_MIN_SHARDS)
     shards = list(blocks)
@@ -113,12 +105,11 @@ def blocks_of_whole_shards(g: StackGeometry, shards: tuple[int, ...]) -> StackGe
     block of ``g``), i.e. processing chunks of ``shard * stride`` input pixels.
     """
     chunks = list(g.input_chunks)
-    work = [0] * len(shards)
-    for out_axis, work_axis in enumerate(g.output_order):
-        work[work_axis] = shards[out_axis]
+    work = [shards[g.output_order.index(w)] for w in range(len(shards))]  # in work order
     blocks = [c[0] for c in g.work_output_chunks]
     for position, axis in enumerate(g.batch_axes):
-        chunks[axis] = regular_chunks(g.input_shape[axis], -(-blocks[position] // work[position]) * work[position])
+        shard = work[position]
+        chunks[axis] = regular_chunks(g.input_shape[axis], -(-blocks[position] // shard) * shard)
     for axis, shard, k, s in zip(g.spatial_axes, work[-2:], g.kernel_shape, g.stride):
         chunks[axis] = stride_aligned_chunks(g.input_shape[axis], round_chunk(shard * s, k, s), k, s)
     return replace(g, input_chunks=tuple(chunks), inner_chunks=g.zarr_chunks)
