@@ -96,7 +96,8 @@ def output_chunks(chunks: tuple[int, ...], k: int, s: int) -> tuple[int, ...]:
     >>> sum(output_chunks((4, 4, 4), 3, 1)) == output_length(12, 3, 1)
     True
     """
-    firsts = [a // s for a in itertools.accumulate(chunks[:-1], initial=0)] + [output_length(sum(chunks), k, s)]
+    firsts = [a // s for a in itertools.accumulate(chunks[:-1], initial=0)]
+    firsts.append(output_length(sum(chunks), k, s))
     return tuple(b - a for a, b in itertools.pairwise(firsts))
 
 
@@ -109,11 +110,6 @@ def effective_kernel(kernel_shape: tuple[int, int], dilation: tuple[int, int]) -
     (5, 2)
     """
     return tuple(d * (k - 1) + 1 for k, d in zip(kernel_shape, dilation))
-
-
-def halo(k: int) -> tuple[int, int]:
-    """Depth of the overlap along an axis for kernel size ``k``: trailing only."""
-    return (0, k - 1)
 
 
 def regular_chunks(n: int, c: int) -> tuple[int, ...]:
@@ -362,30 +358,28 @@ def plan_geometry(
 ) -> StackGeometry:
     """Choose processing chunks and derive the output layout.
 
-    A task takes whole frames when one frame fits in ``task_bytes``.
-    Otherwise spatial tiles follow the stored chunks where the stride allows
-    (see :func:`aligned_spatial_chunk`), or ``spatial_chunks`` rounded to the
-    stride when given. A tile grows in whole stored chunks while one frame of it is
-    smaller than ``task_bytes / MIN_TILE_FRACTION`` and shrinks while it is
-    larger than ``2 * task_bytes``; tiled frames are processed one frame per
-    slab. Untiled, a task takes as many frames (whole stored chunks of the
-    innermost batch axis) as fit in ``task_bytes``.
-    ``kernel_shape`` is the bank's; the plan is that of its window (the
-    dilated kernel) over the padded input. Inputs are checked by the caller:
-    the window fits the padded image and ``channel_axis`` is a valid,
-    normalised axis. Output blocks but the last hold a multiple of
+    Frames that fit in ``task_bytes`` are taken whole, as many per task as
+    fit (whole stored chunks of the innermost batch axis). Larger frames are
+    tiled, one frame per slab: tiles follow the stored chunks where the
+    stride allows (:func:`aligned_spatial_chunk`), or ``spatial_chunks``
+    rounded to the stride, then grow by whole tiles up to ``task_bytes /
+    MIN_TILE_FRACTION`` per frame or halve down to ``2 * task_bytes``. The
+    plan is that of the window (the dilated ``kernel_shape``) over the padded
+    input; the caller has checked that it fits and that ``channel_axis`` is
+    a valid, normalised axis. Output blocks but the last hold a multiple of
     ``block_multiple`` pixels along y and x (``2**N`` for an N-level pyramid).
     """
     task_bytes = DEFAULT_TASK_BYTES if task_bytes is None else task_bytes
-    kernel_shape = effective_kernel(kernel_shape, dilation)
-    probe = StackGeometry(input_shape, channel_axis, kernel_shape, n_kernels, stride, combine, ())
-    (ay, ax), (kh, kw), (sy, sx) = probe.spatial_axes, kernel_shape, stride
+    window = effective_kernel(kernel_shape, dilation)
+    geometry = StackGeometry(input_shape, channel_axis, window, n_kernels, stride, combine, ())
+    (ay, ax), (kh, kw), (sy, sx) = geometry.spatial_axes, window, stride
     qy, qx = sy * block_multiple, sx * block_multiple  # processing chunks are multiples of these
-    added = {ay: padding[0] + padding[1], ax: padding[2] + padding[3]}
-    input_shape = tuple(n + added.get(axis, 0) for axis, n in enumerate(input_shape))
-    h, w = input_shape[ay], input_shape[ax]
-    out_per_pixel = output_itemsize * (n_kernels if probe.has_kernel_axis else 1) / (sy * sx)
-    per_pixel = input_itemsize * probe.channels + out_per_pixel
+    shape = list(input_shape)
+    shape[ay] += padding[0] + padding[1]
+    shape[ax] += padding[2] + padding[3]
+    h, w = shape[ay], shape[ax]
+    out_per_pixel = output_itemsize * (n_kernels if geometry.has_kernel_axis else 1) / (sy * sx)
+    per_pixel = input_itemsize * geometry.channels + out_per_pixel
 
     if spatial_chunks is not None:
         cy, cx = round_chunk(spatial_chunks[0], kh, qy), round_chunk(spatial_chunks[1], kw, qx)
@@ -407,31 +401,31 @@ def plan_geometry(
                 cx = round_chunk(cx // 2, kw, qx)
     cy, cx = min(cy, round_chunk(h, kh, sy)), min(cx, round_chunk(w, kw, sx))
 
-    chunks: list[tuple[int, ...]] = [()] * len(input_shape)
+    chunks = [(n,) for n in shape]  # the channel axis whole; the others are set below
     chunks[ay] = stride_aligned_chunks(h, cy, kh, sy)
     chunks[ax] = stride_aligned_chunks(w, cx, kw, sx)
-    if channel_axis is not None:
-        chunks[channel_axis] = (input_shape[channel_axis],)
     frame_bytes = min(cy, h) * min(cx, w) * per_pixel
     tiled = cy < h or cx < w  # a slab is every tile of its frames: keep it to one frame
     batch_zarr_chunks = []
-    for position, axis in enumerate(probe.batch_axes):
-        n = input_shape[axis]
+    for axis in geometry.batch_axes:
+        n = shape[axis]
         stored = max(1, min(stored_chunks[axis], n))
         batch = 1
-        if position == len(probe.batch_axes) - 1 and not tiled:  # the innermost batch axis takes the frames
-            batch = stored
+        if axis == geometry.batch_axes[-1] and not tiled:  # the innermost batch axis takes the frames
             fair_share = -(-n // MIN_TASKS)  # small stacks still spread over several tasks
-            while (
-                batch + stored <= min(n, max(stored, fair_share))
-                and (batch + stored) * frame_bytes <= task_bytes
-            ):
-                batch += stored
+            fitting = min(n, max(stored, fair_share), int(task_bytes // frame_bytes))
+            batch = max(1, fitting // stored) * stored
             if batch * frame_bytes > 2 * task_bytes:
                 batch = max(1, int(task_bytes // frame_bytes))
         chunks[axis] = regular_chunks(n, batch)
         batch_zarr_chunks.append(math.gcd(chunks[axis][0], stored))
-    return StackGeometry(
-        input_shape, channel_axis, kernel_shape, n_kernels, stride, combine, tuple(chunks),
-        tuple(batch_zarr_chunks), kernel_position, padding, padding_mode, dilation,
+    return replace(
+        geometry,
+        input_shape=tuple(shape),
+        input_chunks=tuple(chunks),
+        batch_zarr_chunks=tuple(batch_zarr_chunks),
+        kernel_position=kernel_position,
+        padding=padding,
+        padding_mode=padding_mode,
+        dilation=dilation,
     )

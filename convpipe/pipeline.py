@@ -14,7 +14,7 @@ import numpy as np
 from dask.base import tokenize
 
 from convpipe.core import correlate_block
-from convpipe.geometry import StackGeometry, halo
+from convpipe.geometry import StackGeometry
 from convpipe.padding import NUMPY_PAD_MODES, unpadded_chunks
 from convpipe.pyramid import write_levels
 
@@ -46,7 +46,7 @@ def result_array(
     depth = {axis: 0 for axis in range(ndim)}
     for axis, k in ((ndim - 2, kh), (ndim - 1, kw)):
         if len(work.chunks[axis]) > 1:  # a single tile (whole frames) needs no halo exchange
-            depth[axis] = halo(k)
+            depth[axis] = (0, k - 1)  # a trailing halo only
     core = functools.partial(
         correlate_block,
         weights=weights,
