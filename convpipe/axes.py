@@ -306,8 +306,8 @@ def output_axes(
     batch_labels = batch_labels or {}
 
     def kept(a: int) -> OutputAxis:
-        labels = batch_labels.get(a)
-        return OutputAxis(axes.names[a], axes.types[a], axes.units[a], axes.scale[a], axes.translation[a], labels)
+        info = (axes.names[a], axes.types[a], axes.units[a], axes.scale[a], axes.translation[a])
+        return OutputAxis(*info, batch_labels.get(a))
 
     work = [kept(a) for a in geometry.batch_axes]
     if geometry.has_kernel_axis:
@@ -335,17 +335,6 @@ def moved_channel(axes: Axes) -> tuple[tuple[int, ...], Axes]:
     batch = list(axes.batch_axes)
     position = kernel_position(axes, tuple(batch))
     order = tuple(batch[:position] + [axes.channel_axis] + batch[position:] + list(axes.spatial_axes))
-
-    def reordered(values: tuple) -> tuple:
-        return tuple(values[a] for a in order)
-
-    return order, replace(
-        axes,
-        names=reordered(axes.names),
-        types=reordered(axes.types),
-        units=reordered(axes.units),
-        scale=reordered(axes.scale),
-        translation=reordered(axes.translation),
-        channel_axis=None,
-        spatial_axes=(len(order) - 2, len(order) - 1),
-    )
+    fields = ("names", "types", "units", "scale", "translation")
+    reordered = {field: tuple(getattr(axes, field)[a] for a in order) for field in fields}
+    return order, replace(axes, **reordered, channel_axis=None, spatial_axes=(len(order) - 2, len(order) - 1))

@@ -11,9 +11,7 @@ input chunk of ``c`` pixels and every output pixel is computed exactly once.
 The last chunk is merged into its neighbour when it is too short to produce an
 output on its own (shorter than the kernel); all chunks are then at least as
 long as the halo, which is what ``dask.array.map_overlap`` needs to take the
-halo from the next chunk only.
-
-Everything here is plain integer arithmetic, tested on its own.
+halo from the next chunk only. Everything here is plain integer arithmetic.
 """
 
 from __future__ import annotations
@@ -58,11 +56,7 @@ def round_chunk(c: int, k: int, s: int) -> int:
 
 
 def stride_aligned_chunks(n: int, c: int, k: int, s: int) -> tuple[int, ...]:
-    """Input chunks along a spatial axis for processing chunk ``c``.
-
-    All chunks but the last have length ``c`` (which must be a multiple of
-    ``s`` and at least ``k``); a tail shorter than ``k`` is merged into the
-    previous chunk.
+    """Chunks of ``c`` (a multiple of ``s``, at least ``k``) along an axis, a tail shorter than ``k`` merged.
 
     Examples
     --------
@@ -75,13 +69,9 @@ def stride_aligned_chunks(n: int, c: int, k: int, s: int) -> tuple[int, ...]:
         raise ValueError(f"chunk {c} must be a multiple of the stride {s} and at least the kernel size {k}")
     if n < k:
         raise ValueError(f"axis of length {n} is shorter than the kernel ({k})")
-    if c >= n:
-        return (n,)
-    chunks = [c] * (n // c)
-    tail = n - c * len(chunks)
-    if tail >= k:
-        chunks.append(tail)
-    elif tail:
+    chunks = list(regular_chunks(n, c))
+    if len(chunks) > 1 and chunks[-1] < k:  # too short for an output of its own
+        tail = chunks.pop()
         chunks[-1] += tail
     return tuple(chunks)
 
@@ -140,9 +130,7 @@ def aligned_spatial_chunk(stored: int, n: int, k: int, s: int) -> int:
     300
     """
     stored = min(stored, n)
-    if stored % s == 0 and stored >= k:
-        return stored
-    common = math.lcm(stored, s)
+    common = math.lcm(stored, s)  # ``stored`` itself when it is a multiple of ``s``
     c = common * max(1, -(-k // common))
     if c <= n:
         return c
@@ -161,9 +149,8 @@ MAX_BAND_TILES = 16
 """Widest column band of a frame, in tiles: what Dask keeps alive is about one row of a band."""
 
 MIN_TILE_FRACTION = 2
-"""A spatial tile grows until one frame of it is at least ``task_bytes / 2``
-(larger tiles read and write several stored chunks at once, which Zarr does
-concurrently; ``benchmarks/choices.py --only tiles`` times tile sizes)."""
+"""A tile grows until one frame of it is at least ``task_bytes / 2``: larger tiles read and write several
+stored chunks at once, concurrently (``benchmarks/choices.py --only tiles`` times tile sizes)."""
 
 
 @dataclass(frozen=True)
@@ -212,9 +199,8 @@ class StackGeometry:
 
     @property
     def batch_axes(self) -> tuple[int, ...]:
-        return tuple(
-            a for a in range(len(self.input_shape)) if a != self.channel_axis and a not in self.spatial_axes
-        )
+        others = [a for a in range(len(self.input_shape)) if a != self.channel_axis]
+        return tuple(others[:-2])
 
     @property
     def work_order(self) -> tuple[int, ...]:
@@ -234,10 +220,9 @@ class StackGeometry:
     @property
     def work_output_chunks(self) -> tuple[tuple[int, ...], ...]:
         """Chunks of the core's output, in work order ``(batch..., [K], Ho, Wo)``."""
-        (ay, ax), (kh, kw), (sy, sx) = self.spatial_axes, self.kernel_shape, self.stride
-        spatial = (
-            output_chunks(self.input_chunks[ay], kh, sy),
-            output_chunks(self.input_chunks[ax], kw, sx),
+        spatial = tuple(
+            output_chunks(self.input_chunks[a], k, s)
+            for a, k, s in zip(self.spatial_axes, self.kernel_shape, self.stride)
         )
         batch = tuple(self.input_chunks[a] for a in self.batch_axes)
         kernel = ((self.n_kernels,),) if self.has_kernel_axis else ()
@@ -264,13 +249,8 @@ class StackGeometry:
 
     @property
     def zarr_chunks(self) -> tuple[int, ...]:
-        """Zarr chunk shape of the output.
-
-        Spatially (and along the kernel axis) one chunk per Dask block; along
-        batch axes a divisor of the block (one frame when the input stores
-        one frame per chunk), so every block covers whole Zarr chunks and no
-        two tasks ever write the same chunk.
-        """
+        """Zarr chunk shape of the output: a block spatially and along the kernel axis, a divisor of it
+        along batch axes (one frame if the input stores one per chunk), so no two tasks write one chunk."""
         if self.inner_chunks is not None:
             return self.inner_chunks
         work = [chunks[0] for chunks in self.work_output_chunks]
@@ -285,13 +265,11 @@ class StackGeometry:
         """The independent units of work: per batch chunk, bands of at most ``band_tiles`` tile columns.
 
         Halos only cross spatial block edges, so a batch chunk depends on
-        nothing outside it. A wide frame is also cut into column bands
-        (default :data:`MAX_BAND_TILES` tiles wide), each reading the first
-        ``kw - 1`` columns of the next band as its halo: within one graph
-        Dask keeps about a row of tiles alive, so a band bounds that row
-        whatever the image's width, at the cost of decoding the stored
-        chunks under a band edge twice. Circular padding on x wraps the
-        whole row, so such frames are not cut.
+        nothing outside it. Within one graph Dask keeps about a row of tiles
+        alive, so wide frames are cut into bands (default
+        :data:`MAX_BAND_TILES` tiles), each reading the next band's first
+        ``kw - 1`` columns as its halo (stored chunks under a band edge are
+        decoded twice); circular padding on x wraps the row: not cut.
         """
         columns = len(self.input_chunks[self.spatial_axes[1]])
         wraps = self.padding_mode == "circular" and any(self.padding[2:])
