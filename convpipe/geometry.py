@@ -21,9 +21,8 @@ import math
 import typing
 from dataclasses import dataclass, replace
 
-#: How the responses of a bank are combined: one output channel per kernel
-#: (``"none"``), the root of their sum of squares (``"magnitude"``), or the
-#: angle ``atan2(O_1, O_0)`` of a bank of two (``"direction"``).
+#: How a bank's responses are combined: one channel per kernel, the root of their sum of squares, or
+#: the angle ``atan2(O_1, O_0)`` of a bank of two.
 Combine = typing.Literal["none", "magnitude", "direction"]
 COMBINES: tuple[str, ...] = typing.get_args(Combine)
 
@@ -176,9 +175,8 @@ class StackGeometry:
     batch_zarr_chunks: tuple[int, ...] = ()
     """Zarr chunk of each batch axis of the output (divides the processing chunk)."""
     kernel_position: int | None = None
-    """With ``combine: none``, how many batch axes precede the kernel axis in the
-    output (default: all of them, so the kernel axis sits just before the
-    spatial axes). A z stack puts it before ``z``, as OME-NGFF orders t, c, z."""
+    """How many batch axes precede the kernel axis (``combine: none``) in the output; None: all of them.
+    A z stack puts it before ``z``, as OME-NGFF orders t, c, z."""
     padding: tuple[int, int, int, int] = (0, 0, 0, 0)
     """Pixels added (top, bottom, left, right) by ``padding_mode`` around each frame."""
     padding_mode: str = "zeros"
@@ -231,10 +229,9 @@ class StackGeometry:
     @property
     def output_order(self) -> tuple[int, ...]:
         """Transpose from work order to output order (moves the kernel axis)."""
-        n_batch = len(self.batch_axes)
         order = list(range(len(self.work_output_chunks)))
         if self.has_kernel_axis and self.kernel_position is not None:
-            order.insert(self.kernel_position, order.pop(n_batch))
+            order.insert(self.kernel_position, order.pop(len(self.batch_axes)))
         return tuple(order)
 
     @property
@@ -334,18 +331,17 @@ def plan_geometry(
     dilation: tuple[int, int] = (1, 1),
     block_multiple: int = 1,
 ) -> StackGeometry:
-    """Choose processing chunks and derive the output layout.
+    """Choose processing chunks and derive the output layout of the window (the dilated ``kernel_shape``)
+    over the padded input (the caller has checked that it fits and that ``channel_axis`` is valid).
 
     Frames that fit in ``task_bytes`` are taken whole, as many per task as
     fit (whole stored chunks of the innermost batch axis). Larger frames are
     tiled, one frame per slab: tiles follow the stored chunks where the
     stride allows (:func:`aligned_spatial_chunk`), or ``spatial_chunks``
     rounded to the stride, then grow by whole tiles up to ``task_bytes /
-    MIN_TILE_FRACTION`` per frame or halve down to ``2 * task_bytes``. The
-    plan is that of the window (the dilated ``kernel_shape``) over the padded
-    input; the caller has checked that it fits and that ``channel_axis`` is
-    a valid, normalised axis. Output blocks but the last hold a multiple of
-    ``block_multiple`` pixels along y and x (``2**N`` for an N-level pyramid).
+    MIN_TILE_FRACTION`` per frame or halve down to ``2 * task_bytes``. Output
+    blocks but the last span a multiple of ``block_multiple`` pixels along y
+    and x (``2**N`` for an N-level pyramid).
     """
     task_bytes = DEFAULT_TASK_BYTES if task_bytes is None else task_bytes
     window = effective_kernel(kernel_shape, dilation)
