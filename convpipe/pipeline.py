@@ -23,14 +23,11 @@ from convpipe.pyramid import write_levels
 def result_array(stack: da.Array, geometry: StackGeometry, weights: np.ndarray, dtype: str) -> da.Array:
     """The lazy result of correlating ``stack`` (chunked as :func:`~convpipe.padding.unpadded_chunks`).
 
-    The stack is padded lazily at its outer edges (:func:`padded_stack`).
-    Blocks are transposed to work order ``(batch..., C, H, W)``, given a
-    trailing halo of ``window - 1`` pixels on both spatial axes by
-    ``map_overlap`` (``boundary="none"``, no rechunking allowed: the geometry
-    already guarantees chunks at least as large as the halo), and handed to
-    the core, which returns exactly the output block described by
-    ``geometry.work_output_chunks``; a final lazy transpose puts the kernel
-    axis where the output wants it (``geometry.output_order``).
+    Blocks of the padded stack, in work order ``(batch..., C, H, W)`` with a
+    trailing halo of ``window - 1`` pixels (no rechunking: the geometry's
+    chunks are at least that large), go to the core, which returns exactly
+    the blocks of ``geometry.work_output_chunks``; a lazy transpose then
+    moves the kernel axis to ``geometry.output_order``.
     """
     if stack.chunks != unpadded_chunks(geometry):
         raise ValueError(f"stack chunks {stack.chunks} differ from the planned {unpadded_chunks(geometry)}")
@@ -72,11 +69,8 @@ def result_array(stack: da.Array, geometry: StackGeometry, weights: np.ndarray, 
 def padded_stack(stack: da.Array, geometry: StackGeometry) -> da.Array:
     """``stack`` padded by ``geometry.padding`` (``numpy.pad``'s mode), lazily, in ``geometry.input_chunks``.
 
-    ``dask.array.pad`` adds small chunks at the outer edges only (slices of
-    the edge chunks, or of the far end for ``circular``); the rechunk merges
-    them into the first and last blocks, whose edges the planner aligned with
-    the stride. Inner chunk borders are untouched, and no task holds more
-    than one block of the padded stack.
+    ``dask.array.pad`` adds small chunks at the outer edges only; the rechunk
+    merges them into the first and last blocks, leaving inner borders as they are.
     """
     if not any(geometry.padding):
         return stack
