@@ -116,10 +116,9 @@ def regular_chunks(n: int, c: int) -> tuple[int, ...]:
 def aligned_spatial_chunk(stored: int, n: int, k: int, s: int) -> int:
     """Processing chunk aligned with the stored chunk ``stored`` where the stride allows.
 
-    If ``stored`` is a multiple of ``s`` (and at least ``k``) the stored chunk
-    is used, so each task decodes whole stored chunks; otherwise the smallest
-    multiple of ``lcm(stored, s)`` that is at least ``k``, or, if that exceeds
-    the axis, a stride multiple close to ``stored``.
+    The smallest multiple of ``lcm(stored, s)`` that is at least ``k`` (``stored``
+    itself when it is a multiple of ``s``), so each task decodes whole stored
+    chunks; if that exceeds the axis, a stride multiple close to ``stored``.
 
     Examples
     --------
@@ -129,7 +128,7 @@ def aligned_spatial_chunk(stored: int, n: int, k: int, s: int) -> int:
     300
     """
     stored = min(stored, n)
-    common = math.lcm(stored, s)  # ``stored`` itself when it is a multiple of ``s``
+    common = math.lcm(stored, s)
     c = common * max(1, -(-k // common))
     if c <= n:
         return c
@@ -156,12 +155,10 @@ stored chunks at once, concurrently (``benchmarks/choices.py --only tiles`` time
 class StackGeometry:
     """How an N-D stack is cut into tasks, and the shape of what comes out.
 
-    The input axes are split into *batch* axes (every axis but the channel
-    axis and the two spatial ones), an optional *channel* axis and the two
-    *spatial* axes (the last two axes that are not the channel axis). The
-    core sees each block in *work order* ``(batch..., C, H, W)``. Shapes and
-    chunks are those of the input after ``padding``; ``kernel_shape`` is the
-    window a kernel covers (with its dilation).
+    The *spatial* axes are the last two axes besides the optional *channel*
+    axis; every other axis is a *batch* axis. The core sees each block in
+    *work order* ``(batch..., C, H, W)``. Shapes and chunks are those of the
+    padded input; ``kernel_shape`` is the window of a (dilated) kernel.
     """
 
     input_shape: tuple[int, ...]
@@ -261,12 +258,10 @@ class StackGeometry:
     def slabs(self, band_tiles: int | None = None) -> list[Slab]:
         """The independent units of work: per batch chunk, bands of at most ``band_tiles`` tile columns.
 
-        Halos only cross spatial block edges, so a batch chunk depends on
-        nothing outside it. Within one graph Dask keeps about a row of tiles
-        alive, so wide frames are cut into bands (default
-        :data:`MAX_BAND_TILES` tiles), each reading the next band's first
-        ``kw - 1`` columns as its halo (stored chunks under a band edge are
-        decoded twice); circular padding on x wraps the row: not cut.
+        Halos only cross spatial block edges, so a batch chunk depends on nothing outside it. Dask
+        keeps about a row of tiles of a graph alive, so wide frames are cut into bands of
+        :data:`MAX_BAND_TILES` tiles, each reading the next band's first ``kw - 1`` columns as its
+        halo (stored chunks under a band edge are decoded twice); circular padding on x is not cut.
         """
         columns = len(self.input_chunks[self.spatial_axes[1]])
         wraps = self.padding_mode == "circular" and any(self.padding[2:])
@@ -280,9 +275,8 @@ class StackGeometry:
         chunks = list(self.input_chunks)
         for axis, index in zip(self.batch_axes, group):
             start = sum(self.input_chunks[axis][:index])
-            size = self.input_chunks[axis][index]
-            slices[axis] = slice(start, start + size)
-            chunks[axis] = (size,)
+            chunks[axis] = (self.input_chunks[axis][index],)
+            slices[axis] = slice(start, start + chunks[axis][0])
         ax, (first, last), (top, bottom, left, right) = self.spatial_axes[1], band, self.padding
         columns = self.input_chunks[ax]
         halo_columns = 0 if last == len(columns) else self.kernel_shape[1] - 1
@@ -293,8 +287,7 @@ class StackGeometry:
         padding = (top, bottom, left if first == 0 else 0, right if last == len(columns) else 0)
         shape = tuple(sum(c) for c in chunks)
         geometry = replace(self, input_shape=shape, input_chunks=tuple(chunks), padding=padding)
-        n_batch = len(self.batch_axes)
-        block_origin = [group[a] if a < n_batch else 0 for a in self.output_order]
+        block_origin = [group[a] if a < len(group) else 0 for a in self.output_order]
         block_origin[-1] = first
         output_origin = tuple(sum(chunks[:i]) for chunks, i in zip(self.output_chunks, block_origin))
         return Slab(tuple(slices), geometry, tuple(block_origin), output_origin)
