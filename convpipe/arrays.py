@@ -15,7 +15,7 @@ import dask.array as da
 import numpy as np
 
 from convpipe import __version__
-from convpipe.axes import dimension_names
+from convpipe.axes import CHANNEL_NAMES, dimension_names
 from convpipe.errors import InputError, OutputError
 from convpipe.geometry import COMBINES, StackGeometry, plan_geometry
 from convpipe.kernels import KernelBank, as_bank
@@ -24,9 +24,6 @@ from convpipe.outtypes import OUTPUT_DTYPES, output_dtype
 from convpipe.padding import frame_padding, parse_dilation, parse_padding, parse_padding_mode, unpadded_chunks
 from convpipe.pipeline import result_array
 from convpipe.yamldoc import is_int
-
-CHANNEL_NAMES = ("c", "channel")
-"""A DataArray dimension with one of these names is the channel axis unless told otherwise."""
 
 
 def correlate(
@@ -205,7 +202,7 @@ def _correlate_dataarray(x, bank: KernelBank, channel_axis: Any, options: dict):
     import xarray as xr
 
     dims = list(x.dims)
-    if channel_axis is None:
+    if channel_axis is None:  # a dimension named c or channel, as in convpipe's inputs
         channel_axis = next((d for d in CHANNEL_NAMES if d in dims), None)
     if isinstance(channel_axis, str):
         if channel_axis not in dims:
