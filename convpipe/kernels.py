@@ -134,10 +134,8 @@ def as_bank(kernels: object) -> KernelBank:
             raise ValueError(
                 f"kernels: weights of shape {weights.shape}; expected (kh, kw), (K, kh, kw) or (K, C, kh, kw)"
             )
-        if weights.ndim == 2:
-            weights = weights[None, None]
-        elif weights.ndim == 3:
-            weights = weights[:, None]
+        if weights.ndim < 4:  # (kh, kw) is one kernel, (K, kh, kw) K kernels, of one channel
+            weights = weights.reshape((-1, 1) + weights.shape[-2:])
         return KernelBank(tuple(f"kernel{k}" for k in range(weights.shape[0])), weights.copy())
     if not pairs:
         raise ValueError("kernels: the kernel bank is empty; give at least one kernel")
