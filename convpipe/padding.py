@@ -47,7 +47,8 @@ def parse_padding(value: Any) -> Padding:
         pads = [int(v) for v in value]
         return (pads[0], pads[0], pads[1], pads[1]) if len(pads) == 2 else tuple(pads)
     raise ValueError(
-        f"must be valid, same, a non-negative integer p, [py, px] or [top, bottom, left, right], got {value!r}"
+        "must be valid, same, a non-negative integer p, [py, px] or [top, bottom, left, right], "
+        f"got {value!r}"
     )
 
 
