@@ -32,22 +32,18 @@ __all__ = ["__version__", *_EXPORTS]
 
 def __getattr__(name: str):
     if name == "__version__":
-        globals()[name] = _installed_version()
-        return globals()[name]
-    if name not in _EXPORTS:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            value = version("convpipe")
+        except PackageNotFoundError:  # running from a source tree that is not installed
+            value = "0.0.0+unknown"
+    elif name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    else:
         raise AttributeError(f"module 'convpipe' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_EXPORTS[name]), name)
-    globals()[name] = value
+    globals()[name] = value  # looked up once
     return value
-
-
-def _installed_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("convpipe")
-    except PackageNotFoundError:  # running from a source tree that is not installed
-        return "0.0.0+unknown"
 
 
 def __dir__() -> list[str]:

@@ -15,25 +15,15 @@ import dask.array as da
 import numpy as np
 
 from convpipe import __version__
-from convpipe.geometry import COMBINES, plan_geometry
+from convpipe.axes import CHANNEL_NAMES, dimension_names
 from convpipe.errors import InputError, OutputError
+from convpipe.geometry import COMBINES, StackGeometry, plan_geometry
 from convpipe.kernels import KernelBank, as_bank
 from convpipe.outputs import open_output_array
-from convpipe.padding import (
-    effective_kernel,
-    frame_padding,
-    parse_dilation,
-    parse_padding,
-    parse_padding_mode,
-    resolve_padding,
-    unpadded_chunks,
-)
 from convpipe.outtypes import OUTPUT_DTYPES, output_dtype
+from convpipe.padding import frame_padding, parse_dilation, parse_padding, parse_padding_mode, unpadded_chunks
 from convpipe.pipeline import result_array
 from convpipe.yamldoc import is_int
-
-CHANNEL_NAMES = ("c", "channel")
-"""A DataArray dimension with one of these names is the channel axis unless told otherwise."""
 
 
 def correlate(
@@ -105,31 +95,28 @@ def correlate(
     (2, 3, 3)
     """
     bank = as_bank(kernels)
-    stride = _stride(stride)
+    options = {"stride": _stride(stride), "combine": combine}
     if combine not in COMBINES:
         raise ValueError(f"combine: must be one of {', '.join(COMBINES)}, got {combine!r}")
     if combine == "direction" and len(bank.names) != 2:
         raise ValueError(f"combine: direction needs a bank of exactly two kernels, got {len(bank.names)}")
-    options = {"combine": combine, "padding": padding, "padding_mode": padding_mode, "dilation": dilation}
-    parsers = {"padding": parse_padding, "padding_mode": parse_padding_mode, "dilation": parse_dilation}
-    for name, parse in parsers.items():
+    for name, parse, value in (
+        ("padding", parse_padding, padding),
+        ("padding_mode", parse_padding_mode, padding_mode),
+        ("dilation", parse_dilation, dilation),
+    ):
         try:
-            options[name] = parse(options[name])
+            options[name] = parse(value)
         except ValueError as exc:
             raise ValueError(f"{name}: {exc}") from None
     if str(dtype) not in OUTPUT_DTYPES:
         raise ValueError(f"dtype: must be one of {', '.join(OUTPUT_DTYPES)}, got {dtype!r}")
-    dtype = str(dtype)
+    options["dtype"] = str(dtype)
     if _is_dataarray(x):
-        return _correlate_dataarray(x, bank, stride, channel_axis, dtype, options)
+        return _correlate_dataarray(x, bank, channel_axis, options)
     if isinstance(channel_axis, str):
         raise TypeError(f"channel_axis: a dimension name needs an xarray.DataArray, got {type(x).__name__}")
-    if isinstance(x, da.Array):
-        return _correlate_dask(x, bank, stride, channel_axis, dtype, **options)
-    array = np.asarray(x)
-    whole = da.from_array(array, chunks=array.shape, name=False)
-    lazy = _correlate_dask(whole, bank, stride, channel_axis, dtype, **options)
-    return lazy.compute(scheduler="threads")
+    return _correlate_array(x, bank, channel_axis, options)[0]
 
 
 def _stride(stride: Any) -> tuple[int, int]:
@@ -143,18 +130,15 @@ def _is_dataarray(x: Any) -> bool:
     return type(x).__module__.startswith("xarray") and type(x).__name__ == "DataArray"
 
 
-def _correlate_dask(
-    x: da.Array,
-    bank: KernelBank,
-    stride: tuple[int, int],
-    channel_axis: int | None,
-    dtype: str,
-    combine: str,
-    padding,
-    padding_mode: str,
-    dilation: tuple[int, int],
-) -> da.Array:
-    """The lazy result; ``x`` is rechunked to stride-aligned chunks (of the padded frames) first."""
+def _correlate_array(x: Any, bank: KernelBank, channel_axis: Any, options: dict) -> tuple[Any, StackGeometry]:
+    """The result for a NumPy (computed on Dask's threads) or Dask ``x`` (lazy), and its geometry.
+
+    ``x`` is rechunked to stride-aligned chunks (of the padded frames) first.
+    """
+    lazy = isinstance(x, da.Array)
+    if not lazy:
+        x = np.asarray(x)
+        x = da.from_array(x, chunks=x.shape, name=False)
     if x.dtype.kind not in "uif":
         raise TypeError(f"x: must hold real numbers (integers or floats), got dtype {x.dtype}")
     if x.ndim < 2:
@@ -164,20 +148,23 @@ def _correlate_dask(
     channel_axis = _axis(channel_axis, x.ndim)
     others = [a for a in range(x.ndim) if a != channel_axis]
     if len(others) < 2:
-        raise ValueError(f"channel_axis: the input {x.shape} has no two spatial axes besides the channel axis")
+        raise ValueError(
+            f"channel_axis: the input {x.shape} has no two spatial axes besides the channel axis"
+        )
     channels = 1 if channel_axis is None else x.shape[channel_axis]
     if bank.channels not in (1, channels):
         raise ValueError(
             f"kernels: the kernels have {bank.channels} channels but the input has {channels} "
             f"(shape {x.shape}, channel_axis = {channel_axis})"
         )
+    stride, dilation, padding_mode = options["stride"], options["dilation"], options["padding_mode"]
     frame = (x.shape[others[-2]], x.shape[others[-1]])
     try:
-        pads = frame_padding(padding, padding_mode, bank.kernel_shape, dilation, frame, stride)
+        pads = frame_padding(options["padding"], padding_mode, bank.kernel_shape, dilation, frame, stride)
     except InputError as exc:
         raise ValueError(f"{exc.key}: {exc}") from None
     weights = bank.for_channels(channels)
-    dtype, problem = output_dtype(dtype, weights, x.dtype, combine)
+    dtype, problem = output_dtype(options["dtype"], weights, x.dtype, options["combine"])
     if problem:
         raise ValueError(f"dtype: {dtype}: {problem}")
     geometry = plan_geometry(
@@ -189,12 +176,13 @@ def _correlate_dask(
         bank.kernel_shape,
         len(bank.names),
         stride,
-        combine,
+        options["combine"],
         padding=pads,
         padding_mode=padding_mode,
         dilation=dilation,
     )
-    return result_array(x.rechunk(unpadded_chunks(geometry)), geometry, weights, dtype)
+    result = result_array(x.rechunk(unpadded_chunks(geometry)), geometry, weights, dtype)
+    return (result if lazy else result.compute(scheduler="threads")), geometry
 
 
 def _axis(axis: Any, ndim: int) -> int | None:
@@ -203,55 +191,49 @@ def _axis(axis: Any, ndim: int) -> int | None:
     if not is_int(axis):
         raise TypeError(f"channel_axis: must be an integer axis or None, got {axis!r}")
     if not -ndim <= axis < ndim:
-        raise ValueError(f"channel_axis: {axis} is out of range for a {ndim}-D input (valid: {-ndim}..{ndim - 1})")
+        raise ValueError(
+            f"channel_axis: {axis} is out of range for a {ndim}-D input (valid: {-ndim}..{ndim - 1})"
+        )
     return int(axis) % ndim
 
 
-def _correlate_dataarray(x, bank, stride, channel_axis, dtype, options):
+def _correlate_dataarray(x, bank: KernelBank, channel_axis: Any, options: dict):
     """A DataArray result: dims, window-centre coordinates, kernel names, attributes and provenance."""
     import xarray as xr
 
     dims = list(x.dims)
-    if channel_axis is None:
+    if channel_axis is None:  # a dimension named c or channel, as in convpipe's inputs
         channel_axis = next((d for d in CHANNEL_NAMES if d in dims), None)
     if isinstance(channel_axis, str):
         if channel_axis not in dims:
             raise ValueError(f"channel_axis: {channel_axis!r} is not a dimension of x; dimensions: {dims}")
         channel_axis = dims.index(channel_axis)
-    data = x.data if isinstance(x.data, da.Array) else np.asarray(x.data)
-    result = correlate(data, bank, stride=stride, channel_axis=channel_axis, dtype=dtype, **options)
-    combine = options["combine"]
-    axis = _axis(channel_axis, x.ndim)
-    others = [d for i, d in enumerate(dims) if i != axis]
-    batch, spatial = others[:-2], others[-2:]
-    window = effective_kernel(bank.kernel_shape, options["dilation"])
-    sizes = tuple(x.sizes[d] for d in spatial)
-    pads = resolve_padding(options["padding"], sizes, window, stride)
+    result, geometry = _correlate_array(x.data, bank, channel_axis, options)
+    batch = [dims[a] for a in geometry.batch_axes]
+    spatial = [dims[a] for a in geometry.spatial_axes]
     kernel_dim = "c" if "c" not in batch else "kernel"
-    out_dims = batch + ([kernel_dim] if combine == "none" else []) + spatial
-    coords: dict[str, Any] = {}
-    for name, coord in x.coords.items():
-        coord_dims = set(coord.dims)
-        if coord_dims & set(spatial) or (axis is not None and dims[axis] in coord_dims):
-            continue  # recomputed below for 1-D spatial coordinates; dropped otherwise
-        coords[name] = coord
-    for dim, k, s, n, before in zip(spatial, window, stride, result.shape[-2:], pads[::2]):
+    out_dims = batch + ([kernel_dim] if geometry.has_kernel_axis else []) + spatial
+    # 1-D spatial coordinates are recomputed below; other coordinates along y, x or channels are dropped
+    dropped = set(spatial) if geometry.channel_axis is None else {*spatial, dims[geometry.channel_axis]}
+    coords = {name: coord for name, coord in x.coords.items() if not dropped & set(coord.dims)}
+    windows = zip(spatial, geometry.kernel_shape, geometry.stride, result.shape[-2:], geometry.padding[::2])
+    for dim, k, s, n, before in windows:
         if dim in x.coords and x.coords[dim].ndim == 1:
             centres = _window_centres(x.coords[dim].values, k, s, n, before)
             if centres is not None:
                 coords[dim] = (dim, centres, x.coords[dim].attrs)
-    if combine == "none":
+    if geometry.has_kernel_axis:
         coords[kernel_dim] = (kernel_dim, list(bank.names))
     attrs = dict(x.attrs)
     attrs.update(
         convpipe_version=__version__,
         convpipe_kernels=list(bank.names),
         convpipe_weights=bank.weights.tolist(),
-        convpipe_stride=list(stride),
-        convpipe_combine=combine,
-        convpipe_padding=list(pads),
-        convpipe_padding_mode=options["padding_mode"],
-        convpipe_dilation=list(options["dilation"]),
+        convpipe_stride=list(geometry.stride),
+        convpipe_combine=geometry.combine,
+        convpipe_padding=list(geometry.padding),
+        convpipe_padding_mode=geometry.padding_mode,
+        convpipe_dilation=list(geometry.dilation),
     )
     return xr.DataArray(result, dims=out_dims, coords=coords, attrs=attrs, name=x.name)
 
@@ -296,8 +278,10 @@ def open_output(path: str) -> Any:
     array = open_output_array(path)
     record = dict(array.attrs.get("convpipe", {}))
     if not record:
-        raise OutputError(f"{path} is not a convpipe output (its array 0 has no 'convpipe' attribute)", key="path")
-    dims = tuple(array.metadata.dimension_names or array.attrs.get("_ARRAY_DIMENSIONS") or ())
+        raise OutputError(
+            f"{path} is not a convpipe output (its array 0 has no 'convpipe' attribute)", key="path"
+        )
+    dims = dimension_names(array) or ()
     weights = np.asarray(record["kernels"]["weights"])
     coords: dict[str, Any] = {}
     dilation, padding = record.get("dilation", [1, 1]), record.get("padding", [0, 0, 0, 0])
@@ -319,7 +303,9 @@ def _axis_coords(axes: list[dict] | None, dims: tuple[str, ...], shape: tuple[in
     for axis, dim, n in zip(axes or [], dims, shape):
         if axis.get("labels"):
             coords[dim] = (dim, list(axis["labels"]))
-        elif axis.get("type") == "space" or axis.get("unit") or (axis["scale"], axis["translation"]) != (1, 0):
+        elif (
+            axis.get("type") == "space" or axis.get("unit") or (axis["scale"], axis["translation"]) != (1, 0)
+        ):
             attrs = {"units": axis["unit"]} if axis.get("unit") else {}
             coords[dim] = (dim, axis["translation"] + axis["scale"] * np.arange(n), attrs)
     return coords

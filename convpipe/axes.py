@@ -143,9 +143,7 @@ class Axes:
 
     @property
     def batch_axes(self) -> tuple[int, ...]:
-        return tuple(
-            a for a in range(len(self.names)) if a != self.channel_axis and a not in self.spatial_axes
-        )
+        return tuple(a for a in range(len(self.names)) if self.role(a) == "batch")
 
     def role(self, axis: int) -> str:
         return "channel" if axis == self.channel_axis else "spatial" if axis in self.spatial_axes else "batch"
@@ -219,7 +217,8 @@ def resolve_axes(
         if len(found) > 1:
             raise InputError(f"the input has several channel axes {found}; set input.axes", key="input.axes")
         channel_axis = found[0] if found else None
-    if axes is None and channel_axis is None and not source.named and _looks_like_samples(shape):
+    samples_last = len(shape) >= 3 and shape[-1] <= AMBIGUOUS_LAST and shape[-2] > AMBIGUOUS_BEFORE
+    if axes is None and channel_axis is None and not source.named and samples_last:
         raise InputError(
             f"the input {shape} names no axes and its last axis ({shape[-1]}) may be colour channels or pixels; "
             "set input.axes (e.g. tyxc, or tyx) or input.channel_axis",
@@ -251,10 +250,6 @@ def resolve_axes(
         "input.axes" if axes is not None else source.origin or "defaults (the input names none)",
         source.channel_labels,
     )
-
-
-def _looks_like_samples(shape: tuple[int, ...]) -> bool:
-    return len(shape) >= 3 and shape[-1] <= AMBIGUOUS_LAST and shape[-2] > AMBIGUOUS_BEFORE
 
 
 def _spatial_axes(letters: list, types: list, others: list[int]) -> tuple[int, int]:
@@ -306,8 +301,8 @@ def output_axes(
     batch_labels = batch_labels or {}
 
     def kept(a: int) -> OutputAxis:
-        labels = batch_labels.get(a)
-        return OutputAxis(axes.names[a], axes.types[a], axes.units[a], axes.scale[a], axes.translation[a], labels)
+        info = (axes.names[a], axes.types[a], axes.units[a], axes.scale[a], axes.translation[a])
+        return OutputAxis(*info, batch_labels.get(a))
 
     work = [kept(a) for a in geometry.batch_axes]
     if geometry.has_kernel_axis:
@@ -335,17 +330,6 @@ def moved_channel(axes: Axes) -> tuple[tuple[int, ...], Axes]:
     batch = list(axes.batch_axes)
     position = kernel_position(axes, tuple(batch))
     order = tuple(batch[:position] + [axes.channel_axis] + batch[position:] + list(axes.spatial_axes))
-
-    def reordered(values: tuple) -> tuple:
-        return tuple(values[a] for a in order)
-
-    return order, replace(
-        axes,
-        names=reordered(axes.names),
-        types=reordered(axes.types),
-        units=reordered(axes.units),
-        scale=reordered(axes.scale),
-        translation=reordered(axes.translation),
-        channel_axis=None,
-        spatial_axes=(len(order) - 2, len(order) - 1),
-    )
+    fields = ("names", "types", "units", "scale", "translation")
+    reordered = {field: tuple(getattr(axes, field)[a] for a in order) for field in fields}
+    return order, replace(axes, **reordered, channel_axis=None, spatial_axes=(len(order) - 2, len(order) - 1))

@@ -11,9 +11,7 @@ input chunk of ``c`` pixels and every output pixel is computed exactly once.
 The last chunk is merged into its neighbour when it is too short to produce an
 output on its own (shorter than the kernel); all chunks are then at least as
 long as the halo, which is what ``dask.array.map_overlap`` needs to take the
-halo from the next chunk only.
-
-Everything here is plain integer arithmetic, tested on its own.
+halo from the next chunk only. Everything here is plain integer arithmetic.
 """
 
 from __future__ import annotations
@@ -23,9 +21,8 @@ import math
 import typing
 from dataclasses import dataclass, replace
 
-#: How the responses of a bank are combined: one output channel per kernel
-#: (``"none"``), the root of their sum of squares (``"magnitude"``), or the
-#: angle ``atan2(O_1, O_0)`` of a bank of two (``"direction"``).
+#: How a bank's responses are combined: one channel per kernel, the root of their sum of squares, or
+#: the angle ``atan2(O_1, O_0)`` of a bank of two.
 Combine = typing.Literal["none", "magnitude", "direction"]
 COMBINES: tuple[str, ...] = typing.get_args(Combine)
 
@@ -58,11 +55,7 @@ def round_chunk(c: int, k: int, s: int) -> int:
 
 
 def stride_aligned_chunks(n: int, c: int, k: int, s: int) -> tuple[int, ...]:
-    """Input chunks along a spatial axis for processing chunk ``c``.
-
-    All chunks but the last have length ``c`` (which must be a multiple of
-    ``s`` and at least ``k``); a tail shorter than ``k`` is merged into the
-    previous chunk.
+    """Chunks of ``c`` (a multiple of ``s``, at least ``k``) along an axis, a tail shorter than ``k`` merged.
 
     Examples
     --------
@@ -75,13 +68,9 @@ def stride_aligned_chunks(n: int, c: int, k: int, s: int) -> tuple[int, ...]:
         raise ValueError(f"chunk {c} must be a multiple of the stride {s} and at least the kernel size {k}")
     if n < k:
         raise ValueError(f"axis of length {n} is shorter than the kernel ({k})")
-    if c >= n:
-        return (n,)
-    chunks = [c] * (n // c)
-    tail = n - c * len(chunks)
-    if tail >= k:
-        chunks.append(tail)
-    elif tail:
+    chunks = list(regular_chunks(n, c))
+    if len(chunks) > 1 and chunks[-1] < k:  # too short for an output of its own
+        tail = chunks.pop()
         chunks[-1] += tail
     return tuple(chunks)
 
@@ -96,7 +85,8 @@ def output_chunks(chunks: tuple[int, ...], k: int, s: int) -> tuple[int, ...]:
     >>> sum(output_chunks((4, 4, 4), 3, 1)) == output_length(12, 3, 1)
     True
     """
-    firsts = [a // s for a in itertools.accumulate(chunks[:-1], initial=0)] + [output_length(sum(chunks), k, s)]
+    firsts = [a // s for a in itertools.accumulate(chunks[:-1], initial=0)]
+    firsts.append(output_length(sum(chunks), k, s))
     return tuple(b - a for a, b in itertools.pairwise(firsts))
 
 
@@ -109,11 +99,6 @@ def effective_kernel(kernel_shape: tuple[int, int], dilation: tuple[int, int]) -
     (5, 2)
     """
     return tuple(d * (k - 1) + 1 for k, d in zip(kernel_shape, dilation))
-
-
-def halo(k: int) -> tuple[int, int]:
-    """Depth of the overlap along an axis for kernel size ``k``: trailing only."""
-    return (0, k - 1)
 
 
 def regular_chunks(n: int, c: int) -> tuple[int, ...]:
@@ -131,10 +116,9 @@ def regular_chunks(n: int, c: int) -> tuple[int, ...]:
 def aligned_spatial_chunk(stored: int, n: int, k: int, s: int) -> int:
     """Processing chunk aligned with the stored chunk ``stored`` where the stride allows.
 
-    If ``stored`` is a multiple of ``s`` (and at least ``k``) the stored chunk
-    is used, so each task decodes whole stored chunks; otherwise the smallest
-    multiple of ``lcm(stored, s)`` that is at least ``k``, or, if that exceeds
-    the axis, a stride multiple close to ``stored``.
+    The smallest multiple of ``lcm(stored, s)`` that is at least ``k`` (``stored``
+    itself when it is a multiple of ``s``), so each task decodes whole stored
+    chunks; if that exceeds the axis, a stride multiple close to ``stored``.
 
     Examples
     --------
@@ -144,8 +128,6 @@ def aligned_spatial_chunk(stored: int, n: int, k: int, s: int) -> int:
     300
     """
     stored = min(stored, n)
-    if stored % s == 0 and stored >= k:
-        return stored
     common = math.lcm(stored, s)
     c = common * max(1, -(-k // common))
     if c <= n:
@@ -165,21 +147,18 @@ MAX_BAND_TILES = 16
 """Widest column band of a frame, in tiles: what Dask keeps alive is about one row of a band."""
 
 MIN_TILE_FRACTION = 2
-"""A spatial tile grows until one frame of it is at least ``task_bytes / 2``
-(larger tiles read and write several stored chunks at once, which Zarr does
-concurrently; ``benchmarks/choices.py --only tiles`` times tile sizes)."""
+"""A tile grows until one frame of it is at least ``task_bytes / 2``: larger tiles read and write several
+stored chunks at once, concurrently (``benchmarks/choices.py --only tiles`` times tile sizes)."""
 
 
 @dataclass(frozen=True)
 class StackGeometry:
     """How an N-D stack is cut into tasks, and the shape of what comes out.
 
-    The input axes are split into *batch* axes (every axis but the channel
-    axis and the two spatial ones), an optional *channel* axis and the two
-    *spatial* axes (the last two axes that are not the channel axis). The
-    core sees each block in *work order* ``(batch..., C, H, W)``. Shapes and
-    chunks are those of the input after ``padding``; ``kernel_shape`` is the
-    window a kernel covers (with its dilation).
+    The *spatial* axes are the last two axes besides the optional *channel*
+    axis; every other axis is a *batch* axis. The core sees each block in
+    *work order* ``(batch..., C, H, W)``. Shapes and chunks are those of the
+    padded input; ``kernel_shape`` is the window of a (dilated) kernel.
     """
 
     input_shape: tuple[int, ...]
@@ -193,9 +172,8 @@ class StackGeometry:
     batch_zarr_chunks: tuple[int, ...] = ()
     """Zarr chunk of each batch axis of the output (divides the processing chunk)."""
     kernel_position: int | None = None
-    """With ``combine: none``, how many batch axes precede the kernel axis in the
-    output (default: all of them, so the kernel axis sits just before the
-    spatial axes). A z stack puts it before ``z``, as OME-NGFF orders t, c, z."""
+    """How many batch axes precede the kernel axis (``combine: none``) in the output; None: all of them.
+    A z stack puts it before ``z``, as OME-NGFF orders t, c, z."""
     padding: tuple[int, int, int, int] = (0, 0, 0, 0)
     """Pixels added (top, bottom, left, right) by ``padding_mode`` around each frame."""
     padding_mode: str = "zeros"
@@ -216,9 +194,8 @@ class StackGeometry:
 
     @property
     def batch_axes(self) -> tuple[int, ...]:
-        return tuple(
-            a for a in range(len(self.input_shape)) if a != self.channel_axis and a not in self.spatial_axes
-        )
+        others = [a for a in range(len(self.input_shape)) if a != self.channel_axis]
+        return tuple(others[:-2])
 
     @property
     def work_order(self) -> tuple[int, ...]:
@@ -238,10 +215,9 @@ class StackGeometry:
     @property
     def work_output_chunks(self) -> tuple[tuple[int, ...], ...]:
         """Chunks of the core's output, in work order ``(batch..., [K], Ho, Wo)``."""
-        (ay, ax), (kh, kw), (sy, sx) = self.spatial_axes, self.kernel_shape, self.stride
-        spatial = (
-            output_chunks(self.input_chunks[ay], kh, sy),
-            output_chunks(self.input_chunks[ax], kw, sx),
+        spatial = tuple(
+            output_chunks(self.input_chunks[a], k, s)
+            for a, k, s in zip(self.spatial_axes, self.kernel_shape, self.stride)
         )
         batch = tuple(self.input_chunks[a] for a in self.batch_axes)
         kernel = ((self.n_kernels,),) if self.has_kernel_axis else ()
@@ -250,10 +226,9 @@ class StackGeometry:
     @property
     def output_order(self) -> tuple[int, ...]:
         """Transpose from work order to output order (moves the kernel axis)."""
-        n_batch = len(self.batch_axes)
         order = list(range(len(self.work_output_chunks)))
         if self.has_kernel_axis and self.kernel_position is not None:
-            order.insert(self.kernel_position, order.pop(n_batch))
+            order.insert(self.kernel_position, order.pop(len(self.batch_axes)))
         return tuple(order)
 
     @property
@@ -268,13 +243,8 @@ class StackGeometry:
 
     @property
     def zarr_chunks(self) -> tuple[int, ...]:
-        """Zarr chunk shape of the output.
-
-        Spatially (and along the kernel axis) one chunk per Dask block; along
-        batch axes a divisor of the block (one frame when the input stores
-        one frame per chunk), so every block covers whole Zarr chunks and no
-        two tasks ever write the same chunk.
-        """
+        """Zarr chunk shape of the output: a block spatially and along the kernel axis, a divisor of it
+        along batch axes (one frame if the input stores one per chunk), so no two tasks write one chunk."""
         if self.inner_chunks is not None:
             return self.inner_chunks
         work = [chunks[0] for chunks in self.work_output_chunks]
@@ -288,14 +258,10 @@ class StackGeometry:
     def slabs(self, band_tiles: int | None = None) -> list[Slab]:
         """The independent units of work: per batch chunk, bands of at most ``band_tiles`` tile columns.
 
-        Halos only cross spatial block edges, so a batch chunk depends on
-        nothing outside it. A wide frame is also cut into column bands
-        (default :data:`MAX_BAND_TILES` tiles wide), each reading the first
-        ``kw - 1`` columns of the next band as its halo: within one graph
-        Dask keeps about a row of tiles alive, so a band bounds that row
-        whatever the image's width, at the cost of decoding the stored
-        chunks under a band edge twice. Circular padding on x wraps the
-        whole row, so such frames are not cut.
+        Halos only cross spatial block edges, so a batch chunk depends on nothing outside it. Dask
+        keeps about a row of tiles of a graph alive, so wide frames are cut into bands of
+        :data:`MAX_BAND_TILES` tiles, each reading the next band's first ``kw - 1`` columns as its
+        halo (stored chunks under a band edge are decoded twice); circular padding on x is not cut.
         """
         columns = len(self.input_chunks[self.spatial_axes[1]])
         wraps = self.padding_mode == "circular" and any(self.padding[2:])
@@ -309,9 +275,8 @@ class StackGeometry:
         chunks = list(self.input_chunks)
         for axis, index in zip(self.batch_axes, group):
             start = sum(self.input_chunks[axis][:index])
-            size = self.input_chunks[axis][index]
-            slices[axis] = slice(start, start + size)
-            chunks[axis] = (size,)
+            chunks[axis] = (self.input_chunks[axis][index],)
+            slices[axis] = slice(start, start + chunks[axis][0])
         ax, (first, last), (top, bottom, left, right) = self.spatial_axes[1], band, self.padding
         columns = self.input_chunks[ax]
         halo_columns = 0 if last == len(columns) else self.kernel_shape[1] - 1
@@ -322,8 +287,7 @@ class StackGeometry:
         padding = (top, bottom, left if first == 0 else 0, right if last == len(columns) else 0)
         shape = tuple(sum(c) for c in chunks)
         geometry = replace(self, input_shape=shape, input_chunks=tuple(chunks), padding=padding)
-        n_batch = len(self.batch_axes)
-        block_origin = [group[a] if a < n_batch else 0 for a in self.output_order]
+        block_origin = [group[a] if a < len(group) else 0 for a in self.output_order]
         block_origin[-1] = first
         output_origin = tuple(sum(chunks[:i]) for chunks, i in zip(self.output_chunks, block_origin))
         return Slab(tuple(slices), geometry, tuple(block_origin), output_origin)
@@ -360,32 +324,29 @@ def plan_geometry(
     dilation: tuple[int, int] = (1, 1),
     block_multiple: int = 1,
 ) -> StackGeometry:
-    """Choose processing chunks and derive the output layout.
+    """Choose processing chunks and derive the output layout of the window (the dilated ``kernel_shape``)
+    over the padded input (the caller has checked that it fits and that ``channel_axis`` is valid).
 
-    A task takes whole frames when one frame fits in ``task_bytes``.
-    Otherwise spatial tiles follow the stored chunks where the stride allows
-    (see :func:`aligned_spatial_chunk`), or ``spatial_chunks`` rounded to the
-    stride when given. A tile grows in whole stored chunks while one frame of it is
-    smaller than ``task_bytes / MIN_TILE_FRACTION`` and shrinks while it is
-    larger than ``2 * task_bytes``; tiled frames are processed one frame per
-    slab. Untiled, a task takes as many frames (whole stored chunks of the
-    innermost batch axis) as fit in ``task_bytes``.
-    ``kernel_shape`` is the bank's; the plan is that of its window (the
-    dilated kernel) over the padded input. Inputs are checked by the caller:
-    the window fits the padded image and ``channel_axis`` is a valid,
-    normalised axis. Output blocks but the last hold a multiple of
-    ``block_multiple`` pixels along y and x (``2**N`` for an N-level pyramid).
+    Frames that fit in ``task_bytes`` are taken whole, as many per task as
+    fit (whole stored chunks of the innermost batch axis). Larger frames are
+    tiled, one frame per slab: tiles follow the stored chunks where the
+    stride allows (:func:`aligned_spatial_chunk`), or ``spatial_chunks``
+    rounded to the stride, then grow by whole tiles up to ``task_bytes /
+    MIN_TILE_FRACTION`` per frame or halve down to ``2 * task_bytes``. Output
+    blocks but the last span a multiple of ``block_multiple`` pixels along y
+    and x (``2**N`` for an N-level pyramid).
     """
     task_bytes = DEFAULT_TASK_BYTES if task_bytes is None else task_bytes
-    kernel_shape = effective_kernel(kernel_shape, dilation)
-    probe = StackGeometry(input_shape, channel_axis, kernel_shape, n_kernels, stride, combine, ())
-    (ay, ax), (kh, kw), (sy, sx) = probe.spatial_axes, kernel_shape, stride
+    window = effective_kernel(kernel_shape, dilation)
+    geometry = StackGeometry(input_shape, channel_axis, window, n_kernels, stride, combine, ())
+    (ay, ax), (kh, kw), (sy, sx) = geometry.spatial_axes, window, stride
     qy, qx = sy * block_multiple, sx * block_multiple  # processing chunks are multiples of these
-    added = {ay: padding[0] + padding[1], ax: padding[2] + padding[3]}
-    input_shape = tuple(n + added.get(axis, 0) for axis, n in enumerate(input_shape))
-    h, w = input_shape[ay], input_shape[ax]
-    out_per_pixel = output_itemsize * (n_kernels if probe.has_kernel_axis else 1) / (sy * sx)
-    per_pixel = input_itemsize * probe.channels + out_per_pixel
+    shape = list(input_shape)
+    shape[ay] += padding[0] + padding[1]
+    shape[ax] += padding[2] + padding[3]
+    h, w = shape[ay], shape[ax]
+    out_per_pixel = output_itemsize * (n_kernels if geometry.has_kernel_axis else 1) / (sy * sx)
+    per_pixel = input_itemsize * geometry.channels + out_per_pixel
 
     if spatial_chunks is not None:
         cy, cx = round_chunk(spatial_chunks[0], kh, qy), round_chunk(spatial_chunks[1], kw, qx)
@@ -407,31 +368,31 @@ def plan_geometry(
                 cx = round_chunk(cx // 2, kw, qx)
     cy, cx = min(cy, round_chunk(h, kh, sy)), min(cx, round_chunk(w, kw, sx))
 
-    chunks: list[tuple[int, ...]] = [()] * len(input_shape)
+    chunks = [(n,) for n in shape]  # the channel axis whole; the others are set below
     chunks[ay] = stride_aligned_chunks(h, cy, kh, sy)
     chunks[ax] = stride_aligned_chunks(w, cx, kw, sx)
-    if channel_axis is not None:
-        chunks[channel_axis] = (input_shape[channel_axis],)
     frame_bytes = min(cy, h) * min(cx, w) * per_pixel
     tiled = cy < h or cx < w  # a slab is every tile of its frames: keep it to one frame
     batch_zarr_chunks = []
-    for position, axis in enumerate(probe.batch_axes):
-        n = input_shape[axis]
+    for axis in geometry.batch_axes:
+        n = shape[axis]
         stored = max(1, min(stored_chunks[axis], n))
         batch = 1
-        if position == len(probe.batch_axes) - 1 and not tiled:  # the innermost batch axis takes the frames
-            batch = stored
+        if axis == geometry.batch_axes[-1] and not tiled:  # the innermost batch axis takes the frames
             fair_share = -(-n // MIN_TASKS)  # small stacks still spread over several tasks
-            while (
-                batch + stored <= min(n, max(stored, fair_share))
-                and (batch + stored) * frame_bytes <= task_bytes
-            ):
-                batch += stored
+            fitting = min(n, max(stored, fair_share), int(task_bytes // frame_bytes))
+            batch = max(1, fitting // stored) * stored
             if batch * frame_bytes > 2 * task_bytes:
                 batch = max(1, int(task_bytes // frame_bytes))
         chunks[axis] = regular_chunks(n, batch)
         batch_zarr_chunks.append(math.gcd(chunks[axis][0], stored))
-    return StackGeometry(
-        input_shape, channel_axis, kernel_shape, n_kernels, stride, combine, tuple(chunks),
-        tuple(batch_zarr_chunks), kernel_position, padding, padding_mode, dilation,
+    return replace(
+        geometry,
+        input_shape=tuple(shape),
+        input_chunks=tuple(chunks),
+        batch_zarr_chunks=tuple(batch_zarr_chunks),
+        kernel_position=kernel_position,
+        padding=padding,
+        padding_mode=padding_mode,
+        dilation=dilation,
     )

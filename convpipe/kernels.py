@@ -6,26 +6,8 @@ image as it is, never flipped) and unnormalised, as a float64 array of shape
 applied to every input channel and the products summed (see
 :meth:`KernelBank.for_channels`).
 
-Orientation of the built-in banks, for an image that is dark on the left and
-bright on the right (a dark-to-bright edge going left to right), or dark on
-top and bright below (going top to bottom):
-
-========== ============ ==========================================================
-bank       kernel       sign of the response
-========== ============ ==========================================================
-sobel      sobel-x      positive on a dark-to-bright edge going left to right
-           sobel-y      positive on a dark-to-bright edge going top to bottom
-scharr     scharr-x     as sobel-x (weights 3, 10, 3)
-           scharr-y     as sobel-y
-prewitt    prewitt-x    as sobel-x (weights 1, 1, 1)
-           prewitt-y    as sobel-y
-roberts    roberts-d1   positive when the bottom-right pixel is brighter than the
-                        top-left one (dark-to-bright going down-right)
-           roberts-d2   positive when the bottom-left pixel is brighter than the
-                        top-right one (dark-to-bright going down-left)
-laplacian  laplacian    5-point Laplacian: positive on the dark side of an edge,
-                        negative on the bright side, zero on flat areas
-========== ============ ==========================================================
+The orientation of each built-in bank (the sign of its responses) is in
+:data:`BANK_ORIENTATION`, which ``convpipe kernels`` prints.
 """
 
 from __future__ import annotations
@@ -80,10 +62,7 @@ class KernelBank:
 
     def describe(self) -> dict:
         """Plain-JSON description (names and nested weight lists), for attributes."""
-        return {
-            "names": list(self.names),
-            "weights": self.weights.tolist(),
-        }
+        return {"names": list(self.names), "weights": self.weights.tolist()}
 
 
 def _xy_bank(prefix: str, x_kernel: list[list[float]]) -> KernelBank:
@@ -106,14 +85,17 @@ BUILTIN_BANKS: dict[str, KernelBank] = {
     ),
 }
 
+_XY_ORIENTATION = "x: + for dark-to-bright left-to-right; y: + for dark-to-bright top-to-bottom"
 BANK_ORIENTATION: dict[str, str] = {
-    "sobel": "x: + for dark-to-bright left-to-right; y: + for dark-to-bright top-to-bottom",
-    "scharr": "x: + for dark-to-bright left-to-right; y: + for dark-to-bright top-to-bottom",
-    "prewitt": "x: + for dark-to-bright left-to-right; y: + for dark-to-bright top-to-bottom",
+    "sobel": _XY_ORIENTATION,
+    "scharr": _XY_ORIENTATION,
+    "prewitt": _XY_ORIENTATION,
     "roberts": "d1: + when bottom-right is brighter than top-left; d2: + when bottom-left "
     "is brighter than top-right",
     "laplacian": "+ on the dark side of an edge, - on the bright side, 0 on flat areas",
 }
+"""The sign of each built-in bank's responses; "dark-to-bright left-to-right" is an image dark on the
+left and bright on the right."""
 
 
 def as_bank(kernels: object) -> KernelBank:
@@ -140,18 +122,20 @@ def as_bank(kernels: object) -> KernelBank:
         return BUILTIN_BANKS[kernels]
     if isinstance(kernels, dict):
         pairs = list(kernels.items())
-    elif isinstance(kernels, (list, tuple)) and kernels and all(
-        isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str) for item in kernels
+    elif (
+        isinstance(kernels, (list, tuple))
+        and kernels
+        and all(isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str) for item in kernels)
     ):
         pairs = list(kernels)
     else:
         weights = _weights_array(kernels, "kernels")
         if weights.ndim not in (2, 3, 4):
-            raise ValueError(f"kernels: weights of shape {weights.shape}; expected (kh, kw), (K, kh, kw) or (K, C, kh, kw)")
-        if weights.ndim == 2:
-            weights = weights[None, None]
-        elif weights.ndim == 3:
-            weights = weights[:, None]
+            raise ValueError(
+                f"kernels: weights of shape {weights.shape}; expected (kh, kw), (K, kh, kw) or (K, C, kh, kw)"
+            )
+        if weights.ndim < 4:  # (kh, kw) is one kernel, (K, kh, kw) K kernels, of one channel
+            weights = weights.reshape((-1, 1) + weights.shape[-2:])
         return KernelBank(tuple(f"kernel{k}" for k in range(weights.shape[0])), weights.copy())
     if not pairs:
         raise ValueError("kernels: the kernel bank is empty; give at least one kernel")
@@ -163,7 +147,9 @@ def as_bank(kernels: object) -> KernelBank:
             raise ValueError(f"kernels: duplicate kernel name {name!r}")
         weights = _weights_array(value, f"kernels[{name!r}]")
         if weights.ndim not in (2, 3):
-            raise ValueError(f"kernels[{name!r}]: weights of shape {weights.shape}; expected (kh, kw) or (C, kh, kw)")
+            raise ValueError(
+                f"kernels[{name!r}]: weights of shape {weights.shape}; expected (kh, kw) or (C, kh, kw)"
+            )
         weights = weights if weights.ndim == 3 else weights[None]
         if arrays and weights.shape != arrays[0].shape:
             raise ValueError(
@@ -180,7 +166,9 @@ def _weights_array(value: object, where: str) -> np.ndarray:
     try:
         weights = np.array(value, dtype=np.float64)
     except (TypeError, ValueError):
-        raise TypeError(f"{where}: weights must be an array of real numbers, got {type(value).__name__}") from None
+        raise TypeError(
+            f"{where}: weights must be an array of real numbers, got {type(value).__name__}"
+        ) from None
     if weights.ndim == 0 or 0 in weights.shape:
         raise ValueError(f"{where}: weights must be a non-empty array, got shape {weights.shape}")
     if not np.isfinite(weights).all():

@@ -63,13 +63,13 @@ def output_dtype(requested: str, weights: np.ndarray, pixel_dtype: np.dtype, com
     else:
         lowest, highest = response_range(weights, pixel_dtype)
         fitting = [d for d in INTEGER_DTYPES if np.iinfo(d).min <= lowest and highest <= np.iinfo(d).max]
+        smallest = (fitting + ["float32"])[0]
         if requested == "auto":
-            return (fitting[0] if fitting else "float32"), ""
+            return smallest, ""
         if requested in fitting:
             return requested, ""
         reason = f"responses on {pixel_dtype} pixels range over {lowest}..{highest}, beyond {requested}"
-        wider = fitting[0] if fitting else "float32"
-        return requested, f"{reason}; use {wider} or auto"
+        return requested, f"{reason}; use {smallest} or auto"
     if requested == "auto":
         return "float32", ""
     return requested, f"{reason}; an integer output needs integer pixels, integer weights and combine: none"

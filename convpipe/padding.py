@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import itertools
 import typing
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 from convpipe.errors import InputError
 from convpipe.geometry import StackGeometry, effective_kernel
@@ -27,9 +27,7 @@ PADDING_MODES: tuple[str, ...] = typing.get_args(PaddingMode)
 NUMPY_PAD_MODES = {"zeros": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
 
 #: ``"valid"``, ``"same"``, or pixels added ``(top, bottom, left, right)``.
-Padding = Union[Literal["valid", "same"], tuple[int, int, int, int]]
-
-PADDING_TEXT = "valid, same, a non-negative integer p, [py, px] or [top, bottom, left, right]"
+Padding = Literal["valid", "same"] | tuple[int, int, int, int]
 
 
 def parse_padding(value: Any) -> Padding:
@@ -48,7 +46,10 @@ def parse_padding(value: Any) -> Padding:
     if listed and all(is_int(v) and v >= 0 for v in value):
         pads = [int(v) for v in value]
         return (pads[0], pads[0], pads[1], pads[1]) if len(pads) == 2 else tuple(pads)
-    raise ValueError(f"must be {PADDING_TEXT}, got {value!r}")
+    raise ValueError(
+        "must be valid, same, a non-negative integer p, [py, px] or [top, bottom, left, right], "
+        f"got {value!r}"
+    )
 
 
 def parse_padding_mode(value: Any) -> PaddingMode:
@@ -92,27 +93,27 @@ def resolve_padding(
     return tuple(pads)
 
 
-def padding_problem(pads: tuple[int, int, int, int], mode: str, shape: tuple[int, int]) -> str | None:
-    """Why ``mode`` cannot pad frames of ``shape`` by ``pads`` (None if it can)."""
-    for name, n, before, after in (("height", shape[0], *pads[:2]), ("width", shape[1], *pads[2:])):
-        if mode == "reflect" and max(before, after) >= n:
-            return f"reflect needs padding smaller than the frame {name} {n}, got {max(before, after)}"
-        if mode == "circular" and max(before, after) > n:
-            return f"circular needs padding at most the frame {name} {n}, got {max(before, after)}"
-    return None
-
-
 def frame_padding(
-    padding: Padding, mode: str, kernel_shape: tuple[int, int], dilation: tuple[int, int],
-    shape: tuple[int, int], stride: tuple[int, int],
+    padding: Padding,
+    mode: str,
+    kernel_shape: tuple[int, int],
+    dilation: tuple[int, int],
+    shape: tuple[int, int],
+    stride: tuple[int, int],
 ) -> tuple[int, int, int, int]:
     """The padding of frames of ``shape``, checked: :class:`InputError` (with its key) if ``mode``
     cannot pad them so, or the dilated kernel is larger than the padded frames."""
     window = effective_kernel(kernel_shape, dilation)
     pads = resolve_padding(padding, shape, window, stride)
-    problem = padding_problem(pads, mode, shape)
-    if problem:
-        raise InputError(f"{problem}; use a smaller padding or another padding_mode", key="padding")
+    for name, n, before, after in (("height", shape[0], *pads[:2]), ("width", shape[1], *pads[2:])):
+        widest = max(before, after)
+        problem = None
+        if mode == "reflect" and widest >= n:
+            problem = f"reflect needs padding smaller than the frame {name} {n}, got {widest}"
+        elif mode == "circular" and widest > n:
+            problem = f"circular needs padding at most the frame {name} {n}, got {widest}"
+        if problem:
+            raise InputError(f"{problem}; use a smaller padding or another padding_mode", key="padding")
     padded = (shape[0] + pads[0] + pads[1], shape[1] + pads[2] + pads[3])
     if window[0] > padded[0] or window[1] > padded[1]:
         frames = f"{shape[0]}x{shape[1]}" + (f", padded to {padded[0]}x{padded[1]}" if any(pads) else "")

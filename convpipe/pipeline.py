@@ -7,6 +7,7 @@ and :mod:`convpipe.geometry`, the storage in :mod:`convpipe.outputs`.
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from typing import Any
 
 import dask.array as da
@@ -14,27 +15,19 @@ import numpy as np
 from dask.base import tokenize
 
 from convpipe.core import correlate_block
-from convpipe.geometry import StackGeometry, halo
+from convpipe.geometry import StackGeometry
 from convpipe.padding import NUMPY_PAD_MODES, unpadded_chunks
 from convpipe.pyramid import write_levels
 
 
-def result_array(
-    stack: da.Array,
-    geometry: StackGeometry,
-    weights: np.ndarray,
-    dtype: str,
-) -> da.Array:
+def result_array(stack: da.Array, geometry: StackGeometry, weights: np.ndarray, dtype: str) -> da.Array:
     """The lazy result of correlating ``stack`` (chunked as :func:`~convpipe.padding.unpadded_chunks`).
 
-    The stack is padded lazily at its outer edges (:func:`padded_stack`).
-    Blocks are transposed to work order ``(batch..., C, H, W)``, given a
-    trailing halo of ``window - 1`` pixels on both spatial axes by
-    ``map_overlap`` (``boundary="none"``, no rechunking allowed: the geometry
-    already guarantees chunks at least as large as the halo), and handed to
-    the core, which returns exactly the output block described by
-    ``geometry.work_output_chunks``; a final lazy transpose puts the kernel
-    axis where the output wants it (``geometry.output_order``).
+    Blocks of the padded stack, in work order ``(batch..., C, H, W)`` with a
+    trailing halo of ``window - 1`` pixels (no rechunking: the geometry's
+    chunks are at least that large), go to the core, which returns exactly
+    the blocks of ``geometry.work_output_chunks``; a lazy transpose then
+    moves the kernel axis to ``geometry.output_order``.
     """
     if stack.chunks != unpadded_chunks(geometry):
         raise ValueError(f"stack chunks {stack.chunks} differ from the planned {unpadded_chunks(geometry)}")
@@ -42,11 +35,10 @@ def result_array(
     if geometry.channel_axis is None:
         work = work[..., None, :, :]
     ndim = work.ndim
-    (kh, kw) = geometry.kernel_shape
     depth = {axis: 0 for axis in range(ndim)}
-    for axis, k in ((ndim - 2, kh), (ndim - 1, kw)):
+    for axis, k in zip((ndim - 2, ndim - 1), geometry.kernel_shape):
         if len(work.chunks[axis]) > 1:  # a single tile (whole frames) needs no halo exchange
-            depth[axis] = halo(k)
+            depth[axis] = (0, k - 1)  # a trailing halo only
     core = functools.partial(
         correlate_block,
         weights=weights,
@@ -55,8 +47,8 @@ def result_array(
         dtype=dtype,
         dilation=geometry.dilation,
     )
-    extra: dict[str, Any] = {} if geometry.has_kernel_axis else {"drop_axis": [ndim - 3]}
-    out_ndim = ndim - len(extra.get("drop_axis", []))
+    drop_axis = [] if geometry.has_kernel_axis else [ndim - 3]  # combined responses: no kernel axis
+    out_ndim = ndim - len(drop_axis)
     result = da.map_overlap(
         core,
         work,
@@ -68,7 +60,7 @@ def result_array(
         dtype=np.dtype(dtype),
         meta=np.empty((0,) * out_ndim, dtype=dtype),
         name=_result_name(work, depth, geometry, weights, dtype),
-        **extra,
+        drop_axis=drop_axis,
     )
     order = geometry.output_order
     return result if order == tuple(range(out_ndim)) else result.transpose(order)
@@ -77,11 +69,8 @@ def result_array(
 def padded_stack(stack: da.Array, geometry: StackGeometry) -> da.Array:
     """``stack`` padded by ``geometry.padding`` (``numpy.pad``'s mode), lazily, in ``geometry.input_chunks``.
 
-    ``dask.array.pad`` adds small chunks at the outer edges only (slices of
-    the edge chunks, or of the far end for ``circular``); the rechunk merges
-    them into the first and last blocks, whose edges the planner aligned with
-    the stride. Inner chunk borders are untouched, and no task holds more
-    than one block of the padded stack.
+    ``dask.array.pad`` adds small chunks at the outer edges only; the rechunk
+    merges them into the first and last blocks, leaving inner borders as they are.
     """
     if not any(geometry.padding):
         return stack
@@ -92,7 +81,9 @@ def padded_stack(stack: da.Array, geometry: StackGeometry) -> da.Array:
     return padded.rechunk(geometry.input_chunks)
 
 
-def _result_name(work: da.Array, depth: dict, geometry: StackGeometry, weights: np.ndarray, dtype: str) -> str:
+def _result_name(
+    work: da.Array, depth: dict, geometry: StackGeometry, weights: np.ndarray, dtype: str
+) -> str:
     """The Dask name of a result: from the input's name and the weights' bytes, shape and strides.
 
     ``dask.base.tokenize`` gives an array and its transpose one token (dask
@@ -114,23 +105,24 @@ def _result_name(work: da.Array, depth: dict, geometry: StackGeometry, weights: 
     )
 
 
+@dataclass(frozen=True)
 class BlockWriter:
     """Writes one output block into the Zarr target (and its pyramid ``levels``), then records it as done.
 
-    A plain picklable object with a cheap Dask token: Dask would otherwise walk
-    and hash the whole zarr.Array (a dataclass) for every slab's graph.
+    Picklable, with a cheap Dask token: Dask would otherwise walk and hash
+    the whole zarr.Array (a dataclass) for every slab's graph.
     """
 
-    def __init__(self, target, on_written=None, origin=None, block_origin=None, levels=(), measure=None) -> None:
-        self.target = target
-        self.on_written = on_written
-        self.origin = origin
-        self.block_origin = block_origin
-        self.levels = tuple(levels)
-        self.measure = measure
+    target: Any
+    on_written: Any = None
+    origin: tuple[int, ...] | None = None
+    block_origin: tuple[int, ...] | None = None
+    levels: tuple = ()
+    measure: Any = None
 
     def __dask_tokenize__(self):
-        return ("convpipe.BlockWriter", str(self.target.store_path), self.origin, self.block_origin, len(self.levels))
+        target = str(self.target.store_path)
+        return ("convpipe.BlockWriter", target, self.origin, self.block_origin, len(self.levels))
 
     def __call__(self, block: np.ndarray, block_info=None) -> np.ndarray:
         """Store ``block`` and its pyramid levels, then record it (with its ``measure``); return a 1-element token."""
@@ -162,16 +154,14 @@ def write_tasks(
 
     ``result`` may be a slab of the whole output starting at element
     ``origin`` and block ``block_origin`` (used to name completion records).
-    Every block must cover whole Zarr chunks (whole shards when the target
-    is sharded) of the target (block edges on chunk edges), so each Zarr
-    chunk is written by exactly one task and a
-    repeated task rewrites identical bytes without racing another task.
-    Each task writes its block's region of every level (the 2 x 2 means of
-    :mod:`convpipe.pyramid`) before recording the block, so a record covers
-    all levels. With ``measure`` (a :class:`~convpipe.statistics.BlockMeasure`)
-    each task also measures its block and hands the statistics to
-    ``on_written``'s ``with_statistics``, so they are kept in the block's
-    completion record. The returned array of tokens is what gets computed.
+    Every block must cover whole Zarr chunks (whole shards when sharded), so
+    each stored object is written by exactly one task and a repeated task
+    rewrites identical bytes without racing another. A task writes its
+    region of every level (the 2 x 2 means of :mod:`convpipe.pyramid`) and,
+    with ``measure`` (a :class:`~convpipe.statistics.BlockMeasure`), its
+    statistics before recording the block (``on_written``, through its
+    ``with_statistics``), so a record covers all of them. The returned array
+    of tokens is what gets computed.
     """
     origin = origin or (0,) * result.ndim
     stored = getattr(target, "shards", None) or target.chunks  # a shard is one stored object: written whole
@@ -181,7 +171,7 @@ def write_tasks(
         if np.any(edges[:-1] % chunk) or ends_inside:
             raise ValueError(f"Zarr chunks {stored} are not aligned with the Dask blocks {result.chunks}")
     return result.map_blocks(
-        BlockWriter(target, on_written, origin, block_origin, levels, measure),
+        BlockWriter(target, on_written, origin, block_origin, tuple(levels), measure),
         dtype=np.uint8,
         chunks=tuple((1,) * len(chunks) for chunks in result.chunks),
         meta=np.empty((0,) * result.ndim, dtype=np.uint8),

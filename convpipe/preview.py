@@ -150,14 +150,10 @@ def stretch_to_uint8(frame: np.ndarray) -> np.ndarray:
     if not (np.issubdtype(values.dtype, np.integer) or np.issubdtype(values.dtype, np.floating)):
         raise InputError(f"cannot preview values of dtype {values.dtype}; expected integers or floats")
     limits = display_range(values)
-    if limits is None:
-        return np.where(np.isposinf(values), 255, 0).astype(np.uint8)
+    if limits is None or limits[1] <= limits[0]:  # no contrast (or no finite value at all)
+        edges = np.where(np.isposinf(values), 255, 0)  # +inf white; NaN and -inf black
+        return np.where(np.isfinite(values), CONSTANT_GREY, edges).astype(np.uint8)
     low, high = limits
-    if high <= low:
-        grey = np.full(values.shape, CONSTANT_GREY, dtype=np.uint8)
-        grey[np.isnan(values) | np.isneginf(values)] = 0
-        grey[np.isposinf(values)] = 255
-        return grey
     work = np.result_type(values.dtype, np.float32)
     scaled = (values.astype(work) - work.type(low)) * work.type(255.0 / (high - low))
     np.clip(scaled, 0, 255, out=scaled)

@@ -26,9 +26,7 @@ def sample_stack(frames: int = 16, height: int = 256, width: int = 256, seed: in
     return stack
 
 
-def write_sample(
-    path: str, frames: int = 16, height: int = 256, width: int = 256, rgb: bool = False
-) -> None:
+def write_sample(path: str, frames: int = 16, height: int = 256, width: int = 256, rgb: bool = False) -> None:
     """Write :func:`sample_stack` to a Zarr (format 3) group at ``path``, array ``0``.
 
     With ``rgb=True`` the stack is ``(frames, height, width, 3)``: three
