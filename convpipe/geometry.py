@@ -361,11 +361,16 @@ def plan_geometry(
                 cx += step_x
             else:
                 cy += step_y
-        while cy * cx * per_pixel > 2 * task_bytes and (cy > max(kh, 2 * qy) or cx > max(kw, 2 * qx)):
-            if cy >= cx:
-                cy = round_chunk(cy // 2, kh, qy)
+        while cy * cx * per_pixel > 2 * task_bytes:
+            # Halve the longer side of the tile; a side at its least (the window, two strides) stays.
+            half_y = round_chunk(cy // 2, kh, qy) if cy > 2 * qy else cy
+            half_x = round_chunk(cx // 2, kw, qx) if cx > 2 * qx else cx
+            if half_y < cy and (cy >= cx or half_x == cx):
+                cy = half_y
+            elif half_x < cx:
+                cx = half_x
             else:
-                cx = round_chunk(cx // 2, kw, qx)
+                break
     cy, cx = min(cy, round_chunk(h, kh, sy)), min(cx, round_chunk(w, kw, sx))
 
     chunks = [(n,) for n in shape]  # the channel axis whole; the others are set below

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -196,3 +199,53 @@ def test_blocks_hold_whole_pyramid_windows(frames, h, w, stored, k, s, levels, u
         assert all(c >= k and c % s == 0 for c in geometry.input_chunks[axis][:-1])
     if user_chunks is None and plain.input_chunks[1:] == ((h,), (w,)):
         assert geometry.input_chunks[1:] == ((h,), (w,)), "whole frames stay whole"
+
+
+@contextlib.contextmanager
+def deadline(seconds: int):
+    """Turn a hang into a failure: SIGALRM after ``seconds``."""
+
+    def expired(signum, frame):
+        raise TimeoutError(f"still planning after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@given(
+    kh=st.integers(1, 900),
+    kw=st.integers(1, 900),
+    s=st.integers(1, 3),
+    stored=st.sampled_from([(512, 256), (256, 1024), (64, 64)]),
+    task_mib=st.sampled_from([1, 4, 48]),
+)
+@settings(max_examples=60, deadline=None)
+def test_planning_ends_when_the_window_is_taller_or_wider_than_a_tile_can_shrink(kh, kw, s, stored, task_mib):
+    """A side that cannot shrink further (the window, or two strides) leaves the other side to shrink."""
+    with deadline(3):
+        geometry = plan_geometry(
+            (2, 4096, 4096), (1, *stored), 4, 4, None, (kh, kw), 2, (s, s), "none", task_bytes=task_mib * 2**20
+        )
+    for axis, k in ((1, kh), (2, kw)):
+        chunks = geometry.input_chunks[axis]
+        assert sum(chunks) == 4096
+        assert all(c >= k and c % s == 0 for c in chunks[:-1])
+    cy, cx = geometry.input_chunks[1][0], geometry.input_chunks[2][0]
+    fits = cy * cx * (4 + 2 * 4 / s**2) <= 2 * task_mib * 2**20
+    assert fits or cy <= max(kh, 2 * s) + s or cx <= max(kw, 2 * s) + s, "a tile too big could still shrink"
+
+
+def test_a_dilated_window_taller_than_the_tiles_is_planned():
+    """A 3 x 3 kernel with dilation 200 (a 401-row window) on 4096² tiles: planning used to loop forever."""
+    with deadline(3):
+        geometry = plan_geometry(
+            (2, 64, 4096, 4096), (1, 64, 512, 256), 4, 4, 1, (3, 3), 2, (1, 1), "none",
+            task_bytes=2**22, dilation=(200, 1),
+        )
+    assert geometry.kernel_shape == (401, 3)
+    assert all(c >= 401 for c in geometry.input_chunks[2][:-1])
