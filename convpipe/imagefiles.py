@@ -1,17 +1,12 @@
 """Image files (PNG, JPEG, TIFF) as a lazy Dask stack.
 
 A *source* is a folder of image files, a glob pattern, or a single image file
-(a multi-page TIFF gives one frame per page). Frames are ordered by a natural
-sort of their paths (``frame2`` before ``frame10``; case-insensitive, ties
-broken by the plain path), then by page.
-
-Opening a source reads only file headers: every frame's shape and dtype are
-checked against the first one before any pixel is decoded, so a mismatched
-file is reported at once, by name. Pixels are decoded inside Dask tasks, one
-task per frame, by a module-level function taking plain arguments, so the
-graph can be shipped to worker processes. Converting a source to Zarr is
-:mod:`convpipe.ingest`. Dask, tifffile and imageio are imported where they
-are used: a command that only plans a Zarr input loads none of them.
+(a multi-page TIFF gives one frame per page). Opening a source reads only file
+headers, so a frame whose shape or dtype differs from the first is reported at
+once, by name. Pixels are decoded inside Dask tasks by a module-level function
+taking plain arguments, so the graph can be shipped to worker processes.
+Dask, tifffile and imageio are imported where they are used: a command that
+only plans a Zarr input loads none of them.
 """
 
 from __future__ import annotations
@@ -19,7 +14,6 @@ from __future__ import annotations
 import glob
 import os
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -64,6 +58,15 @@ class Frame:
     dtype: str
     ifd_offset: int | None = None
 
+    def __post_init__(self) -> None:
+        grey = len(self.shape) == 2
+        colour = len(self.shape) == 3 and 2 <= self.shape[2] <= 4
+        if not (grey or colour):
+            raise InputError(
+                f"{self.label} has shape {self.shape}; expected a 2-D image (H, W) "
+                "or a colour image (H, W, 2..4)"
+            )
+
     @property
     def label(self) -> str:
         """How errors name this frame: the file, plus the page for TIFF files."""
@@ -91,11 +94,13 @@ def is_image_source(path: str | os.PathLike[str]) -> bool:
         return False
     if os.path.isdir(text):
         return not any(os.path.exists(os.path.join(text, marker)) for marker in ZARR_MARKERS)
-    if os.path.exists(text):
-        return Path(text).suffix.lower() in IMAGE_SUFFIXES
-    if GLOB_CHARACTERS & set(text):
+    if not os.path.exists(text) and GLOB_CHARACTERS & set(text):
         return True
-    return Path(text).suffix.lower() in IMAGE_SUFFIXES
+    return _is_image_file(text)
+
+
+def _is_image_file(name: str) -> bool:
+    return Path(name).suffix.lower() in IMAGE_SUFFIXES
 
 
 def natural_sort_key(text: str) -> tuple[tuple[object, ...], str]:
@@ -129,59 +134,58 @@ def list_frames(path: str | os.PathLike[str]) -> list[Frame]:
     Raises
     ------
     InputError
-        Nothing found, a file whose header cannot be read, or a frame that is
-        neither 2-D nor 2-D with 2 to 4 colour samples.
+        Nothing found, a file whose header cannot be read, a frame that is
+        neither 2-D nor 2-D with 2 to 4 colour samples, or a frame whose shape
+        or dtype differs from the first frame's (naming both).
     """
     text = os.fspath(path)
-    files = source_files(text)
     frames: list[Frame] = []
-    for file in files:
-        suffix = Path(file).suffix.lower()
-        if suffix in TIFF_SUFFIXES:
+    for file in source_files(text):
+        if Path(file).suffix.lower() in TIFF_SUFFIXES:
             frames.extend(_tiff_frames(file))
         else:
             frames.append(_pillow_frame(file))
     if not frames:
         raise InputError(f"no image frames found in {text}")
+    first = frames[0]
+    for frame in frames[1:]:
+        if frame.shape != first.shape or frame.dtype != first.dtype:
+            raise InputError(
+                f"{frame.label} has shape {frame.shape} and dtype {np.dtype(frame.dtype)}, but the "
+                f"first frame {first.label} has shape {first.shape} and dtype {np.dtype(first.dtype)}; "
+                "all frames must match"
+            )
     return frames
 
 
-def read_frame(path: str, page: int = 0, ifd_offset: int | None = None) -> np.ndarray:
-    """Decode one frame: a TIFF page with tifffile, a PNG/JPEG with imageio (Pillow).
+def read_frame(frame: Frame) -> np.ndarray:
+    """Decode one frame as a ``(1, *shape)`` block: a TIFF page with tifffile, a PNG/JPEG with imageio.
 
     The file is opened and closed here, so this can run in any process. Colour
-    TIFF pages stored plane by plane come back channel-last, like PNG.
+    TIFF pages stored plane by plane come back channel-last, like PNG. The
+    pixels are checked against the header seen at open time, so a file
+    replaced in between gives an error naming it rather than a misshapen block.
 
     Raises
     ------
     InputError
-        The file is missing or cannot be decoded.
+        The file is missing, cannot be decoded, or no longer matches its header.
     """
-    if Path(path).suffix.lower() in TIFF_SUFFIXES:
+    if frame.ifd_offset is not None:
         from convpipe.tiffpages import read_pages
 
-        return read_pages([(path, page, ifd_offset)])[0]
-    import imageio.v3 as iio
+        pixels = read_pages([(frame.path, frame.page, frame.ifd_offset)])[0]
+    else:
+        import imageio.v3 as iio
 
-    try:
-        return iio.imread(path, index=0, plugin="pillow")
-    except Exception as exc:
-        raise InputError(f"cannot read {path}: {exc}") from exc
-
-
-def read_frame_block(
-    path: str, page: int, ifd_offset: int | None, shape: tuple[int, ...], dtype: str
-) -> np.ndarray:
-    """The Dask task of :func:`open_image_stack`: one frame as a ``(1, *shape)`` block.
-
-    Checks the decoded frame against the header seen at open time, so a file
-    replaced in between gives an error naming it rather than a misshapen block.
-    """
-    pixels = read_frame(path, page, ifd_offset)
-    if pixels.shape != tuple(shape) or pixels.dtype != np.dtype(dtype):
+        try:
+            pixels = iio.imread(frame.path, index=0, plugin="pillow")
+        except Exception as exc:
+            raise InputError(f"cannot read {frame.path}: {exc}") from exc
+    if pixels.shape != frame.shape or pixels.dtype != np.dtype(frame.dtype):
         raise InputError(
-            f"{path} (page {page}) decoded to shape {pixels.shape} and dtype {pixels.dtype}, "
-            f"but its header said {tuple(shape)} and {np.dtype(dtype)}; did the file change?"
+            f"{frame.path} (page {frame.page}) decoded to shape {pixels.shape} and dtype {pixels.dtype}, "
+            f"but its header said {frame.shape} and {np.dtype(frame.dtype)}; did the file change?"
         )
     return pixels[np.newaxis]
 
@@ -190,15 +194,9 @@ def open_image_stack(path: str | os.PathLike[str]) -> da.Array:
     """An image source as a lazy Dask array, one frame per chunk.
 
     The result has shape ``(N, H, W)``, or ``(N, H, W, C)`` for colour frames,
-    and a single graph layer of ``N`` tasks, each calling
-    :func:`read_frame_block` with plain arguments (paths, ints, tuples), so the
-    graph pickles for distributed workers. Only headers are read here.
-
-    Raises
-    ------
-    InputError
-        See :func:`list_frames`; also a frame whose shape or dtype differs from
-        the first frame's, naming both files.
+    and a single graph layer of ``N`` tasks, each calling :func:`read_frame`
+    on one :class:`Frame`, so the graph pickles for distributed workers. Only
+    headers are read here; see :func:`list_frames` for the errors.
 
     Examples
     --------
@@ -206,23 +204,15 @@ def open_image_stack(path: str | os.PathLike[str]) -> da.Array:
     >>> stack.chunksize  # doctest: +SKIP
     (1, 512, 512)
     """
-    frames = list_frames(path)
-    check_frames_match(frames)
-    return stack_frames(frames)
-
-
-def stack_frames(frames: Sequence[Frame]) -> da.Array:
-    """Lazy stack of frames already listed and checked (see :func:`open_image_stack`)."""
     import dask.array as da
     from dask.base import tokenize
     from dask.highlevelgraph import HighLevelGraph
 
+    frames = list_frames(path)
     first = frames[0]
     name = "imread-" + tokenize([_identity(frame) for frame in frames])
     zeros = (0,) * len(first.shape)
-    graph = {
-        (name, i, *zeros): (read_frame_block, *frame_task_args(frame, first)) for i, frame in enumerate(frames)
-    }
+    graph = {(name, i, *zeros): (read_frame, frame) for i, frame in enumerate(frames)}
     chunks = ((1,) * len(frames), *((size,) for size in first.shape))
     dtype = np.dtype(first.dtype)
     return da.Array(
@@ -234,18 +224,6 @@ def stack_frames(frames: Sequence[Frame]) -> da.Array:
     )
 
 
-def check_frames_match(frames: Sequence[Frame]) -> None:
-    """Raise :class:`InputError` unless every frame has the first frame's shape and dtype."""
-    first = frames[0]
-    for frame in frames[1:]:
-        if frame.shape != first.shape or frame.dtype != first.dtype:
-            raise InputError(
-                f"{frame.label} has shape {frame.shape} and dtype {np.dtype(frame.dtype)}, but the "
-                f"first frame {first.label} has shape {first.shape} and dtype {np.dtype(first.dtype)}; "
-                "all frames must match"
-            )
-
-
 def source_files(text: str) -> list[str]:
     """Absolute paths of the image files of a source, naturally sorted."""
     if os.path.isdir(text):
@@ -255,22 +233,17 @@ def source_files(text: str) -> list[str]:
             found = [
                 os.path.abspath(entry.path)
                 for entry in entries
-                if not entry.name.startswith(".")
-                and entry.is_file()
-                and Path(entry.name).suffix.lower() in IMAGE_SUFFIXES
+                if not entry.name.startswith(".") and entry.is_file() and _is_image_file(entry.name)
             ]
         if not found:
             raise InputError(f"no image files (.png, .tif, .tiff, .jpg, .jpeg) in folder {text}")
     elif os.path.isfile(text):
-        if Path(text).suffix.lower() not in IMAGE_SUFFIXES:
+        if not _is_image_file(text):
             raise InputError(f"{text} is not a .png, .tif, .tiff, .jpg or .jpeg file")
         found = [os.path.abspath(text)]
     elif GLOB_CHARACTERS & set(text):
-        found = [
-            os.path.abspath(match)
-            for match in glob.glob(text, recursive=True)
-            if os.path.isfile(match) and Path(match).suffix.lower() in IMAGE_SUFFIXES
-        ]
+        matches = glob.glob(text, recursive=True)
+        found = [os.path.abspath(m) for m in matches if os.path.isfile(m) and _is_image_file(m)]
         if not found:
             raise InputError(f"no image files (.png, .tif, .tiff, .jpg, .jpeg) match {text}")
     else:
@@ -292,11 +265,7 @@ def _tiff_frames(file: str) -> list[Frame]:
                     f"but only {page_count} page header(s) (a truncated file over 4 GiB?); "
                     "save it as a multi-page TIFF with one page per frame"
                 )
-            frames = []
-            for page in tif.pages:
-                if page.is_reduced:
-                    continue
-                frames.append(tiff_page_frame(file, page))
+            frames = [tiff_page_frame(file, page) for page in tif.pages if not page.is_reduced]
     except InputError:
         raise
     except Exception as exc:
@@ -307,6 +276,7 @@ def _tiff_frames(file: str) -> list[Frame]:
 
 
 def tiff_page_frame(file: str, page: tifffile.TiffPage) -> Frame:
+    """The :class:`Frame` of a TIFF page, colour samples last even when stored plane by plane."""
     from convpipe.tiffpages import is_planar_colour
 
     if page.dtype is None:
@@ -314,9 +284,7 @@ def tiff_page_frame(file: str, page: tifffile.TiffPage) -> Frame:
     shape = tuple(page.shape)
     if is_planar_colour(page):
         shape = (*shape[1:], shape[0])
-    frame = Frame(file, page.index, shape, page.dtype.str, page.offset)
-    _check_frame_shape(frame)
-    return frame
+    return Frame(file, page.index, shape, page.dtype.str, page.offset)
 
 
 def _pillow_frame(file: str) -> Frame:
@@ -326,27 +294,10 @@ def _pillow_frame(file: str) -> Frame:
         props = iio.improps(file, index=0, plugin="pillow")
     except Exception as exc:
         raise InputError(f"cannot read image file {file}: {exc}") from exc
-    frame = Frame(file, 0, tuple(props.shape), props.dtype.str)
-    _check_frame_shape(frame)
-    return frame
-
-
-def _check_frame_shape(frame: Frame) -> None:
-    grey = len(frame.shape) == 2
-    colour = len(frame.shape) == 3 and 2 <= frame.shape[2] <= 4
-    if not (grey or colour):
-        raise InputError(
-            f"{frame.label} has shape {frame.shape}; expected a 2-D image (H, W) "
-            "or a colour image (H, W, 2..4)"
-        )
+    return Frame(file, 0, tuple(props.shape), props.dtype.str)
 
 
 def _identity(frame: Frame) -> tuple[object, ...]:
     """What makes a task's result change: the frame and its file's size and time."""
     stat = os.stat(frame.path)
     return frame.path, frame.page, frame.ifd_offset, stat.st_size, stat.st_mtime_ns
-
-
-def frame_task_args(frame: Frame, first: Frame) -> tuple[object, ...]:
-    """The arguments of :func:`read_frame_block` for ``frame``, checked against the ``first`` frame's header."""
-    return frame.path, frame.page, frame.ifd_offset, first.shape, first.dtype

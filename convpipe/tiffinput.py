@@ -28,14 +28,7 @@ from dask.base import tokenize
 
 from convpipe.axes import NAME_TYPES, SAMPLE_LABELS, AxisInfo, SourceAxes, image_axes
 from convpipe.errors import InputError
-from convpipe.imagefiles import (
-    TIFF_SUFFIXES,
-    Frame,
-    check_frames_match,
-    list_frames,
-    source_files,
-    tiff_page_frame,
-)
+from convpipe.imagefiles import TIFF_SUFFIXES, Frame, list_frames, source_files, tiff_page_frame
 from convpipe.tiffpages import page_chunks, read_pages
 
 #: Series whose metadata names the axes (tifffile's ``TiffPageSeries.kind``).
@@ -149,7 +142,6 @@ def open_tiff_stack(path: str) -> tuple[TiffStack, SourceAxes]:
     if named is not None:
         return named
     frames = list_frames(path)
-    check_frames_match(frames)
     first = frames[0]
     stack = TiffStack(tuple(frames), (len(frames), *first.shape), np.dtype(first.dtype), (1, *_page_chunks(first)))
     samples = first.shape[2] if len(first.shape) == 3 else None
