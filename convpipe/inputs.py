@@ -48,36 +48,35 @@ class InputStack:
         chunks = tuple(self.stored_chunks[a] for a in order)
         return replace(self, shape=shape, stored_chunks=chunks, order=tuple(base[a] for a in order))
 
+    def stored_region(self, region: tuple) -> tuple:
+        """``region`` (or any per-axis values) of the stack as seen, in the stored axis order."""
+        if self.order is None:
+            return tuple(region)
+        return tuple(region[self.order.index(a)] for a in range(len(region)))
+
     @property
     def source_shape(self) -> tuple[int, ...]:
         """The shape as stored (before :meth:`transposed`)."""
-        order = self.order or tuple(range(len(self.shape)))
-        return tuple(self.shape[order.index(a)] for a in range(len(order)))
+        return self.stored_region(self.shape)
 
     @property
     def source_chunks(self) -> tuple[int, ...]:
         """The stored chunks in stored axis order (before :meth:`transposed`)."""
-        order = self.order or tuple(range(len(self.shape)))
-        return tuple(self.stored_chunks[order.index(a)] for a in range(len(order)))
+        return self.stored_region(self.stored_chunks)
 
     def to_dask(self, chunks: tuple[tuple[int, ...], ...]):
         """The stack as a Dask array with the given explicit chunks."""
         import dask.array as da
 
-        order = self.order or tuple(range(len(chunks)))
-        source_chunks = tuple(chunks[order.index(a)] for a in range(len(chunks)))
+        source_chunks = self.stored_region(chunks)
         if isinstance(self.source, zarr.Array):
-            array = da.from_array(CheckedReader(self.source, self.path), chunks=source_chunks, asarray=False, lock=False)
+            reader = CheckedReader(self.source, self.path)
+            array = da.from_array(reader, chunks=source_chunks, asarray=False, lock=False)
         elif isinstance(self.source, da.Array):
             array = self.source.rechunk(source_chunks)
         else:  # a TiffStack
             array = self.source.to_dask(source_chunks)
-        return array if self.order is None else array.transpose(order)
-
-    def stored_region(self, region: tuple[slice, ...]) -> tuple[slice, ...]:
-        """``region`` of the stack as seen (after :meth:`transposed`) in the stored axis order."""
-        order = self.order or tuple(range(len(region)))
-        return tuple(region[order.index(a)] for a in range(len(order)))
+        return array if self.order is None else array.transpose(self.order)
 
     def identity(self) -> dict[str, Any]:
         """What identifies this input for provenance and resume fingerprints."""
@@ -110,19 +109,16 @@ class InputStack:
         Cheap (``samples`` chunk reads) and enough to notice an input rewritten
         in place between an interrupted run and its resume.
         """
-        order = self.order or tuple(range(len(self.shape)))
-        shape = tuple(self.shape[order.index(a)] for a in range(len(order)))
-        stored_chunks = tuple(self.stored_chunks[order.index(a)] for a in range(len(order)))
+        shape, stored_chunks = self.source_shape, self.source_chunks
         grid = [-(-n // c) for n, c in zip(shape, stored_chunks)]
         total = math.prod(grid)
         picks = sorted({round(i * (total - 1) / max(1, samples - 1)) for i in range(samples)})
+        reader = CheckedReader(self.source, self.path) if isinstance(self.source, zarr.Array) else self.source
         digest = hashlib.sha256()
         for flat in picks:
             index = np.unravel_index(flat, grid)
             region = tuple(slice(i * c, min((i + 1) * c, n)) for i, c, n in zip(index, stored_chunks, shape))
-            reader = CheckedReader(self.source, self.path) if isinstance(self.source, zarr.Array) else self.source
-            block = reader[region]
-            digest.update(np.ascontiguousarray(np.asarray(block)).tobytes())
+            digest.update(np.ascontiguousarray(np.asarray(reader[region])).tobytes())
         return digest.hexdigest()[:32]
 
 
