@@ -16,7 +16,6 @@ one frame per full-resolution page, like every image source
 
 from __future__ import annotations
 
-import itertools
 import math
 import os
 from dataclasses import dataclass
@@ -66,13 +65,9 @@ class TiffStack:
     def frame_ndim(self) -> int:
         return len(self.frames[0].shape)
 
-    @property
-    def files(self) -> list[str]:
-        """The files the pages come from, each once, in order."""
-        return list(dict.fromkeys(frame.path for frame in self.frames))
-
     def __dask_tokenize__(self) -> tuple:
-        stamps = [(file, os.stat(file).st_size, os.stat(file).st_mtime_ns) for file in self.files]
+        files = dict.fromkeys(frame.path for frame in self.frames)
+        stamps = [(file, os.stat(file).st_size, os.stat(file).st_mtime_ns) for file in files]
         pages = [(frame.path, frame.page, frame.ifd_offset) for frame in self.frames]
         return ("convpipe.TiffStack", tokenize(stamps, pages), self.shape, self.dtype.str)
 
@@ -82,14 +77,13 @@ class TiffStack:
         dropped = tuple(a for a, s in enumerate(region) if not isinstance(s, slice))
         region = tuple(s if isinstance(s, slice) else slice(s, s + 1) for s in region)
         lead = self.ndim - self.frame_ndim
-        ranges = [range(*s.indices(n)) for s, n in zip(region[:lead], self.shape[:lead])]
-        positions = [int(np.ravel_multi_index(index, self.shape[:lead])) for index in itertools.product(*ranges)]
-        if lead and not positions:  # an empty selection
+        positions = np.arange(len(self.frames)).reshape(self.shape[:lead])[region[:lead]]
+        if positions.size == 0:  # an empty selection
             return np.empty(tuple(len(range(*s.indices(n))) for s, n in zip(region, self.shape)), self.dtype)
-        frames = [self.frames[i] for i in positions] if lead else [self.frames[0]]
+        frames = [self.frames[i] for i in positions.flat]
         parts = read_pages([(f.path, f.page, f.ifd_offset) for f in frames], region[lead:], key="input.path")
         _check_parts(parts, frames, region[lead:], self.dtype)
-        block = np.stack(parts).reshape(*(len(r) for r in ranges), *parts[0].shape) if lead else parts[0]
+        block = np.stack(parts).reshape(*positions.shape, *parts[0].shape)
         return block.squeeze(axis=dropped) if dropped else block
 
     def to_dask(self, chunks: tuple[tuple[int, ...], ...]):
