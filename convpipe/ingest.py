@@ -179,10 +179,8 @@ def _parse_chunks(chunks: Sequence[int] | None, shape: tuple[int, ...], dtype: n
 
 def _check_dest(dest: Path, frames: Sequence[Frame], overwrite: bool) -> None:
     """Refuse a destination that exists (unless overwriting a Zarr store) or holds the source."""
-    folders = {Path(frame.path).parent for frame in frames}
-    if any(dest == Path(frame.path) for frame in frames) or any(
-        dest == folder or dest in folder.parents for folder in folders
-    ):
+    files = {Path(frame.path) for frame in frames}
+    if any(dest == file or dest in file.parents for file in files):
         raise OutputError(f"output {dest} would overwrite the image source; choose another path")
     if not (dest.exists() or dest.is_symlink()):
         return

@@ -1,17 +1,12 @@
 """TIFF inputs read region by region, through the tiles (or strips) under each task.
 
 A TIFF source (one file, a folder or a glob of TIFF files) becomes a
-:class:`TiffStack`: a picklable description of its pages (path, page index,
-directory offset) with the shape, dtype and stored chunks of the stack. Its
-``__getitem__`` reads a region with :func:`convpipe.tiffpages.read_pages`,
-which opens the file inside the call and decodes only the tiles or strips
-under the region: no open file handle travels through a Dask graph, and
-tasks on a cluster open the file themselves.
-
-A single OME-TIFF or ImageJ hyperstack keeps the axes its metadata states
-(level 0 of a pyramid); other files are ``t, y, x`` plus ``c`` for samples,
-one frame per full-resolution page, like every image source
-(:mod:`convpipe.imagefiles`).
+:class:`TiffStack`, a picklable list of page references (path, page index,
+directory offset): no open file handle travels through a Dask graph, and each
+read opens the file itself (:func:`convpipe.tiffpages.read_pages`). A single
+OME-TIFF or ImageJ hyperstack keeps the axes its metadata states (level 0 of
+a pyramid); other files are ``t, y, x`` plus ``c`` for samples, one frame per
+full-resolution page, like every image source (:mod:`convpipe.imagefiles`).
 """
 
 from __future__ import annotations
@@ -36,7 +31,7 @@ NAMED_SERIES = {"ome": "OME-TIFF", "imagej": "ImageJ TIFF"}
 
 @dataclass(frozen=True, eq=False)
 class TiffStack:
-    """A TIFF source as a stack of pages, read region by region (see the module's docstring).
+    """A TIFF source as a stack of pages, read region by region.
 
     Attributes
     ----------
