@@ -197,12 +197,6 @@ def open_image_stack(path: str | os.PathLike[str]) -> da.Array:
     and a single graph layer of ``N`` tasks, each calling :func:`read_frame`
     on one :class:`Frame`, so the graph pickles for distributed workers. Only
     headers are read here; see :func:`list_frames` for the errors.
-
-    Examples
-    --------
-    >>> stack = open_image_stack("frames/")  # doctest: +SKIP
-    >>> stack.chunksize  # doctest: +SKIP
-    (1, 512, 512)
     """
     import dask.array as da
     from dask.base import tokenize

@@ -164,7 +164,8 @@ class CheckedReader:
 def open_input(path: str, array: str | None = None, storage_options: StorageOptions | None = None) -> InputStack:
     """Open a Zarr array or group (format 2 or 3), or an image-file source, lazily.
 
-    ``storage_options`` are the fsspec options of a URL ``path``. Errors carry the config key they are about (``input.path`` or ``input.array``).
+    ``storage_options`` are the fsspec options of a URL ``path``. Errors carry
+    the config key they are about (``input.path`` or ``input.array``).
     """
     local = local_path(path)
     if local is not None and imagefiles.is_image_source(str(local)):
@@ -271,18 +272,16 @@ def pick_array(
     """The array ``array`` of ``group`` (a path such as ``s0/image`` too); see :func:`open_zarr_array`."""
     path_key, array_key = keys
     names = sorted(group.array_keys())
-    name = array
-    if name is None and default in names:
-        name = default
-    elif name is None and default is not None and not take_single:
+    name = default if array is None and default in names else array
+    if name is None and default is not None and not take_single:
         listed = ", ".join(repr(n) for n in names) or "none"
         message = f"{path} has no array {default!r} (arrays: {listed}); choose one with {array_key}"
         raise InputError(message, key=array_key)
-    if name is None:
-        if len(names) == 1:
-            return group[names[0]], names[0]
-        if not names:
-            raise InputError(f"the Zarr group {path} holds no array", key=path_key)
+    if name is None and len(names) == 1:
+        name = names[0]
+    elif name is None and not names:
+        raise InputError(f"the Zarr group {path} holds no array", key=path_key)
+    elif name is None:
         message = (
             f"the Zarr group {path} holds several arrays ({', '.join(names)}); "
             f"set {array_key} to the one to read"
