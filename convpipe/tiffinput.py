@@ -199,19 +199,18 @@ OME_STEPS = {"X": ("PhysicalSizeX", "µm"), "Y": ("PhysicalSizeY", "µm"), "Z": 
              "T": ("TimeIncrement", "s")}  # fmt: skip
 
 
-def tiff_axes(letters: str, shape: tuple[int, ...], origin: str, pixels: dict | None = None) -> SourceAxes:
+def tiff_axes(letters: str, shape: tuple[int, ...], origin: str, pixels: dict) -> SourceAxes:
     """A series' axes from tifffile's letters: ``T`` time, ``Z`` space, ``C`` and ``S`` (samples) channel.
 
     ``Y``, ``X`` are space; other letters (``Q``, ``I``: unknown) name nothing.
     ``pixels`` (OME-XML ``Pixels``) gives the physical step and unit of
-    ``X``, ``Y``, ``Z`` and ``T``, and the channels' names.
+    ``X``, ``Y``, ``Z`` and ``T``, and the channels' names (empty for ImageJ files).
     """
-    pixels = pixels or {}
     infos = []
     for letter in letters:
         name = {"S": "c", "Q": None, "I": None}.get(letter, letter.lower())
         step_key, default_unit = OME_STEPS.get(letter, (None, None))
-        step = pixels.get(step_key) if step_key else None
+        step = pixels.get(step_key)
         unit = OME_UNITS.get(str(pixels.get(f"{step_key}Unit", default_unit))) if step is not None else None
         infos.append(AxisInfo(name, NAME_TYPES.get(name) if name else None, unit, float(step or 1.0)))
     return SourceAxes(tuple(infos), origin, _channel_labels(letters, shape, pixels))
