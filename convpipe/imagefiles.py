@@ -46,7 +46,7 @@ class Frame:
     shape
         ``(H, W)`` or ``(H, W, C)`` with ``C`` in 2..4 (grey + alpha, RGB, RGBA).
     dtype
-        NumPy dtype string, e.g. ``"|u1"``.
+        The pixel type.
     ifd_offset
         File offset of the TIFF page's directory, so a task can seek to the page
         directly instead of walking every earlier page. ``None`` for PNG/JPEG.
@@ -55,7 +55,7 @@ class Frame:
     path: str
     page: int
     shape: tuple[int, ...]
-    dtype: str
+    dtype: np.dtype
     ifd_offset: int | None = None
 
     def __post_init__(self) -> None:
@@ -151,8 +151,8 @@ def list_frames(path: str | os.PathLike[str]) -> list[Frame]:
     for frame in frames[1:]:
         if frame.shape != first.shape or frame.dtype != first.dtype:
             raise InputError(
-                f"{frame.label} has shape {frame.shape} and dtype {np.dtype(frame.dtype)}, but the "
-                f"first frame {first.label} has shape {first.shape} and dtype {np.dtype(first.dtype)}; "
+                f"{frame.label} has shape {frame.shape} and dtype {frame.dtype}, but the "
+                f"first frame {first.label} has shape {first.shape} and dtype {first.dtype}; "
                 "all frames must match"
             )
     return frames
@@ -182,10 +182,10 @@ def read_frame(frame: Frame) -> np.ndarray:
             pixels = iio.imread(frame.path, index=0, plugin="pillow")
         except Exception as exc:
             raise InputError(f"cannot read {frame.path}: {exc}") from exc
-    if pixels.shape != frame.shape or pixels.dtype != np.dtype(frame.dtype):
+    if pixels.shape != frame.shape or pixels.dtype != frame.dtype:
         raise InputError(
             f"{frame.path} (page {frame.page}) decoded to shape {pixels.shape} and dtype {pixels.dtype}, "
-            f"but its header said {frame.shape} and {np.dtype(frame.dtype)}; did the file change?"
+            f"but its header said {frame.shape} and {frame.dtype}; did the file change?"
         )
     return pixels[np.newaxis]
 
@@ -208,13 +208,12 @@ def open_image_stack(path: str | os.PathLike[str]) -> da.Array:
     zeros = (0,) * len(first.shape)
     graph = {(name, i, *zeros): (read_frame, frame) for i, frame in enumerate(frames)}
     chunks = ((1,) * len(frames), *((size,) for size in first.shape))
-    dtype = np.dtype(first.dtype)
     return da.Array(
         HighLevelGraph.from_collections(name, graph, dependencies=()),
         name,
         chunks,
-        dtype=dtype,
-        meta=np.empty((0,) * (len(first.shape) + 1), dtype=dtype),
+        dtype=first.dtype,
+        meta=np.empty((0,) * (len(first.shape) + 1), dtype=first.dtype),
     )
 
 
@@ -278,7 +277,7 @@ def tiff_page_frame(file: str, page: tifffile.TiffPage) -> Frame:
     shape = tuple(page.shape)
     if is_planar_colour(page):
         shape = (*shape[1:], shape[0])
-    return Frame(file, page.index, shape, page.dtype.str, page.offset)
+    return Frame(file, page.index, shape, page.dtype, page.offset)
 
 
 def _pillow_frame(file: str) -> Frame:
@@ -288,7 +287,7 @@ def _pillow_frame(file: str) -> Frame:
         props = iio.improps(file, index=0, plugin="pillow")
     except Exception as exc:
         raise InputError(f"cannot read image file {file}: {exc}") from exc
-    return Frame(file, 0, tuple(props.shape), props.dtype.str)
+    return Frame(file, 0, tuple(props.shape), props.dtype)
 
 
 def _identity(frame: Frame) -> tuple[object, ...]:

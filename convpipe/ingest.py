@@ -5,6 +5,7 @@ Repeated runs then read Zarr instead of decoding image files.
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import sys
@@ -42,7 +43,7 @@ def default_ingest_chunks(frame_shape: tuple[int, ...], dtype: np.dtype | str) -
     """
     itemsize = np.dtype(dtype).itemsize
     height, width, *colour = frame_shape
-    samples = int(np.prod(colour, dtype=np.int64))
+    samples = math.prod(colour)
     if height * width * samples * itemsize <= MAX_CHUNK_BYTES:
         return (1, height, width, *colour)
     tile = DEFAULT_TILE
@@ -99,7 +100,7 @@ def ingest(
     """
     with storage_errors(writing=os.fspath(dest)):
         frames = list_frames(source)
-        shape, dtype = (len(frames), *frames[0].shape), np.dtype(frames[0].dtype)
+        shape, dtype = (len(frames), *frames[0].shape), frames[0].dtype
         chunk_shape = _parse_chunks(chunks, shape, dtype)
         dest_path = Path(os.path.abspath(os.fspath(dest)))
         _check_dest(dest_path, frames, overwrite)

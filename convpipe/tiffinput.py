@@ -132,7 +132,7 @@ def open_tiff_stack(path: str) -> tuple[TiffStack, SourceAxes]:
         return named
     frames = list_frames(path)
     first = frames[0]
-    stack = TiffStack(tuple(frames), (len(frames), *first.shape), np.dtype(first.dtype), (1, *_page_chunks(first)))
+    stack = TiffStack(tuple(frames), (len(frames), *first.shape), first.dtype, (1, *_page_chunks(first)))
     samples = first.shape[2] if len(first.shape) == 3 else None
     return stack, image_axes(stack.ndim, samples)
 
@@ -169,7 +169,7 @@ def _named_series(file: str) -> tuple[TiffStack, SourceAxes] | None:
     except Exception as exc:
         raise InputError(f"cannot read TIFF file {file}: {exc}", key="input.path") from exc
     shape = (*lead_shape, *first.shape)
-    stack = TiffStack(frames, shape, np.dtype(first.dtype), (1,) * len(lead_shape) + _page_chunks(first))
+    stack = TiffStack(frames, shape, first.dtype, (1,) * len(lead_shape) + _page_chunks(first))
     return stack, tiff_axes(letters, shape, origin, pixels)
 
 
