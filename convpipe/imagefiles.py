@@ -14,6 +14,7 @@ from __future__ import annotations
 import glob
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -158,63 +159,152 @@ def list_frames(path: str | os.PathLike[str]) -> list[Frame]:
     return frames
 
 
-def read_frame(frame: Frame) -> np.ndarray:
-    """Decode one frame as a ``(1, *shape)`` block: a TIFF page with tifffile, a PNG/JPEG with imageio.
+@dataclass(frozen=True, eq=False)
+class FrameStack:
+    """Frames of an image source as one array, read region by region.
 
-    The file is opened and closed here, so this can run in any process. Colour
-    TIFF pages stored plane by plane come back channel-last, like PNG. The
-    pixels are checked against the header seen at open time, so a file
-    replaced in between gives an error naming it rather than a misshapen block.
+    A picklable list of frame references (path, page, TIFF directory offset):
+    no open file handle travels through a Dask graph, and each read opens its
+    files itself. TIFF pages decode only the tiles (or strips) under a region
+    (:func:`convpipe.tiffpages.read_pages`); PNG and JPEG files decode whole.
 
-    Raises
-    ------
-    InputError
-        The file is missing, cannot be decoded, or no longer matches its header.
+    Attributes
+    ----------
+    frames
+        In C order of the leading axes: frame ``i`` holds the ``i``-th index
+        of ``shape[:-frame_ndim]``.
+    shape
+        Leading axes, then the frame's ``(H, W)`` or ``(H, W, C)``.
+    chunks
+        Stored chunks: 1 per leading axis, the page's tile (or strip) along
+        ``y`` and ``x`` (a whole PNG or JPEG frame), every sample.
+    key
+        The config key read errors carry (``input.path`` in a run; none for
+        ``ingest`` and previews, which have no config).
     """
-    if frame.ifd_offset is not None:
+
+    frames: tuple[Frame, ...]
+    shape: tuple[int, ...]
+    chunks: tuple[int, ...]
+    key: str | None = None
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.frames[0].dtype
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def frame_ndim(self) -> int:
+        return len(self.frames[0].shape)
+
+    def __dask_tokenize__(self) -> tuple:
+        from dask.base import tokenize
+
+        files = dict.fromkeys(frame.path for frame in self.frames)
+        stamps = [(file, os.stat(file).st_size, os.stat(file).st_mtime_ns) for file in files]
+        pages = [(frame.path, frame.page, frame.ifd_offset) for frame in self.frames]
+        return ("convpipe.FrameStack", tokenize(stamps, pages), self.shape, self.dtype.str)
+
+    def __getitem__(self, region: tuple[slice | int, ...]) -> np.ndarray:
+        """Read ``region`` (a slice or an index per axis), decoding only the tiles or strips under it."""
+        region = tuple(region) + (slice(None),) * (self.ndim - len(region))
+        dropped = tuple(a for a, s in enumerate(region) if not isinstance(s, slice))
+        region = tuple(s if isinstance(s, slice) else slice(s, s + 1) for s in region)
+        lead = self.ndim - self.frame_ndim
+        positions = np.arange(len(self.frames)).reshape(self.shape[:lead])[region[:lead]]
+        if positions.size == 0:  # an empty selection
+            return np.empty(_region_shape(region, self.shape), self.dtype)
+        parts = read_frames([self.frames[i] for i in positions.flat], region[lead:], self.key)
+        block = np.stack(parts).reshape(*positions.shape, *parts[0].shape)
+        return block.squeeze(axis=dropped) if dropped else block
+
+    def to_dask(self, chunks: tuple[tuple[int, ...], ...]):
+        """The stack as a Dask array with the given explicit chunks, one read per chunk.
+
+        A frame stored as a single chunk (one strip, a PNG) cannot be read in
+        parts: then each task reads whole frames and Dask splits them, so a
+        frame is decoded once, not once per tile.
+        """
+        import dask.array as da
+        from dask.base import tokenize
+
+        frame_axes = range(self.ndim - self.frame_ndim, self.ndim)
+        whole = all(self.chunks[a] >= self.shape[a] for a in frame_axes)
+        if whole:
+            read_chunks = tuple((self.shape[a],) if a in frame_axes else c for a, c in enumerate(chunks))
+        else:
+            read_chunks = chunks
+        prefix = "tiff-" if self.frames[0].ifd_offset is not None else "imread-"
+        name = prefix + tokenize(self, read_chunks)
+        array = da.from_array(self, chunks=read_chunks, asarray=False, lock=False, name=name)
+        return array.rechunk(chunks) if whole else array
+
+
+def read_frames(frames: Sequence[Frame], region: tuple[slice, ...] = (), key: str | None = None) -> list:
+    """``region`` (of ``y``, ``x`` and samples) of each frame, samples last.
+
+    TIFF pages go through :func:`convpipe.tiffpages.read_pages`, each file
+    opened once; PNG and JPEG files are decoded whole by imageio (Pillow).
+    What is decoded is checked against the frame's header, so a file replaced
+    since it was listed gives an error naming it rather than a misshapen
+    block. Errors are :class:`InputError` carrying ``key``.
+    """
+    tiff = [frame for frame in frames if frame.ifd_offset is not None]
+    pages: dict[Frame, np.ndarray] = {}
+    if tiff:
         from convpipe.tiffpages import read_pages
 
-        pixels = read_pages([(frame.path, frame.page, frame.ifd_offset)])[0]
-    else:
-        import imageio.v3 as iio
+        refs = [(frame.path, frame.page, frame.ifd_offset) for frame in tiff]
+        pages = dict(zip(tiff, read_pages(refs, region, key=key)))
+    parts = []
+    for frame in frames:
+        whole = frame not in pages  # a PNG or JPEG: checked whole, then cut
+        part = _read_image(frame) if whole else pages[frame]
+        want = frame.shape if whole else _region_shape(region, frame.shape)
+        if part.shape != want or part.dtype != frame.dtype:
+            where = f"{key}: " if key else ""  # as the run prints it: no config file to lead it
+            raise InputError(
+                f"{where}{frame.label} decoded to shape {part.shape} and dtype {part.dtype}, "
+                f"but its header said {want} and {frame.dtype}; did the file change?",
+                key=key,
+            )
+        parts.append(part[region] if whole else part)
+    return parts
 
-        try:
-            pixels = iio.imread(frame.path, index=0, plugin="pillow")
-        except Exception as exc:
-            raise InputError(f"cannot read {frame.path}: {exc}") from exc
-    if pixels.shape != frame.shape or pixels.dtype != frame.dtype:
-        raise InputError(
-            f"{frame.path} (page {frame.page}) decoded to shape {pixels.shape} and dtype {pixels.dtype}, "
-            f"but its header said {frame.shape} and {frame.dtype}; did the file change?"
-        )
-    return pixels[np.newaxis]
+
+def _region_shape(region: tuple[slice, ...], shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The shape of ``array[region]`` for an array of ``shape`` (``region`` may leave out trailing axes)."""
+    return tuple(len(range(*s.indices(n))) for s, n in zip(region, shape)) + shape[len(region) :]
+
+
+def _read_image(frame: Frame) -> np.ndarray:
+    import imageio.v3 as iio
+
+    try:
+        return iio.imread(frame.path, index=0, plugin="pillow")
+    except Exception as exc:
+        raise InputError(f"cannot read {frame.path}: {exc}") from exc
 
 
 def open_image_stack(path: str | os.PathLike[str]) -> da.Array:
     """An image source as a lazy Dask array, one frame per chunk.
 
     The result has shape ``(N, H, W)``, or ``(N, H, W, C)`` for colour frames,
-    and a single graph layer of ``N`` tasks, each calling :func:`read_frame`
-    on one :class:`Frame`, so the graph pickles for distributed workers. Only
+    and a single graph layer of ``N`` tasks, each reading one frame of a
+    :class:`FrameStack`, so the graph pickles for distributed workers. Only
     headers are read here; see :func:`list_frames` for the errors.
     """
     import dask.array as da
     from dask.base import tokenize
-    from dask.highlevelgraph import HighLevelGraph
 
     frames = list_frames(path)
-    first = frames[0]
-    name = "imread-" + tokenize([_identity(frame) for frame in frames])
-    zeros = (0,) * len(first.shape)
-    graph = {(name, i, *zeros): (read_frame, frame) for i, frame in enumerate(frames)}
-    chunks = ((1,) * len(frames), *((size,) for size in first.shape))
-    return da.Array(
-        HighLevelGraph.from_collections(name, graph, dependencies=()),
-        name,
-        chunks,
-        dtype=first.dtype,
-        meta=np.empty((0,) * (len(first.shape) + 1), dtype=first.dtype),
-    )
+    stack = FrameStack(tuple(frames), (len(frames), *frames[0].shape), (1, *frames[0].shape))
+    chunks = ((1,) * len(frames), *((n,) for n in frames[0].shape))
+    name = "imread-" + tokenize(stack)
+    return da.from_array(stack, chunks=chunks, asarray=False, lock=False, name=name, inline_array=True)
 
 
 def source_files(text: str) -> list[str]:
@@ -288,9 +378,3 @@ def _pillow_frame(file: str) -> Frame:
     except Exception as exc:
         raise InputError(f"cannot read image file {file}: {exc}") from exc
     return Frame(file, 0, tuple(props.shape), props.dtype)
-
-
-def _identity(frame: Frame) -> tuple[object, ...]:
-    """What makes a task's result change: the frame and its file's size and time."""
-    stat = os.stat(frame.path)
-    return frame.path, frame.page, frame.ifd_offset, stat.st_size, stat.st_mtime_ns

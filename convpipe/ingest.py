@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from convpipe.codecs import compressors_for
 from convpipe.errors import ConvpipeError, OutputError, storage_errors
-from convpipe.imagefiles import ZARR_MARKERS, Frame, list_frames, read_frame
+from convpipe.imagefiles import ZARR_MARKERS, Frame, list_frames, read_frames
 
 MAX_CHUNK_BYTES = 16 * 2**20
 """Upper bound for the default Zarr chunk of :func:`ingest` (16 MiB)."""
@@ -200,7 +200,7 @@ def _write_frames(frames: Sequence[Frame], array: zarr.Array, slab: int, progres
     """Write frames in slabs of ``slab`` frames, decoding the next slab while writing one."""
 
     def read_slab(start: int) -> np.ndarray:
-        return np.concatenate([read_frame(frame) for frame in frames[start : start + slab]])
+        return np.stack(read_frames(frames[start : start + slab]))
 
     with (
         tqdm(total=len(frames), desc=desc, unit="frame", file=sys.stderr, disable=not progress) as bar,

@@ -17,7 +17,7 @@ import numpy as np
 import zarr
 
 from convpipe import imagefiles
-from convpipe.axes import SourceAxes, image_axes, zarr_axes
+from convpipe.axes import SourceAxes, zarr_axes
 from convpipe.codecs import is_decode_error
 from convpipe.errors import InputError
 from convpipe.integrity import stored_objects
@@ -35,7 +35,7 @@ class InputStack:
     shape: tuple[int, ...]
     dtype: np.dtype
     stored_chunks: tuple[int, ...]
-    source: Any  # a zarr.Array, a TiffStack (read by region), or an image-file stack (dask array)
+    source: Any  # a zarr.Array, or a FrameStack of image files (both read by region)
     axes: SourceAxes | None = None
     """What the input says about its axes (names, types, units, positions)."""
     order: tuple[int, ...] | None = None
@@ -72,9 +72,7 @@ class InputStack:
         if isinstance(self.source, zarr.Array):
             reader = CheckedReader(self.source, self.path)
             array = da.from_array(reader, chunks=source_chunks, asarray=False, lock=False)
-        elif isinstance(self.source, da.Array):
-            array = self.source.rechunk(source_chunks)
-        else:  # a TiffStack
+        else:  # image files
             array = self.source.to_dask(source_chunks)
         return array if self.order is None else array.transpose(self.order)
 
@@ -187,15 +185,11 @@ def open_input(path: str, array: str | None = None, storage_options: StorageOpti
 
 
 def _open_image_input(path: str, local: str) -> InputStack:
-    """Image files: a TIFF source read by region, else a stack of whole frames (tifffile and Dask load here)."""
-    from convpipe.tiffinput import is_tiff_source, open_tiff_stack
+    """Image files, read by region (tifffile loads here)."""
+    from convpipe.tiffinput import open_image_input
 
-    if is_tiff_source(local):
-        tiff, axes = open_tiff_stack(local)
-        return InputStack(path, None, tiff.shape, tiff.dtype, tiff.chunks, tiff, axes)
-    stack = imagefiles.open_image_stack(local)
-    axes = image_axes(stack.ndim, stack.shape[3] if stack.ndim == 4 else None)
-    return InputStack(path, None, stack.shape, stack.dtype, tuple(c[0] for c in stack.chunks), stack, axes)
+    stack, axes = open_image_input(local)
+    return InputStack(path, None, stack.shape, stack.dtype, stack.chunks, stack, axes)
 
 
 def enclosing_group(

@@ -4,8 +4,8 @@
 offset (no walk over the earlier pages), reads the bytes of the tiles (or
 strips) the region crosses and decodes each with tifffile's own decoder
 (``TiffPage.decode``). The file is opened and closed inside the call, so it
-can run in any process. Whole frames (:func:`convpipe.imagefiles.read_frame`)
-and regions of a :class:`convpipe.tiffinput.TiffStack` both go through here.
+can run in any process. Every read of a TIFF frame goes through here
+(:func:`convpipe.imagefiles.read_frames`).
 
 Not through tifffile's Zarr store (``TiffPage.aszarr``), which reads the same
 tiles with the same decoder, but with zarr's per-chunk machinery around each
