@@ -96,7 +96,7 @@ class InputStack:
         interrupted run and its resume changes the fingerprint instead.
         """
         digest = hashlib.sha256()
-        for file in imagefiles.source_files(self.path):
+        for file in dict.fromkeys(frame.path for frame in self.source.frames):  # in order, each once
             status = os.stat(file)
             digest.update(f"{file}\0{status.st_size}\0{status.st_mtime_ns}\n".encode())
         return digest.hexdigest()[:32]
