@@ -139,16 +139,13 @@ def list_frames(path: str | os.PathLike[str]) -> list[Frame]:
         neither 2-D nor 2-D with 2 to 4 colour samples, or a frame whose shape
         or dtype differs from the first frame's (naming both).
     """
-    text = os.fspath(path)
     frames: list[Frame] = []
-    for file in source_files(text):
+    for file in source_files(os.fspath(path)):
         if Path(file).suffix.lower() in TIFF_SUFFIXES:
             frames.extend(_tiff_frames(file))
         else:
             frames.append(_pillow_frame(file))
-    if not frames:
-        raise InputError(f"no image frames found in {text}")
-    first = frames[0]
+    first = frames[0]  # source_files found a file, and a TIFF file without a page is refused
     for frame in frames[1:]:
         if frame.shape != first.shape or frame.dtype != first.dtype:
             raise InputError(
