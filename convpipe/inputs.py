@@ -167,7 +167,10 @@ def open_input(path: str, array: str | None = None, storage_options: StorageOpti
     """
     local = local_path(path)
     if local is not None and imagefiles.is_image_source(str(local)):
-        return _open_image_input(path, str(local))
+        from convpipe.tiffinput import open_image_input  # tifffile loads here, for image inputs only
+
+        stack, image_axes = open_image_input(str(local))
+        return InputStack(path, None, stack.shape, stack.dtype, stack.chunks, stack, image_axes)
     if local is not None and not local.exists():
         raise InputError(f"{path} does not exist", key="input.path")
     node, name = open_zarr_array(path, array, keys=("input.path", "input.array"), storage_options=storage_options)
@@ -182,14 +185,6 @@ def open_input(path: str, array: str | None = None, storage_options: StorageOpti
         raise InputError(message, key="input.path")
     axes = zarr_axes(node, *enclosing_group(path, name, storage_options))
     return InputStack(path, array, tuple(node.shape), np.dtype(node.dtype), tuple(node.chunks), node, axes)
-
-
-def _open_image_input(path: str, local: str) -> InputStack:
-    """Image files, read by region (tifffile loads here)."""
-    from convpipe.tiffinput import open_image_input
-
-    stack, axes = open_image_input(local)
-    return InputStack(path, None, stack.shape, stack.dtype, stack.chunks, stack, axes)
 
 
 def enclosing_group(
