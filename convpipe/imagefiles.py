@@ -240,7 +240,9 @@ class FrameStack:
         return array.rechunk(chunks) if whole else array
 
 
-def read_frames(frames: Sequence[Frame], region: tuple[slice, ...] = (), key: str | None = None) -> list:
+def read_frames(
+    frames: Sequence[Frame], region: tuple[slice, ...] = (), key: str | None = None
+) -> list[np.ndarray]:
     """``region`` (of ``y``, ``x`` and samples) of each frame, samples last.
 
     TIFF pages go through :func:`convpipe.tiffpages.read_pages`, each file
