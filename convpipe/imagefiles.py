@@ -3,8 +3,9 @@
 A *source* is a folder of image files, a glob pattern, or a single image file
 (a multi-page TIFF gives one frame per page). Opening a source reads only file
 headers, so a frame whose shape or dtype differs from the first is reported at
-once, by name. Pixels are decoded inside Dask tasks by a module-level function
-taking plain arguments, so the graph can be shipped to worker processes.
+once, by name. Pixels are decoded inside Dask tasks by a :class:`FrameStack`,
+a picklable list of frame references, so the graph can be shipped to worker
+processes.
 Dask, tifffile and imageio are imported where they are used: a command that
 only plans a Zarr input loads none of them.
 """
