@@ -1,17 +1,13 @@
 """Image files (PNG, JPEG, TIFF) as a lazy Dask stack.
 
 A *source* is a folder of image files, a glob pattern, or a single image file
-(a multi-page TIFF gives one frame per page). Frames are ordered by a natural
-sort of their paths (``frame2`` before ``frame10``; case-insensitive, ties
-broken by the plain path), then by page.
-
-Opening a source reads only file headers: every frame's shape and dtype are
-checked against the first one before any pixel is decoded, so a mismatched
-file is reported at once, by name. Pixels are decoded inside Dask tasks, one
-task per frame, by a module-level function taking plain arguments, so the
-graph can be shipped to worker processes. Converting a source to Zarr is
-:mod:`convpipe.ingest`. Dask, tifffile and imageio are imported where they
-are used: a command that only plans a Zarr input loads none of them.
+(a multi-page TIFF gives one frame per page). Opening a source reads only file
+headers, so a frame whose shape or dtype differs from the first is reported at
+once, by name. Pixels are decoded inside Dask tasks by a :class:`FrameStack`,
+a picklable list of frame references, so the graph can be shipped to worker
+processes.
+Dask, tifffile and imageio are imported where they are used: a command that
+only plans a Zarr input loads none of them.
 """
 
 from __future__ import annotations
@@ -52,7 +48,7 @@ class Frame:
     shape
         ``(H, W)`` or ``(H, W, C)`` with ``C`` in 2..4 (grey + alpha, RGB, RGBA).
     dtype
-        NumPy dtype string, e.g. ``"|u1"``.
+        The pixel type.
     ifd_offset
         File offset of the TIFF page's directory, so a task can seek to the page
         directly instead of walking every earlier page. ``None`` for PNG/JPEG.
@@ -61,8 +57,17 @@ class Frame:
     path: str
     page: int
     shape: tuple[int, ...]
-    dtype: str
+    dtype: np.dtype
     ifd_offset: int | None = None
+
+    def __post_init__(self) -> None:
+        grey = len(self.shape) == 2
+        colour = len(self.shape) == 3 and 2 <= self.shape[2] <= 4
+        if not (grey or colour):
+            raise InputError(
+                f"{self.label} has shape {self.shape}; expected a 2-D image (H, W) "
+                "or a colour image (H, W, 2..4)"
+            )
 
     @property
     def label(self) -> str:
@@ -91,11 +96,13 @@ def is_image_source(path: str | os.PathLike[str]) -> bool:
         return False
     if os.path.isdir(text):
         return not any(os.path.exists(os.path.join(text, marker)) for marker in ZARR_MARKERS)
-    if os.path.exists(text):
-        return Path(text).suffix.lower() in IMAGE_SUFFIXES
-    if GLOB_CHARACTERS & set(text):
+    if not os.path.exists(text) and GLOB_CHARACTERS & set(text):
         return True
-    return Path(text).suffix.lower() in IMAGE_SUFFIXES
+    return _is_image_file(text)
+
+
+def _is_image_file(name: str) -> bool:
+    return Path(name).suffix.lower() in IMAGE_SUFFIXES
 
 
 def natural_sort_key(text: str) -> tuple[tuple[object, ...], str]:
@@ -129,121 +136,175 @@ def list_frames(path: str | os.PathLike[str]) -> list[Frame]:
     Raises
     ------
     InputError
-        Nothing found, a file whose header cannot be read, or a frame that is
-        neither 2-D nor 2-D with 2 to 4 colour samples.
+        Nothing found, a file whose header cannot be read, a frame that is
+        neither 2-D nor 2-D with 2 to 4 colour samples, or a frame whose shape
+        or dtype differs from the first frame's (naming both).
     """
-    text = os.fspath(path)
-    files = source_files(text)
     frames: list[Frame] = []
-    for file in files:
-        suffix = Path(file).suffix.lower()
-        if suffix in TIFF_SUFFIXES:
+    for file in source_files(os.fspath(path)):
+        if Path(file).suffix.lower() in TIFF_SUFFIXES:
             frames.extend(_tiff_frames(file))
         else:
             frames.append(_pillow_frame(file))
-    if not frames:
-        raise InputError(f"no image frames found in {text}")
+    first = frames[0]  # source_files found a file, and a TIFF file without a page is refused
+    for frame in frames[1:]:
+        if frame.shape != first.shape or frame.dtype != first.dtype:
+            raise InputError(
+                f"{frame.label} has shape {frame.shape} and dtype {frame.dtype}, but the "
+                f"first frame {first.label} has shape {first.shape} and dtype {first.dtype}; "
+                "all frames must match"
+            )
     return frames
 
 
-def read_frame(path: str, page: int = 0, ifd_offset: int | None = None) -> np.ndarray:
-    """Decode one frame: a TIFF page with tifffile, a PNG/JPEG with imageio (Pillow).
+@dataclass(frozen=True, eq=False)
+class FrameStack:
+    """Frames of an image source as one array, read region by region.
 
-    The file is opened and closed here, so this can run in any process. Colour
-    TIFF pages stored plane by plane come back channel-last, like PNG.
+    A picklable list of frame references (path, page, TIFF directory offset):
+    no open file handle travels through a Dask graph, and each read opens its
+    files itself. TIFF pages decode only the tiles (or strips) under a region
+    (:func:`convpipe.tiffpages.read_pages`); PNG and JPEG files decode whole.
 
-    Raises
-    ------
-    InputError
-        The file is missing or cannot be decoded.
+    Attributes
+    ----------
+    frames
+        In C order of the leading axes: frame ``i`` holds the ``i``-th index
+        of ``shape[:-frame_ndim]``.
+    shape
+        Leading axes, then the frame's ``(H, W)`` or ``(H, W, C)``.
+    chunks
+        Stored chunks: 1 per leading axis, the page's tile (or strip) along
+        ``y`` and ``x`` (a whole PNG or JPEG frame), every sample.
+    key
+        The config key read errors carry (``input.path`` in a run; none for
+        ``ingest`` and previews, which have no config).
     """
-    if Path(path).suffix.lower() in TIFF_SUFFIXES:
+
+    frames: tuple[Frame, ...]
+    shape: tuple[int, ...]
+    chunks: tuple[int, ...]
+    key: str | None = None
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.frames[0].dtype
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def frame_ndim(self) -> int:
+        return len(self.frames[0].shape)
+
+    def __dask_tokenize__(self) -> tuple:
+        from dask.base import tokenize
+
+        files = dict.fromkeys(frame.path for frame in self.frames)
+        stamps = [(file, os.stat(file).st_size, os.stat(file).st_mtime_ns) for file in files]
+        pages = [(frame.path, frame.page, frame.ifd_offset) for frame in self.frames]
+        return ("convpipe.FrameStack", tokenize(stamps, pages), self.shape, self.dtype.str)
+
+    def __getitem__(self, region: tuple[slice | int, ...]) -> np.ndarray:
+        """Read ``region`` (a slice or an index per axis), decoding only the tiles or strips under it."""
+        region = tuple(region) + (slice(None),) * (self.ndim - len(region))
+        dropped = tuple(a for a, s in enumerate(region) if not isinstance(s, slice))
+        region = tuple(s if isinstance(s, slice) else slice(s, s + 1) for s in region)
+        lead = self.ndim - self.frame_ndim
+        positions = np.arange(len(self.frames)).reshape(self.shape[:lead])[region[:lead]]
+        if positions.size == 0:  # an empty selection
+            return np.empty(_region_shape(region, self.shape), self.dtype)
+        parts = read_frames([self.frames[i] for i in positions.flat], region[lead:], self.key)
+        block = np.stack(parts).reshape(*positions.shape, *parts[0].shape)
+        return block.squeeze(axis=dropped) if dropped else block
+
+    def to_dask(self, chunks: tuple[tuple[int, ...], ...]):
+        """The stack as a Dask array with the given explicit chunks, one read per chunk.
+
+        A frame stored as a single chunk (one strip, a PNG) cannot be read in
+        parts: then each task reads whole frames and Dask splits them, so a
+        frame is decoded once, not once per tile.
+        """
+        import dask.array as da
+        from dask.base import tokenize
+
+        frame_axes = range(self.ndim - self.frame_ndim, self.ndim)
+        whole = all(self.chunks[a] >= self.shape[a] for a in frame_axes)
+        if whole:
+            read_chunks = tuple((self.shape[a],) if a in frame_axes else c for a, c in enumerate(chunks))
+        else:
+            read_chunks = chunks
+        prefix = "tiff-" if self.frames[0].ifd_offset is not None else "imread-"
+        name = prefix + tokenize(self, read_chunks)
+        array = da.from_array(self, chunks=read_chunks, asarray=False, lock=False, name=name)
+        return array.rechunk(chunks) if whole else array
+
+
+def read_frames(
+    frames: Sequence[Frame], region: tuple[slice, ...] = (), key: str | None = None
+) -> list[np.ndarray]:
+    """``region`` (of ``y``, ``x`` and samples) of each frame, samples last.
+
+    TIFF pages go through :func:`convpipe.tiffpages.read_pages`, each file
+    opened once; PNG and JPEG files are decoded whole by imageio (Pillow).
+    What is decoded is checked against the frame's header, so a file replaced
+    since it was listed gives an error naming it rather than a misshapen
+    block. Errors are :class:`InputError` carrying ``key``.
+    """
+    tiff = [frame for frame in frames if frame.ifd_offset is not None]
+    pages: dict[Frame, np.ndarray] = {}
+    if tiff:
         from convpipe.tiffpages import read_pages
 
-        return read_pages([(path, page, ifd_offset)])[0]
+        refs = [(frame.path, frame.page, frame.ifd_offset) for frame in tiff]
+        pages = dict(zip(tiff, read_pages(refs, region, key=key)))
+    parts = []
+    for frame in frames:
+        whole = frame not in pages  # a PNG or JPEG: checked whole, then cut
+        part = _read_image(frame) if whole else pages[frame]
+        want = frame.shape if whole else _region_shape(region, frame.shape)
+        if part.shape != want or part.dtype != frame.dtype:
+            where = f"{key}: " if key else ""  # as the run prints it: no config file to lead it
+            raise InputError(
+                f"{where}{frame.label} decoded to shape {part.shape} and dtype {part.dtype}, "
+                f"but its header said {want} and {frame.dtype}; did the file change?",
+                key=key,
+            )
+        parts.append(part[region] if whole else part)
+    return parts
+
+
+def _region_shape(region: tuple[slice, ...], shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The shape of ``array[region]`` for an array of ``shape`` (``region`` may leave out trailing axes)."""
+    return tuple(len(range(*s.indices(n))) for s, n in zip(region, shape)) + shape[len(region) :]
+
+
+def _read_image(frame: Frame) -> np.ndarray:
     import imageio.v3 as iio
 
     try:
-        return iio.imread(path, index=0, plugin="pillow")
+        return iio.imread(frame.path, index=0, plugin="pillow")
     except Exception as exc:
-        raise InputError(f"cannot read {path}: {exc}") from exc
-
-
-def read_frame_block(
-    path: str, page: int, ifd_offset: int | None, shape: tuple[int, ...], dtype: str
-) -> np.ndarray:
-    """The Dask task of :func:`open_image_stack`: one frame as a ``(1, *shape)`` block.
-
-    Checks the decoded frame against the header seen at open time, so a file
-    replaced in between gives an error naming it rather than a misshapen block.
-    """
-    pixels = read_frame(path, page, ifd_offset)
-    if pixels.shape != tuple(shape) or pixels.dtype != np.dtype(dtype):
-        raise InputError(
-            f"{path} (page {page}) decoded to shape {pixels.shape} and dtype {pixels.dtype}, "
-            f"but its header said {tuple(shape)} and {np.dtype(dtype)}; did the file change?"
-        )
-    return pixels[np.newaxis]
+        raise InputError(f"cannot read {frame.path}: {exc}") from exc
 
 
 def open_image_stack(path: str | os.PathLike[str]) -> da.Array:
     """An image source as a lazy Dask array, one frame per chunk.
 
     The result has shape ``(N, H, W)``, or ``(N, H, W, C)`` for colour frames,
-    and a single graph layer of ``N`` tasks, each calling
-    :func:`read_frame_block` with plain arguments (paths, ints, tuples), so the
-    graph pickles for distributed workers. Only headers are read here.
-
-    Raises
-    ------
-    InputError
-        See :func:`list_frames`; also a frame whose shape or dtype differs from
-        the first frame's, naming both files.
-
-    Examples
-    --------
-    >>> stack = open_image_stack("frames/")  # doctest: +SKIP
-    >>> stack.chunksize  # doctest: +SKIP
-    (1, 512, 512)
+    and a single graph layer of ``N`` tasks, each reading one frame of a
+    :class:`FrameStack`, so the graph pickles for distributed workers. Only
+    headers are read here; see :func:`list_frames` for the errors.
     """
-    frames = list_frames(path)
-    check_frames_match(frames)
-    return stack_frames(frames)
-
-
-def stack_frames(frames: Sequence[Frame]) -> da.Array:
-    """Lazy stack of frames already listed and checked (see :func:`open_image_stack`)."""
     import dask.array as da
     from dask.base import tokenize
-    from dask.highlevelgraph import HighLevelGraph
 
-    first = frames[0]
-    name = "imread-" + tokenize([_identity(frame) for frame in frames])
-    zeros = (0,) * len(first.shape)
-    graph = {
-        (name, i, *zeros): (read_frame_block, *frame_task_args(frame, first)) for i, frame in enumerate(frames)
-    }
-    chunks = ((1,) * len(frames), *((size,) for size in first.shape))
-    dtype = np.dtype(first.dtype)
-    return da.Array(
-        HighLevelGraph.from_collections(name, graph, dependencies=()),
-        name,
-        chunks,
-        dtype=dtype,
-        meta=np.empty((0,) * (len(first.shape) + 1), dtype=dtype),
-    )
-
-
-def check_frames_match(frames: Sequence[Frame]) -> None:
-    """Raise :class:`InputError` unless every frame has the first frame's shape and dtype."""
-    first = frames[0]
-    for frame in frames[1:]:
-        if frame.shape != first.shape or frame.dtype != first.dtype:
-            raise InputError(
-                f"{frame.label} has shape {frame.shape} and dtype {np.dtype(frame.dtype)}, but the "
-                f"first frame {first.label} has shape {first.shape} and dtype {np.dtype(first.dtype)}; "
-                "all frames must match"
-            )
+    frames = list_frames(path)
+    stack = FrameStack(tuple(frames), (len(frames), *frames[0].shape), (1, *frames[0].shape))
+    chunks = ((1,) * len(frames), *((n,) for n in frames[0].shape))
+    name = "imread-" + tokenize(stack)
+    return da.from_array(stack, chunks=chunks, asarray=False, lock=False, name=name, inline_array=True)
 
 
 def source_files(text: str) -> list[str]:
@@ -255,22 +316,17 @@ def source_files(text: str) -> list[str]:
             found = [
                 os.path.abspath(entry.path)
                 for entry in entries
-                if not entry.name.startswith(".")
-                and entry.is_file()
-                and Path(entry.name).suffix.lower() in IMAGE_SUFFIXES
+                if not entry.name.startswith(".") and entry.is_file() and _is_image_file(entry.name)
             ]
         if not found:
             raise InputError(f"no image files (.png, .tif, .tiff, .jpg, .jpeg) in folder {text}")
     elif os.path.isfile(text):
-        if Path(text).suffix.lower() not in IMAGE_SUFFIXES:
+        if not _is_image_file(text):
             raise InputError(f"{text} is not a .png, .tif, .tiff, .jpg or .jpeg file")
         found = [os.path.abspath(text)]
     elif GLOB_CHARACTERS & set(text):
-        found = [
-            os.path.abspath(match)
-            for match in glob.glob(text, recursive=True)
-            if os.path.isfile(match) and Path(match).suffix.lower() in IMAGE_SUFFIXES
-        ]
+        matches = glob.glob(text, recursive=True)
+        found = [os.path.abspath(m) for m in matches if os.path.isfile(m) and _is_image_file(m)]
         if not found:
             raise InputError(f"no image files (.png, .tif, .tiff, .jpg, .jpeg) match {text}")
     else:
@@ -292,11 +348,7 @@ def _tiff_frames(file: str) -> list[Frame]:
                     f"but only {page_count} page header(s) (a truncated file over 4 GiB?); "
                     "save it as a multi-page TIFF with one page per frame"
                 )
-            frames = []
-            for page in tif.pages:
-                if page.is_reduced:
-                    continue
-                frames.append(tiff_page_frame(file, page))
+            frames = [tiff_page_frame(file, page) for page in tif.pages if not page.is_reduced]
     except InputError:
         raise
     except Exception as exc:
@@ -307,6 +359,7 @@ def _tiff_frames(file: str) -> list[Frame]:
 
 
 def tiff_page_frame(file: str, page: tifffile.TiffPage) -> Frame:
+    """The :class:`Frame` of a TIFF page, colour samples last even when stored plane by plane."""
     from convpipe.tiffpages import is_planar_colour
 
     if page.dtype is None:
@@ -314,9 +367,7 @@ def tiff_page_frame(file: str, page: tifffile.TiffPage) -> Frame:
     shape = tuple(page.shape)
     if is_planar_colour(page):
         shape = (*shape[1:], shape[0])
-    frame = Frame(file, page.index, shape, page.dtype.str, page.offset)
-    _check_frame_shape(frame)
-    return frame
+    return Frame(file, page.index, shape, page.dtype, page.offset)
 
 
 def _pillow_frame(file: str) -> Frame:
@@ -326,27 +377,4 @@ def _pillow_frame(file: str) -> Frame:
         props = iio.improps(file, index=0, plugin="pillow")
     except Exception as exc:
         raise InputError(f"cannot read image file {file}: {exc}") from exc
-    frame = Frame(file, 0, tuple(props.shape), props.dtype.str)
-    _check_frame_shape(frame)
-    return frame
-
-
-def _check_frame_shape(frame: Frame) -> None:
-    grey = len(frame.shape) == 2
-    colour = len(frame.shape) == 3 and 2 <= frame.shape[2] <= 4
-    if not (grey or colour):
-        raise InputError(
-            f"{frame.label} has shape {frame.shape}; expected a 2-D image (H, W) "
-            "or a colour image (H, W, 2..4)"
-        )
-
-
-def _identity(frame: Frame) -> tuple[object, ...]:
-    """What makes a task's result change: the frame and its file's size and time."""
-    stat = os.stat(frame.path)
-    return frame.path, frame.page, frame.ifd_offset, stat.st_size, stat.st_mtime_ns
-
-
-def frame_task_args(frame: Frame, first: Frame) -> tuple[object, ...]:
-    """The arguments of :func:`read_frame_block` for ``frame``, checked against the ``first`` frame's header."""
-    return frame.path, frame.page, frame.ifd_offset, first.shape, first.dtype
+    return Frame(file, 0, tuple(props.shape), props.dtype)

@@ -1,13 +1,11 @@
 """Converting image files into a chunked Zarr stack (``convpipe ingest``).
 
-:func:`ingest` copies an image source (see :mod:`convpipe.imagefiles`) into a
-Zarr (format 3) group holding the array ``0`` with ``dimension_names``
-``("t", "y", "x")``, or ``("t", "y", "x", "c")`` for RGB(A) frames, so that
-repeated runs read Zarr instead of decoding image files.
+Repeated runs then read Zarr instead of decoding image files.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import sys
@@ -21,15 +19,7 @@ from tqdm import tqdm
 
 from convpipe.codecs import compressors_for
 from convpipe.errors import ConvpipeError, OutputError, storage_errors
-from convpipe.imagefiles import (
-    ZARR_MARKERS,
-    Frame,
-    check_frames_match,
-    frame_task_args,
-    list_frames,
-    read_frame_block,
-    stack_frames,
-)
+from convpipe.imagefiles import ZARR_MARKERS, Frame, list_frames, read_frames
 
 MAX_CHUNK_BYTES = 16 * 2**20
 """Upper bound for the default Zarr chunk of :func:`ingest` (16 MiB)."""
@@ -53,7 +43,7 @@ def default_ingest_chunks(frame_shape: tuple[int, ...], dtype: np.dtype | str) -
     """
     itemsize = np.dtype(dtype).itemsize
     height, width, *colour = frame_shape
-    samples = int(np.prod(colour, dtype=np.int64))
+    samples = math.prod(colour)
     if height * width * samples * itemsize <= MAX_CHUNK_BYTES:
         return (1, height, width, *colour)
     tile = DEFAULT_TILE
@@ -101,7 +91,7 @@ def ingest(
     Raises
     ------
     InputError
-        The source cannot be opened; see :func:`open_image_stack`.
+        The source cannot be opened; see :func:`list_frames`.
     OutputError
         ``dest`` exists (without ``overwrite``), is not a Zarr store, would
         overlap the source, invalid ``chunks``, or writing failed.
@@ -109,55 +99,43 @@ def ingest(
         The storage refused (see :func:`convpipe.errors.storage_errors`).
     """
     with storage_errors(writing=os.fspath(dest)):
-        return _ingest(source, dest, chunks, overwrite, progress)
+        frames = list_frames(source)
+        shape, dtype = (len(frames), *frames[0].shape), frames[0].dtype
+        chunk_shape = _parse_chunks(chunks, shape, dtype)
+        dest_path = Path(os.path.abspath(os.fspath(dest)))
+        _check_dest(dest_path, frames, overwrite)
+        if dest_path.exists():
+            shutil.rmtree(dest_path)
 
-
-def _ingest(
-    source: str | os.PathLike[str],
-    dest: str | os.PathLike[str],
-    chunks: Sequence[int] | None,
-    overwrite: bool,
-    progress: bool,
-) -> zarr.Array:
-    frames = list_frames(source)
-    check_frames_match(frames)
-    stack = stack_frames(frames)
-    chunk_shape = _parse_chunks(chunks, stack.shape, stack.dtype)
-    dest_path = Path(os.path.abspath(os.fspath(dest)))
-    _check_dest(dest_path, frames, overwrite)
-    if dest_path.exists():
-        shutil.rmtree(dest_path)
-
-    files = list(dict.fromkeys(frame.path for frame in frames))
-    provenance = {
-        "source": os.path.abspath(os.fspath(source)),
-        "frame_count": len(frames),
-        "file_count": len(files),
-        "first_file": os.path.basename(files[0]),
-        "last_file": os.path.basename(files[-1]),
-        "frame_order": "natural sort of file paths, then TIFF page",
-        "complete": False,
-    }
-    dimension_names = ("t", "y", "x", "c")[: stack.ndim]
-    try:
-        group = zarr.open_group(str(dest_path), mode="w-", zarr_format=3)
-        array = group.create_array(
-            "0",
-            shape=stack.shape,
-            dtype=stack.dtype,
-            chunks=chunk_shape,
-            compressors=compressors_for("blosc-lz4", 3),
-            fill_value=0,
-            dimension_names=dimension_names,
-            attributes={"convpipe_ingest": provenance},
-        )
-        _write_frames(frames, array, chunk_shape[0], progress, desc=f"ingest {dest_path.name}")
-        array.update_attributes({"convpipe_ingest": {**provenance, "complete": True}})
-    except BaseException as exc:
-        shutil.rmtree(dest_path, ignore_errors=True)
-        if isinstance(exc, OSError):
-            raise OutputError(f"cannot write {dest_path}: {exc}") from exc
-        raise
+        files = list(dict.fromkeys(frame.path for frame in frames))
+        provenance = {
+            "source": os.path.abspath(os.fspath(source)),
+            "frame_count": len(frames),
+            "file_count": len(files),
+            "first_file": os.path.basename(files[0]),
+            "last_file": os.path.basename(files[-1]),
+            "frame_order": "natural sort of file paths, then TIFF page",
+            "complete": False,
+        }
+        try:
+            group = zarr.open_group(str(dest_path), mode="w-", zarr_format=3)
+            array = group.create_array(
+                "0",
+                shape=shape,
+                dtype=dtype,
+                chunks=chunk_shape,
+                compressors=compressors_for("blosc-lz4", 3),
+                fill_value=0,
+                dimension_names=("t", "y", "x", "c")[: len(shape)],
+                attributes={"convpipe_ingest": provenance},
+            )
+            _write_frames(frames, array, chunk_shape[0], progress, desc=f"ingest {dest_path.name}")
+            array.update_attributes({"convpipe_ingest": {**provenance, "complete": True}})
+        except BaseException as exc:
+            shutil.rmtree(dest_path, ignore_errors=True)
+            if isinstance(exc, OSError):
+                raise OutputError(f"cannot write {dest_path}: {exc}") from exc
+            raise
     return array
 
 
@@ -202,10 +180,8 @@ def _parse_chunks(chunks: Sequence[int] | None, shape: tuple[int, ...], dtype: n
 
 def _check_dest(dest: Path, frames: Sequence[Frame], overwrite: bool) -> None:
     """Refuse a destination that exists (unless overwriting a Zarr store) or holds the source."""
-    folders = {Path(frame.path).parent for frame in frames}
-    if any(dest == Path(frame.path) for frame in frames) or any(
-        dest == folder or dest in folder.parents for folder in folders
-    ):
+    files = {Path(frame.path) for frame in frames}
+    if any(dest == file or dest in file.parents for file in files):
         raise OutputError(f"output {dest} would overwrite the image source; choose another path")
     if not (dest.exists() or dest.is_symlink()):
         return
@@ -224,9 +200,7 @@ def _write_frames(frames: Sequence[Frame], array: zarr.Array, slab: int, progres
     """Write frames in slabs of ``slab`` frames, decoding the next slab while writing one."""
 
     def read_slab(start: int) -> np.ndarray:
-        return np.concatenate(
-            [read_frame_block(*frame_task_args(frame, frames[0])) for frame in frames[start : start + slab]]
-        )
+        return np.stack(read_frames(frames[start : start + slab]))
 
     with (
         tqdm(total=len(frames), desc=desc, unit="frame", file=sys.stderr, disable=not progress) as bar,

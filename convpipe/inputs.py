@@ -17,7 +17,7 @@ import numpy as np
 import zarr
 
 from convpipe import imagefiles
-from convpipe.axes import SourceAxes, image_axes, zarr_axes
+from convpipe.axes import SourceAxes, zarr_axes
 from convpipe.codecs import is_decode_error
 from convpipe.errors import InputError
 from convpipe.integrity import stored_objects
@@ -35,7 +35,7 @@ class InputStack:
     shape: tuple[int, ...]
     dtype: np.dtype
     stored_chunks: tuple[int, ...]
-    source: Any  # a zarr.Array, a TiffStack (read by region), or an image-file stack (dask array)
+    source: Any  # a zarr.Array, or a FrameStack of image files (both read by region)
     axes: SourceAxes | None = None
     """What the input says about its axes (names, types, units, positions)."""
     order: tuple[int, ...] | None = None
@@ -48,36 +48,33 @@ class InputStack:
         chunks = tuple(self.stored_chunks[a] for a in order)
         return replace(self, shape=shape, stored_chunks=chunks, order=tuple(base[a] for a in order))
 
+    def stored_region(self, region: tuple) -> tuple:
+        """``region`` (or any per-axis values) of the stack as seen, in the stored axis order."""
+        if self.order is None:
+            return tuple(region)
+        return tuple(region[self.order.index(a)] for a in range(len(region)))
+
     @property
     def source_shape(self) -> tuple[int, ...]:
         """The shape as stored (before :meth:`transposed`)."""
-        order = self.order or tuple(range(len(self.shape)))
-        return tuple(self.shape[order.index(a)] for a in range(len(order)))
+        return self.stored_region(self.shape)
 
     @property
     def source_chunks(self) -> tuple[int, ...]:
         """The stored chunks in stored axis order (before :meth:`transposed`)."""
-        order = self.order or tuple(range(len(self.shape)))
-        return tuple(self.stored_chunks[order.index(a)] for a in range(len(order)))
+        return self.stored_region(self.stored_chunks)
 
     def to_dask(self, chunks: tuple[tuple[int, ...], ...]):
         """The stack as a Dask array with the given explicit chunks."""
         import dask.array as da
 
-        order = self.order or tuple(range(len(chunks)))
-        source_chunks = tuple(chunks[order.index(a)] for a in range(len(chunks)))
+        source_chunks = self.stored_region(chunks)
         if isinstance(self.source, zarr.Array):
-            array = da.from_array(CheckedReader(self.source, self.path), chunks=source_chunks, asarray=False, lock=False)
-        elif isinstance(self.source, da.Array):
-            array = self.source.rechunk(source_chunks)
-        else:  # a TiffStack
+            reader = CheckedReader(self.source, self.path)
+            array = da.from_array(reader, chunks=source_chunks, asarray=False, lock=False)
+        else:  # image files
             array = self.source.to_dask(source_chunks)
-        return array if self.order is None else array.transpose(order)
-
-    def stored_region(self, region: tuple[slice, ...]) -> tuple[slice, ...]:
-        """``region`` of the stack as seen (after :meth:`transposed`) in the stored axis order."""
-        order = self.order or tuple(range(len(region)))
-        return tuple(region[order.index(a)] for a in range(len(order)))
+        return array if self.order is None else array.transpose(self.order)
 
     def identity(self) -> dict[str, Any]:
         """What identifies this input for provenance and resume fingerprints."""
@@ -99,7 +96,7 @@ class InputStack:
         interrupted run and its resume changes the fingerprint instead.
         """
         digest = hashlib.sha256()
-        for file in imagefiles.source_files(self.path):
+        for file in dict.fromkeys(frame.path for frame in self.source.frames):  # in order, each once
             status = os.stat(file)
             digest.update(f"{file}\0{status.st_size}\0{status.st_mtime_ns}\n".encode())
         return digest.hexdigest()[:32]
@@ -110,19 +107,16 @@ class InputStack:
         Cheap (``samples`` chunk reads) and enough to notice an input rewritten
         in place between an interrupted run and its resume.
         """
-        order = self.order or tuple(range(len(self.shape)))
-        shape = tuple(self.shape[order.index(a)] for a in range(len(order)))
-        stored_chunks = tuple(self.stored_chunks[order.index(a)] for a in range(len(order)))
+        shape, stored_chunks = self.source_shape, self.source_chunks
         grid = [-(-n // c) for n, c in zip(shape, stored_chunks)]
         total = math.prod(grid)
         picks = sorted({round(i * (total - 1) / max(1, samples - 1)) for i in range(samples)})
+        reader = CheckedReader(self.source, self.path) if isinstance(self.source, zarr.Array) else self.source
         digest = hashlib.sha256()
         for flat in picks:
             index = np.unravel_index(flat, grid)
             region = tuple(slice(i * c, min((i + 1) * c, n)) for i, c, n in zip(index, stored_chunks, shape))
-            reader = CheckedReader(self.source, self.path) if isinstance(self.source, zarr.Array) else self.source
-            block = reader[region]
-            digest.update(np.ascontiguousarray(np.asarray(block)).tobytes())
+            digest.update(np.ascontiguousarray(np.asarray(reader[region])).tobytes())
         return digest.hexdigest()[:32]
 
 
@@ -168,11 +162,15 @@ class CheckedReader:
 def open_input(path: str, array: str | None = None, storage_options: StorageOptions | None = None) -> InputStack:
     """Open a Zarr array or group (format 2 or 3), or an image-file source, lazily.
 
-    ``storage_options`` are the fsspec options of a URL ``path``. Errors carry the config key they are about (``input.path`` or ``input.array``).
+    ``storage_options`` are the fsspec options of a URL ``path``. Errors carry
+    the config key they are about (``input.path`` or ``input.array``).
     """
     local = local_path(path)
     if local is not None and imagefiles.is_image_source(str(local)):
-        return _open_image_input(path, str(local))
+        from convpipe.tiffinput import open_image_input  # tifffile loads here, for image inputs only
+
+        stack, image_axes = open_image_input(str(local))
+        return InputStack(path, None, stack.shape, stack.dtype, stack.chunks, stack, image_axes)
     if local is not None and not local.exists():
         raise InputError(f"{path} does not exist", key="input.path")
     node, name = open_zarr_array(path, array, keys=("input.path", "input.array"), storage_options=storage_options)
@@ -187,18 +185,6 @@ def open_input(path: str, array: str | None = None, storage_options: StorageOpti
         raise InputError(message, key="input.path")
     axes = zarr_axes(node, *enclosing_group(path, name, storage_options))
     return InputStack(path, array, tuple(node.shape), np.dtype(node.dtype), tuple(node.chunks), node, axes)
-
-
-def _open_image_input(path: str, local: str) -> InputStack:
-    """Image files: a TIFF source read by region, else a stack of whole frames (tifffile and Dask load here)."""
-    from convpipe.tiffinput import is_tiff_source, open_tiff_stack
-
-    if is_tiff_source(local):
-        tiff, axes = open_tiff_stack(local)
-        return InputStack(path, None, tiff.shape, tiff.dtype, tiff.chunks, tiff, axes)
-    stack = imagefiles.open_image_stack(local)
-    axes = image_axes(stack.ndim, stack.shape[3] if stack.ndim == 4 else None)
-    return InputStack(path, None, stack.shape, stack.dtype, tuple(c[0] for c in stack.chunks), stack, axes)
 
 
 def enclosing_group(
@@ -275,18 +261,16 @@ def pick_array(
     """The array ``array`` of ``group`` (a path such as ``s0/image`` too); see :func:`open_zarr_array`."""
     path_key, array_key = keys
     names = sorted(group.array_keys())
-    name = array
-    if name is None and default in names:
-        name = default
-    elif name is None and default is not None and not take_single:
+    name = default if array is None and default in names else array
+    if name is None and default is not None and not take_single:
         listed = ", ".join(repr(n) for n in names) or "none"
         message = f"{path} has no array {default!r} (arrays: {listed}); choose one with {array_key}"
         raise InputError(message, key=array_key)
-    if name is None:
-        if len(names) == 1:
-            return group[names[0]], names[0]
-        if not names:
-            raise InputError(f"the Zarr group {path} holds no array", key=path_key)
+    if name is None and len(names) == 1:
+        name = names[0]
+    elif name is None and not names:
+        raise InputError(f"the Zarr group {path} holds no array", key=path_key)
+    elif name is None:
         message = (
             f"the Zarr group {path} holds several arrays ({', '.join(names)}); "
             f"set {array_key} to the one to read"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import zarr
@@ -19,7 +18,7 @@ def _size_on_disk(path: str) -> int | None:
     local = local_path(path)
     if local is None:
         return None
-    return sum(f.stat().st_size for f in Path(local).rglob("*") if f.is_file())
+    return sum(f.stat().st_size for f in local.rglob("*") if f.is_file())
 
 
 def _codecs(array: zarr.Array) -> str:
@@ -40,6 +39,7 @@ def _codec_detail(codec: Any) -> str:
     return f"({cname}, {shuffle})" if shuffle else f"({cname})"
 
 
+@storage_errors()
 def inspect_report(
     path: str, array: str | None = None, storage_options: StorageOptions | None = None
 ) -> dict[str, Any]:
@@ -48,11 +48,6 @@ def inspect_report(
     A group gives its array ``0`` (a convpipe output), else its only array, else ``array``.
     ``storage_options`` are the fsspec options of a URL ``path`` (endpoint, credentials...).
     """
-    with storage_errors():
-        return _report(path, array, storage_options)
-
-
-def _report(path: str, array: str | None, storage_options: StorageOptions | None) -> dict[str, Any]:
     node, name = open_zarr_array(
         path, array, default="0", keys=("PATH", "--array"), storage_options=storage_options
     )
@@ -117,11 +112,13 @@ def _output_root(path: str, name: str | None) -> str | None:
 def _bytes(n: int | None) -> str:
     if n is None:
         return "unknown"
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{n} B"
+    if n < 1024:
+        return f"{n} B"
+    for unit in ("KiB", "MiB", "GiB"):
         n /= 1024
-    return str(n)
+        if n < 1024:
+            return f"{n:.1f} {unit}"
+    return f"{n / 1024:.1f} TiB"
 
 
 def format_report(report: dict[str, Any]) -> str:

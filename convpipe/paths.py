@@ -10,6 +10,8 @@ package from the environment as usual (``AWS_ENDPOINT_URL``,
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
@@ -90,18 +92,9 @@ def unreachable_errors() -> tuple[type[BaseException], ...]:
     aiohttp's (a refused connection) are not ``OSError``s.
     """
     errors: list[type[BaseException]] = [OSError]
-    try:
-        from botocore.exceptions import BotoCoreError
-
-        errors.append(BotoCoreError)
-    except ImportError:
-        pass
-    try:
-        from aiohttp import ClientError
-
-        errors.append(ClientError)
-    except ImportError:
-        pass
+    for module, name in (("botocore.exceptions", "BotoCoreError"), ("aiohttp", "ClientError")):
+        with contextlib.suppress(ImportError):  # not installed: nothing of it can be raised
+            errors.append(getattr(importlib.import_module(module), name))
     return tuple(errors)
 
 

@@ -1,162 +1,58 @@
-"""TIFF inputs read region by region, through the tiles (or strips) under each task.
+"""Image inputs for a run: TIFF files read region by region, and TIFF metadata.
 
-A TIFF source (one file, a folder or a glob of TIFF files) becomes a
-:class:`TiffStack`: a picklable description of its pages (path, page index,
-directory offset) with the shape, dtype and stored chunks of the stack. Its
-``__getitem__`` reads a region with :func:`convpipe.tiffpages.read_pages`,
-which opens the file inside the call and decodes only the tiles or strips
-under the region: no open file handle travels through a Dask graph, and
-tasks on a cluster open the file themselves.
-
-A single OME-TIFF or ImageJ hyperstack keeps the axes its metadata states
-(level 0 of a pyramid); other files are ``t, y, x`` plus ``c`` for samples,
-one frame per full-resolution page, like every image source
-(:mod:`convpipe.imagefiles`).
+Every image source becomes a :class:`convpipe.imagefiles.FrameStack` whose
+stored chunks are the pages' tiles (or strips), so each task decodes only the
+tiles under it. A single OME-TIFF or ImageJ hyperstack keeps the axes its
+metadata states (level 0 of a pyramid); other sources are ``t, y, x`` plus
+``c`` for samples, one frame per full-resolution page.
 """
 
 from __future__ import annotations
 
-import itertools
 import math
-import os
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import tifffile
-from dask.base import tokenize
 
 from convpipe.axes import NAME_TYPES, SAMPLE_LABELS, AxisInfo, SourceAxes, image_axes
 from convpipe.errors import InputError
 from convpipe.imagefiles import (
     TIFF_SUFFIXES,
     Frame,
-    check_frames_match,
+    FrameStack,
     list_frames,
     source_files,
     tiff_page_frame,
 )
-from convpipe.tiffpages import page_chunks, read_pages
+from convpipe.tiffpages import page_chunks
 
 #: Series whose metadata names the axes (tifffile's ``TiffPageSeries.kind``).
 NAMED_SERIES = {"ome": "OME-TIFF", "imagej": "ImageJ TIFF"}
 
 
-@dataclass(frozen=True, eq=False)
-class TiffStack:
-    """A TIFF source as a stack of pages, read region by region (see the module's docstring).
+def open_image_input(path: str) -> tuple[FrameStack, SourceAxes]:
+    """An image source as a :class:`FrameStack` for a run, and its axes, from the headers only.
 
-    Attributes
-    ----------
-    frames
-        The pages in C order of the leading axes: frame ``i`` holds the
-        ``i``-th index of ``shape[:-frame_ndim]``.
-    shape
-        Leading axes, then the page's ``(H, W)`` or ``(H, W, C)``.
-    dtype
-        The pixel type.
-    chunks
-        Stored chunks: 1 per leading axis, the page's tile (or strip) along
-        ``y`` and ``x``, every sample.
-    """
-
-    frames: tuple[Frame, ...]
-    shape: tuple[int, ...]
-    dtype: np.dtype
-    chunks: tuple[int, ...]
-
-    @property
-    def ndim(self) -> int:
-        return len(self.shape)
-
-    @property
-    def frame_ndim(self) -> int:
-        return len(self.frames[0].shape)
-
-    @property
-    def files(self) -> list[str]:
-        """The files the pages come from, each once, in order."""
-        return list(dict.fromkeys(frame.path for frame in self.frames))
-
-    def __dask_tokenize__(self) -> tuple:
-        stamps = [(file, os.stat(file).st_size, os.stat(file).st_mtime_ns) for file in self.files]
-        pages = [(frame.path, frame.page, frame.ifd_offset) for frame in self.frames]
-        return ("convpipe.TiffStack", tokenize(stamps, pages), self.shape, self.dtype.str)
-
-    def __getitem__(self, region: tuple[slice | int, ...]) -> np.ndarray:
-        """Read ``region`` (a slice or an index per axis), decoding only the tiles or strips under it."""
-        region = tuple(region) + (slice(None),) * (self.ndim - len(region))
-        dropped = tuple(a for a, s in enumerate(region) if not isinstance(s, slice))
-        region = tuple(s if isinstance(s, slice) else slice(s, s + 1) for s in region)
-        lead = self.ndim - self.frame_ndim
-        ranges = [range(*s.indices(n)) for s, n in zip(region[:lead], self.shape[:lead])]
-        positions = [int(np.ravel_multi_index(index, self.shape[:lead])) for index in itertools.product(*ranges)]
-        if lead and not positions:  # an empty selection
-            return np.empty(tuple(len(range(*s.indices(n))) for s, n in zip(region, self.shape)), self.dtype)
-        frames = [self.frames[i] for i in positions] if lead else [self.frames[0]]
-        parts = read_pages([(f.path, f.page, f.ifd_offset) for f in frames], region[lead:], key="input.path")
-        _check_parts(parts, frames, region[lead:], self.dtype)
-        block = np.stack(parts).reshape(*(len(r) for r in ranges), *parts[0].shape) if lead else parts[0]
-        return block.squeeze(axis=dropped) if dropped else block
-
-    def to_dask(self, chunks: tuple[tuple[int, ...], ...]):
-        """The stack as a Dask array with the given explicit chunks, one read per chunk.
-
-        A page stored as a single chunk (one strip) cannot be read in parts:
-        then each task reads whole pages and Dask splits them, so a page is
-        decoded once, not once per tile.
-        """
-        import dask.array as da
-
-        frame_axes = range(self.ndim - self.frame_ndim, self.ndim)
-        whole = all(self.chunks[a] >= self.shape[a] for a in frame_axes)
-        read_chunks = (
-            tuple(c if a not in frame_axes else (self.shape[a],) for a, c in enumerate(chunks)) if whole else chunks
-        )
-        name = "tiff-" + tokenize(self, read_chunks)
-        array = da.from_array(self, chunks=read_chunks, asarray=False, lock=False, name=name)
-        return array.rechunk(chunks) if whole else array
-
-
-def _check_parts(parts: list[np.ndarray], frames: list[Frame], region: tuple[slice, ...], dtype: np.dtype) -> None:
-    """Every decoded part must have the shape and dtype the headers promised (else the file changed)."""
-    for part, frame in zip(parts, frames):
-        want = tuple(len(range(*s.indices(n))) for s, n in zip(region, frame.shape))
-        if part.shape != want or part.dtype != dtype:
-            raise InputError(
-                f"input.path: page {frame.page} of {frame.path} decoded to shape {part.shape} and dtype "
-                f"{part.dtype}, but its header said {want} and {dtype}; did the file change?",
-                key="input.path",
-            )
-
-
-def is_tiff_source(path: str) -> bool:
-    """Whether every file of the image source ``path`` is a TIFF file."""
-    return all(Path(file).suffix.lower() in TIFF_SUFFIXES for file in source_files(path))
-
-
-def open_tiff_stack(path: str) -> tuple[TiffStack, SourceAxes]:
-    """A TIFF source as a :class:`TiffStack` and its axes, from the headers only.
-
-    One file whose first series is an OME-TIFF or ImageJ hyperstack gives
-    the series' shape and axes (level 0 of a pyramid); anything else gives
-    one frame per full-resolution page, ``t, y, x`` (+ ``c``), like every
-    image source. Raises :class:`InputError` naming the file for anything
-    unreadable or inconsistent.
+    One TIFF file whose first series is an OME-TIFF or ImageJ hyperstack gives
+    the series' shape and axes (level 0 of a pyramid); anything else gives one
+    frame per full-resolution page, ``t, y, x`` (+ ``c``). Raises
+    :class:`InputError` naming the file for anything unreadable or inconsistent.
     """
     files = source_files(path)
-    named = _named_series(files[0]) if len(files) == 1 else None
+    is_tiff = Path(files[0]).suffix.lower() in TIFF_SUFFIXES
+    named = _named_series(files[0]) if len(files) == 1 and is_tiff else None
     if named is not None:
         return named
     frames = list_frames(path)
-    check_frames_match(frames)
     first = frames[0]
-    stack = TiffStack(tuple(frames), (len(frames), *first.shape), np.dtype(first.dtype), (1, *_page_chunks(first)))
+    tiled = all(frame.ifd_offset is not None for frame in frames)  # else frames are read whole
+    chunks = _page_chunks(first) if tiled else first.shape
+    stack = FrameStack(tuple(frames), (len(frames), *first.shape), (1, *chunks), key="input.path")
     samples = first.shape[2] if len(first.shape) == 3 else None
     return stack, image_axes(stack.ndim, samples)
 
 
-def _named_series(file: str) -> tuple[TiffStack, SourceAxes] | None:
+def _named_series(file: str) -> tuple[FrameStack, SourceAxes] | None:
     """The OME or ImageJ series of ``file`` as a stack, or None when the file names no axes."""
     try:
         with tifffile.TiffFile(file) as tif:
@@ -188,7 +84,7 @@ def _named_series(file: str) -> tuple[TiffStack, SourceAxes] | None:
     except Exception as exc:
         raise InputError(f"cannot read TIFF file {file}: {exc}", key="input.path") from exc
     shape = (*lead_shape, *first.shape)
-    stack = TiffStack(frames, shape, np.dtype(first.dtype), (1,) * len(lead_shape) + _page_chunks(first))
+    stack = FrameStack(frames, shape, (1,) * len(lead_shape) + _page_chunks(first), key="input.path")
     return stack, tiff_axes(letters, shape, origin, pixels)
 
 
@@ -218,19 +114,18 @@ OME_STEPS = {"X": ("PhysicalSizeX", "µm"), "Y": ("PhysicalSizeY", "µm"), "Z": 
              "T": ("TimeIncrement", "s")}  # fmt: skip
 
 
-def tiff_axes(letters: str, shape: tuple[int, ...], origin: str, pixels: dict | None = None) -> SourceAxes:
+def tiff_axes(letters: str, shape: tuple[int, ...], origin: str, pixels: dict) -> SourceAxes:
     """A series' axes from tifffile's letters: ``T`` time, ``Z`` space, ``C`` and ``S`` (samples) channel.
 
     ``Y``, ``X`` are space; other letters (``Q``, ``I``: unknown) name nothing.
     ``pixels`` (OME-XML ``Pixels``) gives the physical step and unit of
-    ``X``, ``Y``, ``Z`` and ``T``, and the channels' names.
+    ``X``, ``Y``, ``Z`` and ``T``, and the channels' names (empty for ImageJ files).
     """
-    pixels = pixels or {}
     infos = []
     for letter in letters:
         name = {"S": "c", "Q": None, "I": None}.get(letter, letter.lower())
         step_key, default_unit = OME_STEPS.get(letter, (None, None))
-        step = pixels.get(step_key) if step_key else None
+        step = pixels.get(step_key)
         unit = OME_UNITS.get(str(pixels.get(f"{step_key}Unit", default_unit))) if step is not None else None
         infos.append(AxisInfo(name, NAME_TYPES.get(name) if name else None, unit, float(step or 1.0)))
     return SourceAxes(tuple(infos), origin, _channel_labels(letters, shape, pixels))

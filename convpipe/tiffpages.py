@@ -4,9 +4,8 @@
 offset (no walk over the earlier pages), reads the bytes of the tiles (or
 strips) the region crosses and decodes each with tifffile's own decoder
 (``TiffPage.decode``). The file is opened and closed inside the call, so it
-can run in any process. Whole frames
-(:func:`convpipe.imagefiles.read_frame`) and regions of a
-:class:`convpipe.tiffinput.TiffStack` both go through here.
+can run in any process. Every read of a TIFF frame goes through here
+(:func:`convpipe.imagefiles.read_frames`).
 
 Not through tifffile's Zarr store (``TiffPage.aszarr``), which reads the same
 tiles with the same decoder, but with zarr's per-chunk machinery around each
@@ -24,8 +23,8 @@ from convpipe.errors import InputError
 
 _PLANAR_SEPARATE = 2
 
-#: One page: its file, its index and its directory's file offset (None: find it by index).
-PageRef = tuple[str, int, "int | None"]
+#: One page: its file, its index and its directory's file offset.
+PageRef = tuple[str, int, int]
 
 
 def read_pages(
@@ -55,12 +54,9 @@ def read_pages(
     return parts
 
 
-def _read_page(tif: tifffile.TiffFile, index: int, offset: int | None, region: tuple[slice, ...]) -> np.ndarray:
-    if offset is None:
-        page = tif.pages[index]
-    else:
-        tif.filehandle.seek(offset)
-        page = tifffile.TiffPage(tif, index=index)
+def _read_page(tif: tifffile.TiffFile, index: int, offset: int, region: tuple[slice, ...]) -> np.ndarray:
+    tif.filehandle.seek(offset)
+    page = tifffile.TiffPage(tif, index=index)
     ys, xs, samples = (*region, slice(None), slice(None), slice(None))[:3]
     (y0, y1, sy), (x0, x1, sx) = ys.indices(page.imagelength), xs.indices(page.imagewidth)
     y1, x1 = max(y0, y1), max(x0, x1)
