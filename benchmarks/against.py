@@ -1,4 +1,3 @@
-#!/usr/bin/env python
 """End to end against another commit: is today's convpipe slower or faster than commit REV?
 
     python benchmarks/against.py REV [--frames 32] [--size 2048] [--rounds 5] [--repeats 1]
@@ -40,20 +39,19 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+from statistics import median
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO / "benchmarks"), str(REPO)]  # the current tree, not whatever is installed
 
-from benchdata import ensure_stack  # noqa: E402
-from checks import BenchmarkError, Reference, compare  # noqa: E402
-from report import load_average, machine_info  # noqa: E402
-from timing import settle  # noqa: E402
+from benchdata import ensure_stack
+from checks import BenchmarkError, Reference, compare
+from report import load_average, machine_info
+from timing import settle
 
 KINDS = ("whole process", "warm in-process")
 CLI = "from convpipe.cli import app; app()"
@@ -109,10 +107,8 @@ def git(*args: str) -> str:
 def materialise(rev: str, folder: Path) -> Path:
     """REV's ``convpipe/`` package under ``folder`` (``git archive``); the folder to put on PYTHONPATH."""
     folder.mkdir()
-    archive = subprocess.Popen(["git", "-C", str(REPO), "archive", rev, "convpipe"], stdout=subprocess.PIPE)
-    subprocess.run(["tar", "-x", "-C", str(folder)], stdin=archive.stdout, check=True)
-    if archive.wait() != 0:
-        raise BenchmarkError(f"git archive {rev} convpipe failed")
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", rev, "convpipe"], capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive.stdout, check=True)
     return folder
 
 
@@ -131,15 +127,14 @@ class Side:
 
     def __init__(self, name: str, label: str, tree: Path, scratch: Path, spawner: subprocess.Popen) -> None:
         self.name, self.label, self.tree, self.scratch, self.spawner = name, label, tree, scratch, spawner
-        self.log = open(scratch / f"worker-{name}.log", "w+")
+        self.log = open(scratch / f"worker-{name}.log", "w+")  # noqa: SIM115 (closed by close())
         env = {**os.environ, "PYTHONPATH": str(tree)}
         self.worker = subprocess.Popen([sys.executable, "-c", WORKER], cwd=scratch, env=env, text=True,
                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log)
         line = self.worker.stdout.readline()
-        if not line:
-            raise BenchmarkError(f"{label}: the worker did not start: {self.log_tail()}")
-        self.info = json.loads(line)
+        self.info = json.loads(line) if line else {"module": f"nothing, the worker died: {self.log_tail()}"}
         if not Path(self.info["module"]).resolve().is_relative_to(tree.resolve()):
+            self.close()
             raise BenchmarkError(f"{label}: imported {self.info['module']}, not the tree {tree}")
 
     def log_tail(self) -> str:
@@ -169,6 +164,7 @@ class Side:
     def close(self) -> None:
         self.worker.stdin.close()
         self.worker.wait()
+        self.worker.stdout.close()
         self.log.close()
 
 
@@ -193,6 +189,45 @@ def compare_trees(label: str, first: Path, second: Path) -> str:
             identical = False
             worst = max(worst, compare(f"{label}, frame {t}", x, y.astype(np.float64)))
     return "bit-identical" if identical else f"NOT bit-identical, within tolerance (worst relative {worst:.1e})"
+
+
+def measure(sides: list[Side], configs: dict, rounds: int, repeats: int) -> tuple[dict, dict]:
+    """Seconds of every (tree, stride, kind) and peak RSS of the whole processes, round-robin over rounds."""
+    seconds: dict[tuple, list[float]] = {}
+    rss: dict[tuple, list[int]] = {}
+    for r in range(rounds):
+        order = sides if r % 2 == 0 else sides[::-1]
+        for stride, (config, _) in configs.items():
+            for side in order:
+                settle()
+                wall, peak = side.process(config)
+                seconds.setdefault((side.name, stride, KINDS[0]), []).append(wall)
+                rss.setdefault((side.name, stride, KINDS[0]), []).append(peak)
+            for side in order:
+                for _ in range(repeats):
+                    settle()
+                    seconds.setdefault((side.name, stride, KINDS[1]), []).append(side.warm(config))
+    return seconds, rss
+
+
+def table(seconds: dict, rss: dict, strides: list[int], rev: str) -> list[dict]:
+    """Print the table (medians, minima, ratios current / REV); the ratios."""
+    print(f"\n| stride | kind | current s | {rev} s | current / {rev} | peak RSS GiB, current / {rev} | ratio |")
+    print("|---:|---|---:|---:|---:|---:|---:|")
+    ratios = []
+    for stride in strides:
+        for kind in KINDS:
+            cur, old = seconds[("current", stride, kind)], seconds[("rev", stride, kind)]
+            ratio = median(cur) / median(old)
+            ratios.append({"stride": stride, "kind": kind, "measure": "time", "current_over_rev": ratio})
+            line = f"| {stride} | {kind} | {median(cur):.3f} ({min(cur):.3f}) | {median(old):.3f} ({min(old):.3f})"
+            line += f" | **{ratio:.2f}** |"
+            if kind == KINDS[0]:
+                a, b = (median(rss[(name, stride, kind)]) / 2**30 for name in ("current", "rev"))
+                ratios.append({"stride": stride, "kind": kind, "measure": "peak RSS", "current_over_rev": a / b})
+                line += f" {a:.3f} / {b:.3f} | {a / b:.2f} |"
+            print(line + ("" if kind == KINDS[0] else " | |"))
+    return ratios
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -229,8 +264,8 @@ def main(argv: list[str] | None = None) -> int:
             shutil.copytree(stack, input_path)
             reference = Reference(input_path)
             configs = {stride: write_config(scratch, input_path, stride) for stride in strides}
-            sides = [Side("current", f"current ({head})", REPO, scratch, spawner),
-                     Side("rev", rev, materialise(args.rev, scratch / "rev"), scratch, spawner)]
+            sides.append(Side("current", f"current ({head})", REPO, scratch, spawner))
+            sides.append(Side("rev", rev, materialise(args.rev, scratch / "rev"), scratch, spawner))
             checks = []
             for stride, (config, output) in configs.items():  # warm-up and correctness first
                 kept = []
@@ -245,19 +280,7 @@ def main(argv: list[str] | None = None) -> int:
                               f"{reference.frames_text()}; their outputs are {same}")
                 for path in kept:
                     shutil.rmtree(path)
-            times: dict[tuple, list[float]] = {}
-            rss: dict[tuple, list[int]] = {}
-            for r in range(rounds):
-                for stride, (config, _) in configs.items():
-                    for side in sides if r % 2 == 0 else sides[::-1]:
-                        settle()
-                        seconds, peak = side.process(config)
-                        times.setdefault((side.name, stride, KINDS[0]), []).append(seconds)
-                        rss.setdefault((side.name, stride, KINDS[0]), []).append(peak)
-                    for side in sides if r % 2 == 0 else sides[::-1]:
-                        for _ in range(args.repeats):
-                            settle()
-                            times.setdefault((side.name, stride, KINDS[1]), []).append(side.warm(config))
+            seconds, rss = measure(sides, configs, rounds, args.repeats)
         except BenchmarkError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
@@ -266,41 +289,21 @@ def main(argv: list[str] | None = None) -> int:
                 side.close()
             spawner.stdin.close()
             spawner.wait()
+            spawner.stdout.close()
     load_after = load_average()
-
-    def median(values):
-        return statistics.median(values)
-
     print(f"\nend to end: current tree {REPO} ({head}) against {rev} ({sides[1].info['api']}); "
           f"{frames} x {size}² uint16, chunks (1, {min(1024, size)}, {min(1024, size)}), copied to {parent}")
     print(f"medians (min) of {rounds} rounds; in process {args.repeats} run(s) per round after a warm-up; "
-          f"load average before {' '.join(f'{x:.2f}' for x in load_before)}, "
-          f"after {' '.join(f'{x:.2f}' for x in load_after)}")
-    print(f"\n| stride | kind | current s | {rev} s | current / {rev} | current peak RSS GiB | "
-          f"{rev} peak RSS GiB | RSS ratio |")
-    print("|---:|---|---:|---:|---:|---:|---:|---:|")
-    rows, ratios = [], []
-    for stride in strides:
-        for kind in KINDS:
-            cur, old = times[("current", stride, kind)], times[("rev", stride, kind)]
-            ratio = median(cur) / median(old)
-            ratios.append({"stride": stride, "kind": kind, "measure": "time", "current_over_rev": ratio})
-            line = f"| {stride} | {kind} | {median(cur):.3f} ({min(cur):.3f}) | {median(old):.3f} ({min(old):.3f}) | **{ratio:.2f}** |"
-            if kind == KINDS[0]:
-                a, b = (median(rss[(name, stride, kind)]) / 2**30 for name in ("current", "rev"))
-                ratios.append({"stride": stride, "kind": kind, "measure": "peak RSS", "current_over_rev": a / b})
-                line += f" {a:.3f} | {b:.3f} | {a / b:.2f} |"
-            else:
-                line += " | | |"
-            print(line)
-            for side in sides:
-                key = (side.name, stride, kind)
-                rows.append({"tree": side.name, "commit": head if side.name == "current" else rev, "stride": stride,
-                             "kind": kind, "seconds": times[key], "median": median(times[key]),
-                             "min": min(times[key]), **({"peak_rss_bytes": rss[key]} if key in rss else {})})
+          f"load average {' '.join(f'{x:.2f}' for x in load_before)} before, "
+          f"{' '.join(f'{x:.2f}' for x in load_after)} after")
+    ratios = table(seconds, rss, strides, rev)
     for line in checks:
         print(f"agree: {line}")
     if args.json:
+        rows = [{"tree": tree, "commit": head if tree == "current" else rev, "stride": stride, "kind": kind,
+                 "seconds": values, "median": median(values), "min": min(values),
+                 **({"peak_rss_bytes": rss[tree, stride, kind]} if kind == KINDS[0] else {})}
+                for (tree, stride, kind), values in seconds.items()]
         record = {"rev": rev, "current": head, "frames": frames, "size": size, "rounds": rounds,
                   "repeats": args.repeats, "scratch": str(parent), "apis": {s.name: s.info["api"] for s in sides},
                   "load_before": load_before, "load_after": load_after, "machine": machine_info(),
