@@ -115,8 +115,9 @@ def materialise(rev: str, folder: Path) -> Path:
 def write_config(scratch: Path, input_path: Path, stride: int) -> tuple[Path, Path]:
     """The YAML config of one stride (read by both trees) and its output path."""
     output = scratch / f"out-stride{stride}.zarr"
-    text = (f"input:\n  path: {input_path}\nkernels: sobel\nstride: {stride}\ncombine: magnitude\n"
-            f"output:\n  path: {output}\n  dtype: float32\ncompute:\n  scheduler: threads\n")
+    text = (f"input:\n  path: {json.dumps(str(input_path))}\nkernels: sobel\nstride: {stride}\n"
+            f"combine: magnitude\noutput:\n  path: {json.dumps(str(output))}\n  dtype: float32\n"
+            "compute:\n  scheduler: threads\n")  # JSON strings are YAML strings: any path reads back
     path = scratch / f"stride{stride}.yaml"
     path.write_text(text)
     return path, output
