@@ -30,7 +30,8 @@ trees' outputs against each other, frame by frame (bit-identical, or within
 the reference's tolerance: reported). A mismatch or a failed run exits with
 code 1. The timed rows then go round-robin over rounds (the order of the
 trees alternating) so that background load hits both alike; the table gives
-medians, minima and the ratios current / REV, with the load average before and after.
+medians, minima and the ratios current / REV, with the load average before
+and after.
 """
 
 from __future__ import annotations
