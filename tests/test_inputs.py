@@ -47,6 +47,14 @@ def test_image_files_open_as_a_stack(tmp_path: Path) -> None:
     np.testing.assert_array_equal(stack.to_dask(((3,), (6,), (7,))).compute(), STACK.astype(np.uint8))
 
 
+def test_image_files_named_by_a_file_url_are_fingerprinted_like_their_path(tmp_path: Path) -> None:
+    for t, frame in enumerate(STACK.astype(np.uint8)):
+        iio.imwrite(tmp_path / f"frame{t}.png", frame)
+    by_url = open_input(tmp_path.as_uri())
+    assert by_url.shape == (3, 6, 7)
+    assert by_url.identity() == open_input(str(tmp_path)).identity() | {"path": tmp_path.as_uri()}
+
+
 @pytest.mark.parametrize(
     ("arrays", "array", "key", "fragment"),
     [
