@@ -27,7 +27,7 @@ from convpipe.padding import Padding, PaddingMode, parse_dilation, parse_padding
 from convpipe.paths import local_path, parse_storage_options
 from convpipe.pyramid import parse_pyramid
 from convpipe.shards import parse_shards
-from convpipe.yamldoc import YamlDoc, is_int, is_number, parse_yaml, show
+from convpipe.yamldoc import YamlDoc, is_int, is_number, parse_yaml, show, where
 
 SCHEDULERS = ("threads", "processes", "synchronous", "local")
 CHANNELS = ("sum", "each")
@@ -96,22 +96,12 @@ class Config:
     padding_mode: PaddingMode = "zeros"
     dilation: tuple[int, int] = (1, 1)
     source: str = "<config>"
-    key_lines: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
-    """YAML line of each dotted key (``"input.channel_axis"`` -> 4), for later error messages."""
-
-    def where(self, key: str) -> str:
-        """``file:line`` of ``key`` (or of its closest parent) in the config, for error messages."""
-        parts = key.split(".")
-        while parts:
-            line = self.key_lines.get(".".join(parts))
-            if line:
-                return f"{self.source}:{line}"
-            parts.pop()
-        return self.source
+    key_lines: dict[tuple, int] = field(default_factory=dict, compare=False, repr=False)
+    """YAML line of each key (``("input", "channel_axis")`` -> 4), for later error messages."""
 
     def error(self, kind: type[ConvpipeError], key: str, message: str) -> ConvpipeError:
-        """A ``kind`` error about ``key``, its text led by the file, the YAML line and the key."""
-        return kind(f"{self.where(key)}: {key}: {message}", key=key)
+        """A ``kind`` error about the dotted ``key``, its text led by the file, the YAML line and the key."""
+        return kind(f"{where(self.source, self.key_lines, tuple(key.split('.')))}: {key}: {message}", key=key)
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved config as plain JSON-able data (for output attributes)."""
@@ -379,11 +369,7 @@ def _config_from(raw: Any, doc: YamlDoc, source: str, base: Path | None) -> Conf
         channels=doc.choice(top.get("channels", Config.channels), ("channels",), CHANNELS),
         **geometry_keys,  # padding, padding_mode, dilation
         source=source,
-        key_lines={
-            ".".join(str(part) for part in key): line
-            for key, line in doc.lines.items()
-            if key and all(isinstance(part, str) for part in key)
-        },
+        key_lines={key: line for key, line in doc.lines.items() if key},  # a key not written: the file alone
     )
 
 

@@ -35,18 +35,11 @@ class YamlDoc:
         self.lines: dict[tuple, int] = {}
 
     def error(self, key: tuple, message: str) -> ConfigError:
-        line = self._line_of(key)
-        where = f"{self.source}:{line}" if line else self.source
+        """An error about ``key`` (``("kernels", 0, "name")`` is written ``kernels[0].name``), at its line."""
+        place = where(self.source, self.lines, key)
         name = ".".join(str(part) if isinstance(part, str) else f"[{part}]" for part in key)
         name = name.replace(".[", "[")
-        return ConfigError(f"{where}: {name}: {message}" if name else f"{where}: {message}", key=name or None)
-
-    def _line_of(self, key: tuple) -> int | None:
-        while key:
-            if key in self.lines:
-                return self.lines[key]
-            key = key[:-1]
-        return self.lines.get(())
+        return ConfigError(f"{place}: {name}: {message}" if name else f"{place}: {message}", key=name or None)
 
     # ------------------------------------------------------------------ value checks, one line each
 
@@ -107,6 +100,14 @@ class YamlDoc:
             raise self.error(key, f"unsupported YAML tag {_tag_text(node.tag)}; write a plain value") from None
         finally:
             loader.dispose()
+
+
+def where(source: str, lines: dict[tuple, int], key: tuple) -> str:
+    """``source:line`` of ``key``, or of its closest parent in ``lines``; ``source`` alone without one."""
+    while key and key not in lines:
+        key = key[:-1]
+    line = lines.get(key)
+    return f"{source}:{line}" if line else source
 
 
 def show(value: Any) -> str:
