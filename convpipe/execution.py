@@ -10,12 +10,13 @@ the futures, since Dask's local diagnostics do not see them).
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import signal
 import sys
 import threading
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, ThreadPoolExecutor, wait
+from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, ProcessPoolExecutor, ThreadPoolExecutor, wait
 
 import dask
 from dask.callbacks import Callback
@@ -25,7 +26,7 @@ from dask.threaded import get as get_threads
 
 from convpipe.config import ComputeSpec
 from convpipe.errors import ClusterError, ConfigError
-from convpipe.resources import local_cpus
+from convpipe.resources import local_cpus as local_threads  # the local schedulers' threads (tests patch it)
 
 JOBS_PER_THREAD = 2
 """Jobs kept in flight per thread: one running, one ready to start."""
@@ -87,7 +88,7 @@ class _HeapTrimmer:
             self.trim(0)
 
 
-def run_jobs(jobs: Iterable[list], n_jobs: int, total: int, compute: ComputeSpec, progress: bool = True) -> None:
+def run_jobs(jobs: Iterable[list], n_jobs: int, total: int, compute: ComputeSpec, progress: bool) -> None:
     """Compute ``jobs`` on the scheduler named in ``compute``, with a progress bar of ``total`` blocks.
 
     With fewer jobs (``n_jobs``) than threads (one large image is a single
@@ -98,8 +99,9 @@ def run_jobs(jobs: Iterable[list], n_jobs: int, total: int, compute: ComputeSpec
     if scheduler in ("threads", "processes", "synchronous"):
         with _progress_bar(total, progress) as bar:
             threads = local_threads()
-            if scheduler == "processes":
-                _run_on_processes(jobs, threads, bar)
+            if scheduler == "processes":  # one process pool for all jobs; Ctrl-C is the parent's to handle
+                with ProcessPoolExecutor(threads, initializer=_ignore_ctrl_c) as pool:
+                    _run_one_job_at_a_time(jobs, functools.partial(get_processes, pool=pool), bar)
             elif scheduler == "threads" and n_jobs >= threads:
                 _run_on_threads(jobs, threads, bar)
             else:  # synchronous, or fewer slabs than threads: each slab over every thread
@@ -107,17 +109,6 @@ def run_jobs(jobs: Iterable[list], n_jobs: int, total: int, compute: ComputeSpec
         return
     with distributed_client(compute) as client, _progress_bar(total, progress) as bar:
         _run_on_cluster(client, jobs, compute.retries, bar)
-
-
-def local_threads() -> int:
-    """Threads of the local schedulers: the CPUs this process may use (:func:`convpipe.resources.local_cpus`).
-
-    It honours the CPU affinity mask and a cgroup CPU quota (a container or
-    a batch job given 4 of a node's 64 cores gets 4), not ``os.cpu_count()``,
-    which counts the whole machine: as many tasks in flight as the node has
-    cores would break the memory bound.
-    """
-    return local_cpus()
 
 
 class _Stopped(Exception):
@@ -153,7 +144,7 @@ class _JobHooks(Callback):
 
 
 def _run_one_job_at_a_time(jobs: Iterable[list], scheduler, bar) -> None:
-    """Each job on Dask's local ``scheduler`` (the synchronous one, or threads over all threads).
+    """Each job on Dask's local ``scheduler`` (synchronous, threads over all threads, or processes).
 
     Schedulers are passed as functions, not names: Dask looks for a
     distributed client behind a name, which imports ``distributed``.
@@ -173,9 +164,7 @@ def _run_on_threads(jobs: Iterable[list], threads: int, bar) -> None:
         try:
             for job in jobs:
                 hooks = _JobHooks(job, bar, stop, lock)
-                pending.add(
-                    pool.submit(dask.compute, *job, scheduler=get_sync, callbacks=[hooks._callback])
-                )
+                pending.add(pool.submit(dask.compute, *job, scheduler=get_sync, callbacks=[hooks._callback]))
                 if len(pending) >= JOBS_PER_THREAD * threads:
                     _drain(pending, FIRST_COMPLETED, trimmer)
             _drain(pending, ALL_COMPLETED, trimmer)
@@ -193,15 +182,6 @@ def _drain(pending: set, return_when, trimmer: _HeapTrimmer) -> None:
     for future in finished:
         future.result()  # raises the job's error, if any
         trimmer.job_done()
-
-
-def _run_on_processes(jobs: Iterable[list], processes: int, bar) -> None:
-    """Jobs run one after another, each spread by Dask over one shared process pool."""
-    from concurrent.futures import ProcessPoolExecutor
-
-    with ProcessPoolExecutor(processes, initializer=_ignore_ctrl_c) as pool:
-        for job in jobs:
-            dask.compute(*job, scheduler=get_processes, pool=pool, callbacks=[_JobHooks(job, bar)._callback])
 
 
 def _ignore_ctrl_c() -> None:
@@ -288,12 +268,16 @@ def check_scheduler(address: str, timeout: float) -> dict:
                 key="compute.scheduler",
             ) from None
         except (OSError, ValueError) as exc:
-            raise ConfigError(
-                f"compute.scheduler: cannot connect to the Dask scheduler at {address} ({exc})", key="compute.scheduler"
-            ) from None
+            raise _cannot_connect(address, exc) from None
     if not isinstance(answer, dict) or answer.get("type") != "Scheduler":
-        raise ConfigError(f"compute.scheduler: {address} answered, but is not a Dask scheduler", key="compute.scheduler")
+        message = f"compute.scheduler: {address} answered, but is not a Dask scheduler"
+        raise ConfigError(message, key="compute.scheduler")
     return answer
+
+
+def _cannot_connect(address: str, exc: Exception) -> ConfigError:
+    message = f"compute.scheduler: cannot connect to the Dask scheduler at {address} ({exc})"
+    return ConfigError(message, key="compute.scheduler")
 
 
 WORKERS_IGNORE_CTRL_C = (
@@ -312,35 +296,30 @@ def distributed_client(compute: ComputeSpec) -> Iterator:
 
     if compute.scheduler == "local":
         nanny_log = logging.getLogger("distributed.nanny")
-        level = nanny_log.level
-        try:
-            with (
-                LocalCluster(
-                    n_workers=compute.workers,
-                    threads_per_worker=compute.threads_per_worker,
-                    processes=True,
-                    dashboard_address=None,
-                    # Without a dashboard the scheduler still serves HTTP, by default on 8787: with another
-                    # Dask cluster running, that gave a "Port 8787 is already in use" warning. Any free port.
-                    scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
-                    preload=[WORKERS_IGNORE_CTRL_C],
-                ) as cluster,
-                Client(cluster) as client,
-            ):
-                try:
-                    yield client
-                finally:  # tearing down our own cluster: a busy worker "still alive after 4.0 seconds, killing"
-                    nanny_log.setLevel(logging.ERROR)
-        finally:
-            nanny_log.setLevel(level)
+        with (
+            _log_level(nanny_log.name, nanny_log.level),  # its level as it is now, back once all is closed
+            LocalCluster(
+                n_workers=compute.workers,
+                threads_per_worker=compute.threads_per_worker,
+                processes=True,
+                dashboard_address=None,
+                # Without a dashboard the scheduler still serves HTTP, by default on 8787: with another
+                # Dask cluster running, that gave a "Port 8787 is already in use" warning. Any free port.
+                scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+                preload=[WORKERS_IGNORE_CTRL_C],
+            ) as cluster,
+            Client(cluster) as client,
+        ):
+            try:
+                yield client
+            finally:  # tearing down our own cluster: a busy worker "still alive after 4.0 seconds, killing"
+                nanny_log.setLevel(logging.ERROR)
         return
     check_scheduler(compute.scheduler, compute.connect_timeout)
     try:
         client = Client(compute.scheduler, timeout=f"{compute.connect_timeout}s")
     except (OSError, TimeoutError) as exc:
-        raise ConfigError(
-            f"compute.scheduler: cannot connect to the Dask scheduler at {compute.scheduler} ({exc})"
-        ) from None
+        raise _cannot_connect(compute.scheduler, exc) from None
     # A lost scheduler is reported by convpipe in one line (see _run_on_cluster); the client's own
     # reconnection log, and its batched comm's "Batched Comm Closed" (logged at INFO with the
     # traceback when a send was under way), would add tracebacks to it.

@@ -257,10 +257,8 @@ def make_plan(config: Config) -> Plan:
         levels=levels,
     )
     if config.compute.scheduler in ("threads", "processes", "synchronous"):
-        import psutil
-
         threads = 1 if config.compute.scheduler == "synchronous" else local_cpus()
-        problem = local_memory_problem(plan.task_memory(), threads, psutil.virtual_memory().available)
+        problem = local_memory_problem(plan.task_memory(), threads)
         if problem and shards:  # a task writes whole shards: they set its size
             raise config.error(ConfigError, "output.shards", f"{problem}, or smaller output.shards")
         if problem:
