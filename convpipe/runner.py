@@ -22,9 +22,11 @@ import numpy as np
 import zarr
 
 from convpipe import __version__, planner
+from convpipe.codecs import on_codec_pipelines
 from convpipe.completion import BlockRecorder, block_name, fingerprint
 from convpipe.config import Config, with_scheduler
 from convpipe.errors import ClusterError, ConfigError, InputError, OutputError, ResumeError, storage_errors
+from convpipe.geometry import Slab
 from convpipe.integrity import MISSING, block_input_region, chunk_identities, first_change
 from convpipe.locking import output_lock
 from convpipe.metadata import ome_compatible, ome_multiscales, with_windows
@@ -40,6 +42,7 @@ from convpipe.outputs import (
     swap_into_place,
     sweep_partial_writes,
 )
+from convpipe.padding import unpadded_chunks
 from convpipe.paths import path_exists, remove_path, zarr_store
 from convpipe.planner import Plan
 from convpipe.pyramid import pyramid_layout
@@ -75,7 +78,9 @@ class RunSummary:
 
 def resume_command(plan: Plan, scheduler: str | None = None) -> str:
     """The shell command that finishes an interrupted run of ``plan`` (with its ``--scheduler`` override)."""
-    command = ["convpipe", "run", plan.config.source, "--resume"] + (["--scheduler", scheduler] if scheduler else [])
+    command = ["convpipe", "run", plan.config.source, "--resume"]
+    if scheduler:
+        command += ["--scheduler", scheduler]
     return shlex.join(command)
 
 
@@ -109,7 +114,7 @@ def run(
     scheduler: str | None = None,
     progress: bool = True,
 ) -> RunSummary:
-    """Run a config (a YAML file, a mapping with its keys, a ``Config`` or a ``Plan``): what ``convpipe run`` does.
+    """Run a config (a YAML file, a mapping, a ``Config`` or a ``Plan``): what ``convpipe run`` does.
 
     Creates (or reopens) the output Zarr, writes every missing block and
     returns a :class:`RunSummary`. An existing output is replaced only with
@@ -122,8 +127,10 @@ def run(
     kept and the error says how to resume.
     """
     if overwrite and resume:
-        raise ConfigError("--resume and --overwrite exclude each other: resume keeps the finished blocks, "
-                          "overwrite starts again; pass one of them")
+        raise ConfigError(
+            "--resume and --overwrite exclude each other: resume keeps the finished blocks, "
+            "overwrite starts again; pass one of them"
+        )
     plan = config if isinstance(config, Plan) else planner.plan(config)
     config = plan.config if scheduler is None else with_scheduler(plan.config, scheduler)
     overwrite = overwrite or config.output.overwrite
@@ -140,14 +147,14 @@ def run(
                 print(f"convpipe: {note}", file=sys.stderr)
             target_path, target, done = _open_target(plan, overwrite, resume)
             opened.append(target_path)
-            io_plan, target, pipelines = _with_codec_pipelines(plan, config, target)
+            choice, codec = config.compute.codec_pipeline, config.output.codec
+            source, target, pipelines = on_codec_pipelines(plan.stack.source, target, choice, codec)
+            io_plan = replace(plan, stack=replace(plan.stack, source=source))  # arrays on those pipelines
             recorder = BlockRecorder(target_path, storage_options=options)
             todo = _write_missing_blocks(io_plan, config, target, recorder, done, progress, hint)
             _write_display_windows(target_path, recorder)
-            record = dict(target.attrs["convpipe"])
-            record["complete"] = True
-            record["codec_pipeline"] = pipelines  # the pipelines of the run that finished the output
-            target.attrs["convpipe"] = record
+            finished = {"complete": True, "codec_pipeline": pipelines}  # those of the run that finished it
+            target.attrs["convpipe"] = {**target.attrs["convpipe"], **finished}
             consolidate(target_path, options)
             if target_path != final:
                 swap_into_place(target_path, final, options)
@@ -161,15 +168,6 @@ def _resume_hint(plan: Plan, scheduler: str | None, opened: list[str]) -> str:
     if not opened or not BlockRecorder(opened[0], storage_options=plan.config.output.storage_options).done():
         return ""
     return f"; finished blocks are kept. Once fixed, resume with: {resume_command(plan, scheduler)}"
-
-
-def _with_codec_pipelines(plan: Plan, config: Config, target) -> tuple[Plan, Any, dict[str, str | None]]:
-    """``plan`` and ``target`` with their Zarr arrays on the pipelines ``compute.codec_pipeline`` gives them."""
-    from convpipe.codecs import on_codec_pipelines
-
-    choice, codec = config.compute.codec_pipeline, config.output.codec
-    source, target, pipelines = on_codec_pipelines(plan.stack.source, target, choice, codec)
-    return replace(plan, stack=replace(plan.stack, source=source)), target, pipelines
 
 
 def _check_before_writing(plan: Plan, config: Config) -> None:
@@ -203,9 +201,10 @@ def _write_missing_blocks(plan, config, target, recorder, done, progress, hint) 
     }
     missing_chunks = {key for ids in inputs.values() for key, identity in ids.items() if identity == MISSING}
     if todo:
-        jobs = _slab_jobs(plan, target, recorder, done, inputs)
+        slabs = g.slabs()
+        jobs = _slab_jobs(plan, slabs, target, recorder, done, inputs)
         try:
-            run_jobs(jobs, len(g.slabs()), todo, config.compute, progress=progress)
+            run_jobs(jobs, len(slabs), todo, config.compute, progress=progress)
         except (InputError, ClusterError) as exc:  # a chunk that cannot be decoded, a lost scheduler
             raise type(exc)(f"{exc}{hint()}", key=exc.key) from None
     if missing_chunks:
@@ -215,15 +214,14 @@ def _write_missing_blocks(plan, config, target, recorder, done, progress, hint) 
             f"stored and were read as the fill value {fill} (first: {min(missing_chunks)})",
             file=sys.stderr,
         )
-    if len(recorder.done()) != g.n_tasks:
-        raise RuntimeError(f"{recorder.output_path}: {g.n_tasks - len(recorder.done())} blocks have no record")
+    unrecorded = g.n_tasks - len(recorder.done())
+    if unrecorded:
+        raise RuntimeError(f"{recorder.output_path}: {unrecorded} blocks have no record")
     return todo
 
 
-def _slab_jobs(
-    plan: Plan, target, recorder: BlockRecorder, done: set[tuple[int, ...]], inputs: dict[tuple[int, ...], dict]
-) -> Iterator[list]:
-    """Per slab (batch chunk, or column band of a wide one), the write tasks of its blocks not yet done, as Delayed objects.
+def _slab_jobs(plan: Plan, slabs: list[Slab], target, recorder, done: set, inputs: dict) -> Iterator[list]:
+    """Per slab (batch chunk, or column band of a wide one): the Delayed write tasks of its blocks not done.
 
     Slabs are independent (halos never cross batch chunks), so running a
     bounded number of them at a time bounds memory by the slabs in flight,
@@ -231,7 +229,6 @@ def _slab_jobs(
     it is about to run. Each slab's recorder writes its blocks' ``inputs``
     (identities of the input chunks read) into their completion records.
     """
-    from convpipe.padding import unpadded_chunks
     from convpipe.pipeline import result_array, write_tasks
 
     g, dtype = plan.geometry, plan.output_dtype
@@ -240,7 +237,7 @@ def _slab_jobs(
     channels = 1 if channel_axis is None else g.output_shape[channel_axis]
     measure = BlockMeasure(channel_axis, sample_step(g.output_shape, channels))
     levels = open_levels(target, plan.levels)
-    for slab in g.slabs():
+    for slab in slabs:
         blocks_of_slab = {
             index: tuple(o + i for o, i in zip(slab.block_origin, index))
             for index in np.ndindex(*(len(c) for c in slab.geometry.output_chunks))
@@ -248,7 +245,8 @@ def _slab_jobs(
         todo = {index: block for index, block in blocks_of_slab.items() if block not in done}
         if not todo:
             continue
-        slab_input = stack[slab.input_slices].rechunk(unpadded_chunks(slab.geometry))  # a band's halo joins its last tile
+        # a band's halo joins its last tile
+        slab_input = stack[slab.input_slices].rechunk(unpadded_chunks(slab.geometry))
         tokens = write_tasks(
             result_array(slab_input, slab.geometry, plan.weights, dtype),
             target,
@@ -276,15 +274,15 @@ def _write_display_windows(path: str, recorder: BlockRecorder) -> None:
 
 
 def _inputs_of(plan: Plan, block: tuple[int, ...]) -> dict[str, str]:
-    """Identities of the stored input chunks ``block`` reads (Zarr inputs; image files are in the fingerprint)."""
+    """Identities of the stored input chunks ``block`` reads (Zarr inputs; image files are fingerprinted)."""
     if not isinstance(plan.stack.source, zarr.Array):
         return {}
     region = plan.stack.stored_region(block_input_region(plan.geometry, block))
     return chunk_identities(plan.stack.source, region)
 
 
-def _unchanged_inputs(plan: Plan, recorded_inputs: dict[tuple[int, ...], dict | None]) -> set[tuple[int, ...]]:
-    """The recorded blocks that can be trusted: every input chunk they read (``recorded_inputs``) is unchanged.
+def _unchanged_inputs(plan: Plan, recorded_inputs: dict[tuple, dict | None]) -> set[tuple[int, ...]]:
+    """The recorded blocks to trust: every input chunk they read (``recorded_inputs``) is unchanged.
 
     A block recorded without input identities is computed again; a changed
     input chunk refuses the resume (the output would mix two inputs).
