@@ -389,8 +389,6 @@ def is_scheduler(value: Any) -> bool:
 def with_scheduler(config: Config, scheduler: str) -> Config:
     """``config`` with ``compute.scheduler`` replaced (the ``--scheduler`` option), checked as in the file."""
     if not is_scheduler(scheduler):
-        raise ConfigError(
-            f"--scheduler: expected one of {', '.join(SCHEDULERS)} or tcp://HOST:PORT, got {scheduler!r}",
-            key="--scheduler",
-        )
+        expected = f"one of {', '.join(SCHEDULERS)} or tcp://HOST:PORT"
+        raise ConfigError.about("--scheduler", f"expected {expected}, got {scheduler!r}")
     return replace(config, compute=replace(config.compute, scheduler=scheduler))

@@ -25,7 +25,7 @@ from dask.multiprocessing import get as get_processes
 from dask.threaded import get as get_threads
 
 from convpipe.config import ComputeSpec
-from convpipe.errors import ClusterError, ConfigError
+from convpipe.errors import ClusterError, ConfigError, ConvpipeError
 from convpipe.resources import local_cpus as local_threads  # the local schedulers' threads (tests patch it)
 
 JOBS_PER_THREAD = 2
@@ -215,11 +215,8 @@ def _run_on_cluster(client, jobs: Iterable[list], retries: int, bar) -> None:
         for _ in range(in_flight):
             _finish_one(window, bar)
     except (CommClosedError, FutureCancelledError) as exc:  # the scheduler went away
-        raise ClusterError(
-            f"compute.scheduler: the connection to the Dask scheduler at {client.scheduler.address} was lost "
-            f"({type(exc).__name__})",
-            key="compute.scheduler",
-        ) from None
+        lost = f"the connection to the Dask scheduler at {client.scheduler.address} was lost"
+        raise ClusterError.about("compute.scheduler", f"{lost} ({type(exc).__name__})") from None
     finally:
         with contextlib.suppress(OSError, TimeoutError):  # nothing to cancel on a scheduler that is gone
             client.cancel(submitted)
@@ -233,7 +230,7 @@ def _finish_one(window, bar) -> None:
 
 
 def check_scheduler(address: str, timeout: float) -> dict:
-    """The identity of the Dask scheduler at ``address`` (its workers too); ``ConfigError`` unless it answers in time.
+    """The Dask scheduler's identity at ``address`` (its workers too); ConfigError unless it answers in time.
 
     ``distributed.Client`` waits forever on a port that accepts connections
     but never answers (dask/distributed#8071), so the scheduler is asked for
@@ -262,22 +259,18 @@ def check_scheduler(address: str, timeout: float) -> dict:
         try:
             answer = pool.submit(asyncio.run, asyncio.wait_for(identity(), timeout)).result()
         except (asyncio.TimeoutError, TimeoutError):
-            raise ConfigError(
-                f"compute.scheduler: the Dask scheduler at {address} did not answer within {timeout:g} s "
-                "(compute.connect_timeout)",
-                key="compute.scheduler",
-            ) from None
+            silent = f"the Dask scheduler at {address} did not answer within {timeout:g} s"
+            raise ConfigError.about("compute.scheduler", f"{silent} (compute.connect_timeout)") from None
         except (OSError, ValueError) as exc:
             raise _cannot_connect(address, exc) from None
     if not isinstance(answer, dict) or answer.get("type") != "Scheduler":
-        message = f"compute.scheduler: {address} answered, but is not a Dask scheduler"
-        raise ConfigError(message, key="compute.scheduler")
+        raise ConfigError.about("compute.scheduler", f"{address} answered, but is not a Dask scheduler")
     return answer
 
 
-def _cannot_connect(address: str, exc: Exception) -> ConfigError:
-    message = f"compute.scheduler: cannot connect to the Dask scheduler at {address} ({exc})"
-    return ConfigError(message, key="compute.scheduler")
+def _cannot_connect(address: str, exc: Exception) -> ConvpipeError:
+    message = f"cannot connect to the Dask scheduler at {address} ({exc})"
+    return ConfigError.about("compute.scheduler", message)
 
 
 WORKERS_IGNORE_CTRL_C = (

@@ -1,11 +1,4 @@
-"""Running a plan: create (or reopen) the output, write every missing block, finish.
-
-The output's life: a new output is created with its provenance; an existing
-one is replaced only with ``overwrite``, by a copy built at the staging path
-and swapped in at the end; an unfinished one is completed with ``resume``
-(same fingerprint, only unrecorded blocks computed). Storage refusals become
-:class:`~convpipe.errors.StorageError` with the command that resumes the run.
-"""
+"""Running a plan: create (or reopen) the output, write every missing block, finish (see :func:`run`)."""
 
 from __future__ import annotations
 
@@ -85,19 +78,13 @@ def resume_command(plan: Plan, scheduler: str | None = None) -> str:
 
 
 def provenance(plan: Plan) -> dict[str, Any]:
-    """The ``convpipe`` attribute of the output array."""
-    c = plan.config
+    """The ``convpipe`` attribute of the output array; it repeats some fingerprint fields at its top level."""
     fields = plan.fingerprint_fields()
     return {
         "version": __version__,
-        "config": c.to_dict(),
-        "kernels": c.kernels.describe(),
-        "stride": list(c.stride),
-        "combine": c.combine,
-        "padding": list(plan.geometry.padding),
-        "padding_mode": plan.geometry.padding_mode,
-        "dilation": list(plan.geometry.dilation),
-        "input": plan.stack.identity(),
+        "config": plan.config.to_dict(),
+        "kernels": plan.config.kernels.describe(),
+        **{key: fields[key] for key in ("stride", "combine", "padding", "padding_mode", "dilation", "input")},
         "blocks": plan.geometry.n_tasks,
         "axes": [a.to_dict() for a in plan.output_axes],
         "complete": False,
@@ -180,7 +167,7 @@ def _check_before_writing(plan: Plan, config: Config) -> None:
         scheduler_info = check_scheduler(config.compute.scheduler, config.compute.connect_timeout)
         problem = worker_memory_problem(plan.task_memory(), scheduler_info.get("workers", {}))
         if problem:
-            raise ConfigError(f"compute.scheduler: {problem}", key="compute.scheduler")
+            raise ConfigError.about("compute.scheduler", problem)
 
 
 def _write_missing_blocks(plan, config, target, recorder, done, progress, hint) -> int:
@@ -295,11 +282,11 @@ def _unchanged_inputs(plan: Plan, recorded_inputs: dict[tuple, dict | None]) -> 
             continue
         changed = first_change(recorded, _inputs_of(plan, block))
         if changed is not None:
-            raise ResumeError(
-                f"input.path: the input chunk {changed} of {plan.stack.path} changed after block "
-                f"{block_name(block)} was computed from it; resuming would mix the old and the new input; "
+            raise ResumeError.about(
+                "input.path",
+                f"the input chunk {changed} of {plan.stack.path} changed after block {block_name(block)} was "
+                "computed from it; resuming would mix the old and the new input; "
                 "pass --overwrite to start again",
-                key="input.path",
             )
         trusted.add(block)
     return trusted
@@ -328,26 +315,21 @@ def _open_target(plan: Plan, overwrite: bool, resume: bool):
     if not overwrite:
         record = read_record(final, options)
         if record is not None and not record.get("complete"):
-            raise OutputError(
-                f"output.path: {final} is an unfinished convpipe output; pass --resume to finish it "
-                "or --overwrite to start again",
-                key="output.path",
-            )
-        message = f"output.path: {final} already exists; pass --overwrite (or output.overwrite: true)"
-        raise OutputError(message, key="output.path")
+            unfinished = f"{final} is an unfinished convpipe output"
+            message = f"{unfinished}; pass --resume to finish it or --overwrite to start again"
+            raise OutputError.about("output.path", message)
+        message = f"{final} already exists; pass --overwrite (or output.overwrite: true)"
+        raise OutputError.about("output.path", message)
     if not is_replaceable(final, options):
-        raise OutputError(
-            f"output.path: {final} exists and is not a convpipe output; convpipe replaces only its own "
-            "outputs: choose another output.path, or remove it yourself",
-            key="output.path",
+        raise OutputError.about(
+            "output.path",
+            f"{final} exists and is not a convpipe output; convpipe replaces only its own outputs: "
+            "choose another output.path, or remove it yourself",
         )
     if exists(staged):  # an abandoned replacement
         if not is_replaceable(staged, options):
-            raise OutputError(
-                f"output.path: {staged} (where the replacement is built) exists and is not a convpipe "
-                "output; remove or rename it",
-                key="output.path",
-            )
+            message = f"{staged} (where the replacement is built) exists and is not a convpipe output"
+            raise OutputError.about("output.path", f"{message}; remove or rename it")
         remove_path(staged, options)
     return staged, _create_target(plan, staged), set()
 
@@ -356,17 +338,16 @@ def _reopen_for_resume(plan: Plan, path: str):
     options = plan.config.output.storage_options
     record = read_record(path, options)
     if record is None:
-        raise ResumeError(
-            f"output.path: {path} exists but is not a convpipe output; cannot resume it", key="output.path"
-        )
+        message = f"{path} exists but is not a convpipe output; cannot resume it"
+        raise ResumeError.about("output.path", message)
     expected = plan.fingerprint_fields()
     if record.get("fingerprint") != fingerprint(expected):
         recorded = record.get("determined_by", {})
         differing = sorted(k for k in expected if recorded.get(k) != expected[k]) or ["version"]
-        raise ResumeError(
-            f"output.path: {path} was written by a different run (differs in: {', '.join(differing)}); "
+        raise ResumeError.about(
+            "output.path",
+            f"{path} was written by a different run (differs in: {', '.join(differing)}); "
             "cannot resume; pass --overwrite to start again",
-            key="output.path",
         )
     return open_output_array(path, mode="r+", storage_options=options)
 
