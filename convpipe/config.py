@@ -108,7 +108,7 @@ class Config:
         """The resolved config as plain JSON-able data (for output attributes)."""
         return {
             "input": _without_storage_options(asdict(self.input)),
-            "kernels": self.bank_name if self.bank_name else self.kernels.describe(),
+            "kernels": self.bank_name or self.kernels.describe(),
             "stride": list(self.stride),
             "combine": self.combine,
             "padding": self.padding if isinstance(self.padding, str) else list(self.padding),

@@ -19,6 +19,7 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, ProcessPoolExecutor, ThreadPoolExecutor, wait
 
 import dask
+import psutil
 from dask.callbacks import Callback
 from dask.local import get_sync
 from dask.multiprocessing import get as get_processes
@@ -68,8 +69,6 @@ class _HeapTrimmer:
         if sys.platform.startswith("linux"):
             import ctypes
             import ctypes.util
-
-            import psutil
 
             try:
                 self.trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim

@@ -210,11 +210,10 @@ def _write_missing_blocks(plan, config, target, recorder, done, progress, hint) 
 def _slab_jobs(plan: Plan, slabs: list[Slab], target, recorder, done: set, inputs: dict) -> Iterator[list]:
     """Per slab (batch chunk, or column band of a wide one): the Delayed write tasks of its blocks not done.
 
-    Slabs are independent (halos never cross batch chunks), so running a
-    bounded number of them at a time bounds memory by the slabs in flight,
-    never by the length of the stack; each slab's graph is built only when
-    it is about to run. Each slab's recorder writes its blocks' ``inputs``
-    (identities of the input chunks read) into their completion records.
+    Each slab's graph is built only when it is about to run, so memory is
+    bounded by the slabs in flight (see :mod:`convpipe.execution`). Its
+    recorder writes its blocks' ``inputs`` (identities of the input chunks
+    read) into their completion records.
     """
     from convpipe.pipeline import result_array, write_tasks
 
