@@ -77,12 +77,15 @@ def run(
 ) -> None:
     """Run the config: read the input, correlate every block, write the output Zarr."""
     from convpipe.planner import plan as make_plan
-    from convpipe.runner import resume_command, run as run_plan
+    from convpipe.runner import resume_command
+    from convpipe.runner import run as run_plan
 
     with user_errors():
         plan = make_plan(config)
         try:
-            summary = run_plan(plan, overwrite=overwrite, scheduler=scheduler, progress=not quiet, resume=resume)
+            summary = run_plan(
+                plan, overwrite=overwrite, resume=resume, scheduler=scheduler, progress=not quiet
+            )
         except KeyboardInterrupt:
             command = resume_command(plan, scheduler)
             typer.echo(f"interrupted; finished blocks are kept. Resume with: {command}", err=True)
@@ -126,7 +129,8 @@ def inspect(
         list[str] | None,
         typer.Option(
             "--storage-option",
-            help="fsspec option of a URL PATH, KEY=VALUE (repeatable): endpoint_url=http://host:9000, anon=true...",
+            help="fsspec option of a URL PATH, KEY=VALUE (repeatable): "
+            "endpoint_url=http://host:9000, anon=true...",
         ),
     ] = None,
 ) -> None:

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from convpipe.padding import Padding, PaddingMode, parse_dilation, parse_padding
 from convpipe.paths import local_path, parse_storage_options
 from convpipe.pyramid import parse_pyramid
 from convpipe.shards import parse_shards
-from convpipe.yamldoc import YamlDoc, is_int, is_number, parse_yaml, show
+from convpipe.yamldoc import YamlDoc, boolean, choice, is_int, is_number, pair, parse_yaml, show, where
 
 SCHEDULERS = ("threads", "processes", "synchronous", "local")
 CHANNELS = ("sum", "each")
@@ -59,9 +60,9 @@ class OutputSpec:
     storage_options: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
     """fsspec options for a URL path (endpoint, credentials); never written into the output."""
     shards: tuple[int, ...] | str | None = None
-    """Zarr v3 shard shape (one length per output axis), ``"auto"``, or None: no shards (see :mod:`convpipe.shards`)."""
+    """Zarr v3 shard shape (one length per output axis), ``"auto"``, or None: no shards."""
     pyramid: int | str = 0
-    """Levels below level 0 (each a 2 x 2 mean of the one below), or ``"auto"``; see :mod:`convpipe.pyramid`."""
+    """Levels below level 0 (each a 2 x 2 mean of the one below), or ``"auto"``."""
 
 
 @dataclass(frozen=True)
@@ -96,28 +97,18 @@ class Config:
     padding_mode: PaddingMode = "zeros"
     dilation: tuple[int, int] = (1, 1)
     source: str = "<config>"
-    key_lines: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
-    """YAML line of each dotted key (``"input.channel_axis"`` -> 4), for later error messages."""
-
-    def where(self, key: str) -> str:
-        """``file:line`` of ``key`` (or of its closest parent) in the config, for error messages."""
-        parts = key.split(".")
-        while parts:
-            line = self.key_lines.get(".".join(parts))
-            if line:
-                return f"{self.source}:{line}"
-            parts.pop()
-        return self.source
+    key_lines: dict[tuple, int] = field(default_factory=dict, compare=False, repr=False)
+    """YAML line of each key (``("input", "channel_axis")`` -> 4), for later error messages."""
 
     def error(self, kind: type[ConvpipeError], key: str, message: str) -> ConvpipeError:
-        """A ``kind`` error about ``key``, its text led by the file, the YAML line and the key."""
-        return kind(f"{self.where(key)}: {key}: {message}", key=key)
+        """A ``kind`` error about the dotted ``key``, its text led by the file, the YAML line and the key."""
+        return kind(f"{where(self.source, self.key_lines, tuple(key.split('.')))}: {key}: {message}", key=key)
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved config as plain JSON-able data (for output attributes)."""
         return {
             "input": _without_storage_options(asdict(self.input)),
-            "kernels": self.bank_name if self.bank_name else self.kernels.describe(),
+            "kernels": self.bank_name or self.kernels.describe(),
             "stride": list(self.stride),
             "combine": self.combine,
             "padding": self.padding if isinstance(self.padding, str) else list(self.padding),
@@ -130,44 +121,84 @@ class Config:
 
 
 def _without_storage_options(spec: dict[str, Any]) -> dict[str, Any]:
-    """A spec as recorded in the output: storage options may hold credentials, and do not change the result."""
+    """A spec as the output records it: storage options may hold credentials, and do not change the result."""
     spec.pop("storage_options", None)
     return spec
 
 
-# --------------------------------------------------------------------------- value checks
+# --------------------------------------------------------------------------- values
+# Each parser checks one value and returns it as the spec holds it (None: the default), or raises a
+# ValueError whose message the caller leads with the file, the line and the key (see YamlDoc.parsed).
 
 
-def _path(doc: YamlDoc, value: Any, key: tuple, base: Path | None) -> str:
+def _chunks(value: Any) -> tuple[int, int] | None:
+    return None if value is None else pair("null or [cy, cx] positive integers", value)
+
+
+def _positive_int(value: Any) -> int | None:
+    if value is not None and (not is_int(value) or value < 1):
+        raise ValueError(f"must be a positive integer, got {show(value)}")
+    return None if value is None else int(value)
+
+
+def _retries(value: Any) -> int:
+    if not is_int(value) or value < 0:
+        raise ValueError(f"must be a non-negative integer, got {show(value)}")
+    return int(value)
+
+
+def _seconds(value: Any) -> float:
+    if not is_number(value) or not 0 < value < math.inf:
+        raise ValueError(f"must be a positive number of seconds, got {show(value)}")
+    return float(value)
+
+
+def _scheduler(value: Any) -> str:
+    if not is_scheduler(value):
+        expected = f"one of {', '.join(SCHEDULERS)} or a scheduler address tcp://HOST:PORT"
+        raise ValueError(f"must be {expected}, got {show(value)}")
+    return value
+
+
+def _array(value: Any) -> str | None:
+    if is_int(value) and value >= 0:
+        return str(value)  # `array: 0` names the OME-Zarr level "0"
+    if value is not None and (not isinstance(value, str) or not value):
+        raise ValueError(f"must be an array path inside the group, got {show(value)}")
+    return value
+
+
+def _channel_axis(value: Any) -> int | None:
+    if value is not None and not is_int(value):
+        raise ValueError(f"must be an integer axis or null, got {show(value)}")
+    return None if value is None else int(value)
+
+
+def _axes(value: Any) -> str | None:
+    letters = isinstance(value, str) and value.isalpha() and len(set(value)) == len(value)
+    if value is not None and not letters:
+        raise ValueError(f"must be distinct axis letters such as 'tyx' or 'zyx', got {show(value)}")
+    return value.lower() if value else None
+
+
+def _path(base: Path | None, value: Any) -> str:
+    """A URL as it is, a local path resolved against ``base`` (the config's folder) unless absolute."""
     if not isinstance(value, str) or not value.strip():
-        raise doc.error(key, f"must be a path or URL string, got {show(value)}")
-    return resolve_path(value, base)
-
-
-def _parsed(doc: YamlDoc, parse: Callable[[Any], Any], value: Any, key: tuple) -> Any:
-    """``parse(value)``, its ``ValueError`` (a message without the key) turned into an error naming ``key``."""
-    try:
-        return parse(value)
-    except ValueError as exc:
-        raise doc.error(key, str(exc)) from None
-
-
-def _storage_options(doc: YamlDoc, section: dict[str, Any], name: str) -> dict[str, Any]:
-    """``<name>.storage_options``: fsspec options, refused beside a local path (they would be ignored)."""
-    options = _parsed(doc, parse_storage_options, section.get("storage_options") or {}, (name, "storage_options"))
-    if options and local_path(section["path"]) is not None:
-        raise doc.error((name, "storage_options"), f"applies to URLs only (s3://...), but {name}.path is a local path")
-    return options
-
-
-def resolve_path(value: str, base: Path | None) -> str:
-    """Resolve ``value`` against ``base`` unless it is absolute or a URL."""
+        raise ValueError(f"must be a path or URL string, got {show(value)}")
     if "://" in value:
         return value
     path = Path(value).expanduser()
     if not path.is_absolute() and base is not None:
         path = base / path
-    return str(Path(path).resolve())
+    return str(path.resolve())
+
+
+def _storage_options(path: str, section: str, value: Any) -> dict[str, Any]:
+    """fsspec options, refused beside a local ``path`` (they would be ignored)."""
+    options = parse_storage_options(value or {})
+    if options and local_path(path) is not None:
+        raise ValueError(f"applies to URLs only (s3://...), but {section}.path is a local path")
+    return options
 
 
 # --------------------------------------------------------------------------- kernels
@@ -245,9 +276,25 @@ def _weights(doc: YamlDoc, value: Any, key: tuple) -> np.ndarray:
 # --------------------------------------------------------------------------- the config
 
 
-TOP_KEYS = (
-    "input", "kernels", "stride", "combine", "padding", "padding_mode", "dilation", "channels", "output", "compute",
-)
+SETTING_PARSERS = {
+    "stride": partial(pair, "a positive integer or [sy, sx]"),
+    "combine": partial(choice, COMBINES),
+    "padding": parse_padding,
+    "padding_mode": parse_padding_mode,
+    "dilation": parse_dilation,
+    "channels": partial(choice, CHANNELS),
+}
+COMPUTE_PARSERS = {
+    "chunks": _chunks,
+    "scheduler": _scheduler,
+    "workers": _positive_int,
+    "threads_per_worker": _positive_int,
+    "task_mib": _positive_int,
+    "retries": _retries,
+    "connect_timeout": _seconds,
+    "codec_pipeline": partial(choice, CODEC_PIPELINES),
+}
+TOP_KEYS = ("input", "kernels", *SETTING_PARSERS, "output", "compute")
 INPUT_KEYS, OUTPUT_KEYS, COMPUTE_KEYS = (
     tuple(f.name for f in fields(spec)) for spec in (InputSpec, OutputSpec, ComputeSpec)
 )
@@ -262,7 +309,7 @@ def load_config(config: str | Path | Mapping[str, Any]) -> Config:
 
     Examples
     --------
-    >>> config = load_config({"input": {"path": "in.zarr"}, "kernels": "sobel", "output": {"path": "out.zarr"}})
+    >>> config = load_config({"input": {"path": "in.zarr"}, "kernels": "sobel", "output": {"path": "o.zarr"}})
     >>> config.kernels.names, config.stride
     (('sobel-x', 'sobel-y'), (1, 1))
     """
@@ -287,116 +334,61 @@ def parse_config(text: str, source: str = "<config>", base: Path | None = None) 
 
 
 def _config_from(raw: Any, doc: YamlDoc, source: str, base: Path | None) -> Config:
-    top = doc.mapping(raw, (), TOP_KEYS)
-    for required in ("input", "kernels", "output"):
-        if required not in top:
-            raise doc.error((), f"missing required key {required!r}")
-
-    raw_input = doc.mapping(top["input"], ("input",), INPUT_KEYS)
-    if "path" not in raw_input:
-        raise doc.error(("input",), "missing required key 'path'")
-    array = raw_input.get("array")
-    if is_int(array) and array >= 0:
-        array = str(array)  # `array: 0` names the OME-Zarr level "0"
-    if array is not None and (not isinstance(array, str) or not array):
-        raise doc.error(("input", "array"), f"must be an array path inside the group, got {show(array)}")
-    channel_axis = raw_input.get("channel_axis")
-    if channel_axis is not None and not is_int(channel_axis):
-        raise doc.error(("input", "channel_axis"), f"must be an integer axis or null, got {show(channel_axis)}")
-    axes = raw_input.get("axes")
-    if axes is not None and (not isinstance(axes, str) or not axes.isalpha() or len(set(axes)) != len(axes)):
-        raise doc.error(("input", "axes"), f"must be distinct axis letters such as 'tyx' or 'zyx', got {show(axes)}")
-    input_spec = InputSpec(
-        path=_path(doc, raw_input["path"], ("input", "path"), base),
-        array=array,
-        channel_axis=None if channel_axis is None else int(channel_axis),
-        axes=axes.lower() if axes else None,
-        storage_options=_storage_options(doc, raw_input, "input"),
-    )
+    top = doc.mapping(raw, (), TOP_KEYS, required=("input", "kernels", "output"))
+    raw_input = doc.mapping(top["input"], ("input",), INPUT_KEYS, required=("path",))
+    input_parsers = {
+        "array": _array,
+        "channel_axis": _channel_axis,
+        "axes": _axes,
+        "path": partial(_path, base),
+        "storage_options": partial(_storage_options, raw_input["path"], "input"),
+    }
+    input_spec = InputSpec(**doc.parsed(raw_input, input_parsers, ("input",)))
 
     bank, bank_name = parse_kernels(doc, top["kernels"])
-    stride = doc.pair(top.get("stride", 1), ("stride",), "a positive integer or [sy, sx]")
-    combine = doc.choice(top.get("combine", "none"), ("combine",), COMBINES)
-    if combine == "direction" and len(bank.names) != 2:
+    # Config has no default for stride and combine: given here as they would be written.
+    settings = doc.parsed({"stride": 1, "combine": "none", **top}, SETTING_PARSERS)
+    if settings["combine"] == "direction" and len(bank.names) != 2:
         raise doc.error(("combine",), f"direction needs a bank of exactly two kernels, got {len(bank.names)}")
-    parsers = {"padding": parse_padding, "padding_mode": parse_padding_mode, "dilation": parse_dilation}
-    geometry_keys = {name: _parsed(doc, parse, top[name], (name,)) for name, parse in parsers.items() if name in top}
 
-    raw_output = doc.mapping(top["output"], ("output",), OUTPUT_KEYS)
-    if "path" not in raw_output:
-        raise doc.error(("output",), "missing required key 'path'")
-    output_format = doc.choice(raw_output.get("format", OutputSpec.format), ("output", "format"), OUTPUT_FORMATS)
-    output_spec = OutputSpec(
-        path=_path(doc, raw_output["path"], ("output", "path"), base),
-        overwrite=doc.boolean(raw_output.get("overwrite", OutputSpec.overwrite), ("output", "overwrite")),
-        dtype=doc.choice(raw_output.get("dtype", OutputSpec.dtype), ("output", "dtype"), OUTPUT_DTYPES),
-        codec=doc.choice(raw_output.get("codec", OutputSpec.codec), ("output", "codec"), CODECS),
-        format=output_format,
-        storage_options=_storage_options(doc, raw_output, "output"),
-        shards=_parsed(doc, lambda v: parse_shards(v, output_format), raw_output.get("shards"), ("output", "shards")),
-        pyramid=_parsed(doc, parse_pyramid, raw_output.get("pyramid", OutputSpec.pyramid), ("output", "pyramid")),
-    )
+    raw_output = doc.mapping(top["output"], ("output",), OUTPUT_KEYS, required=("path",))
+    output_format = raw_output.get("format", OutputSpec.format)  # checked before the shards
+    output_parsers = {
+        "format": partial(choice, OUTPUT_FORMATS),
+        "path": partial(_path, base),
+        "overwrite": boolean,
+        "dtype": partial(choice, OUTPUT_DTYPES),
+        "codec": partial(choice, CODECS),
+        "storage_options": partial(_storage_options, raw_output["path"], "output"),
+        "shards": lambda value: parse_shards(value, output_format),
+        "pyramid": parse_pyramid,
+    }
+    output_spec = OutputSpec(**doc.parsed(raw_output, output_parsers, ("output",)))
 
-    raw_compute = top.get("compute")
-    raw_compute = doc.mapping({} if raw_compute is None else raw_compute, ("compute",), COMPUTE_KEYS)
-    chunks = raw_compute.get("chunks")
-    if chunks is not None:
-        chunks = doc.pair(chunks, ("compute", "chunks"), "null or [cy, cx] positive integers")
-    scheduler = raw_compute.get("scheduler", ComputeSpec.scheduler)
-    if not is_scheduler(scheduler):
-        raise doc.error(
-            ("compute", "scheduler"),
-            f"must be one of {', '.join(SCHEDULERS)} or a scheduler address tcp://HOST:PORT, "
-            f"got {show(scheduler)}",
-        )
-    optional_ints = {}
-    for name in ("workers", "threads_per_worker", "task_mib"):
-        if raw_compute.get(name) is not None:
-            optional_ints[name] = doc.positive_int(raw_compute[name], ("compute", name))
-    retries = raw_compute.get("retries", ComputeSpec.retries)
-    if not is_int(retries) or retries < 0:
-        raise doc.error(("compute", "retries"), f"must be a non-negative integer, got {show(retries)}")
-    connect_timeout = raw_compute.get("connect_timeout", ComputeSpec.connect_timeout)
-    if not is_number(connect_timeout) or not 0 < connect_timeout < math.inf:
-        raise doc.error(
-            ("compute", "connect_timeout"), f"must be a positive number of seconds, got {show(connect_timeout)}"
-        )
-    codec_pipeline = raw_compute.get("codec_pipeline", ComputeSpec.codec_pipeline)
-    codec_pipeline = doc.choice(codec_pipeline, ("compute", "codec_pipeline"), CODEC_PIPELINES)
-    compute_spec = ComputeSpec(
-        chunks=chunks, scheduler=scheduler, retries=int(retries), connect_timeout=float(connect_timeout),
-        codec_pipeline=codec_pipeline, **optional_ints,
-    )
+    raw_compute = {} if top.get("compute") is None else top["compute"]
+    raw_compute = doc.mapping(raw_compute, ("compute",), COMPUTE_KEYS)
+    compute_spec = ComputeSpec(**doc.parsed(raw_compute, COMPUTE_PARSERS, ("compute",)))
 
     return Config(
         input=input_spec,
         kernels=bank,
         bank_name=bank_name,
-        stride=stride,
-        combine=combine,
         output=output_spec,
         compute=compute_spec,
-        channels=doc.choice(top.get("channels", Config.channels), ("channels",), CHANNELS),
-        **geometry_keys,  # padding, padding_mode, dilation
+        **settings,
         source=source,
-        key_lines={
-            ".".join(str(part) for part in key): line
-            for key, line in doc.lines.items()
-            if key and all(isinstance(part, str) for part in key)
-        },
+        key_lines={key: line for key, line in doc.lines.items() if key},  # not the root: its line is no key's
     )
 
 
 def is_scheduler(value: Any) -> bool:
-    """Whether ``value`` names a scheduler: one of :data:`SCHEDULERS` or an address such as ``tcp://HOST:PORT``."""
+    """Whether ``value`` names a scheduler: one of :data:`SCHEDULERS` or an address (``tcp://HOST:PORT``)."""
     return isinstance(value, str) and (value in SCHEDULERS or "://" in value)
 
 
 def with_scheduler(config: Config, scheduler: str) -> Config:
     """``config`` with ``compute.scheduler`` replaced (the ``--scheduler`` option), checked as in the file."""
     if not is_scheduler(scheduler):
-        raise ConfigError(
-            f"--scheduler: expected one of {', '.join(SCHEDULERS)} or tcp://HOST:PORT, got {scheduler!r}",
-            key="--scheduler",
-        )
+        expected = f"one of {', '.join(SCHEDULERS)} or tcp://HOST:PORT"
+        raise ConfigError.about("--scheduler", f"expected {expected}, got {scheduler!r}")
     return replace(config, compute=replace(config.compute, scheduler=scheduler))

@@ -35,6 +35,11 @@ class ConvpipeError(Exception):
         super().__init__(message)
         self.key = key
 
+    @classmethod
+    def about(cls, key: str, message: str) -> ConvpipeError:
+        """An error about ``key``, its text led by the key (``output.path: ...``)."""
+        return cls(f"{key}: {message}", key=key)
+
 
 class ConfigError(ConvpipeError):
     """The YAML config is malformed or holds an invalid value."""

@@ -10,22 +10,24 @@ the futures, since Dask's local diagnostics do not see them).
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import signal
 import sys
 import threading
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, ThreadPoolExecutor, wait
+from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, ProcessPoolExecutor, ThreadPoolExecutor, wait
 
 import dask
+import psutil
 from dask.callbacks import Callback
 from dask.local import get_sync
 from dask.multiprocessing import get as get_processes
 from dask.threaded import get as get_threads
 
 from convpipe.config import ComputeSpec
-from convpipe.errors import ClusterError, ConfigError
-from convpipe.resources import local_cpus
+from convpipe.errors import ClusterError, ConfigError, ConvpipeError
+from convpipe.resources import local_cpus as local_threads  # the local schedulers' threads (tests patch it)
 
 JOBS_PER_THREAD = 2
 """Jobs kept in flight per thread: one running, one ready to start."""
@@ -68,8 +70,6 @@ class _HeapTrimmer:
             import ctypes
             import ctypes.util
 
-            import psutil
-
             try:
                 self.trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
             except (OSError, AttributeError):
@@ -87,7 +87,7 @@ class _HeapTrimmer:
             self.trim(0)
 
 
-def run_jobs(jobs: Iterable[list], n_jobs: int, total: int, compute: ComputeSpec, progress: bool = True) -> None:
+def run_jobs(jobs: Iterable[list], n_jobs: int, total: int, compute: ComputeSpec, progress: bool) -> None:
     """Compute ``jobs`` on the scheduler named in ``compute``, with a progress bar of ``total`` blocks.
 
     With fewer jobs (``n_jobs``) than threads (one large image is a single
@@ -98,8 +98,9 @@ def run_jobs(jobs: Iterable[list], n_jobs: int, total: int, compute: ComputeSpec
     if scheduler in ("threads", "processes", "synchronous"):
         with _progress_bar(total, progress) as bar:
             threads = local_threads()
-            if scheduler == "processes":
-                _run_on_processes(jobs, threads, bar)
+            if scheduler == "processes":  # one process pool for all jobs; Ctrl-C is the parent's to handle
+                with ProcessPoolExecutor(threads, initializer=_ignore_ctrl_c) as pool:
+                    _run_one_job_at_a_time(jobs, functools.partial(get_processes, pool=pool), bar)
             elif scheduler == "threads" and n_jobs >= threads:
                 _run_on_threads(jobs, threads, bar)
             else:  # synchronous, or fewer slabs than threads: each slab over every thread
@@ -107,17 +108,6 @@ def run_jobs(jobs: Iterable[list], n_jobs: int, total: int, compute: ComputeSpec
         return
     with distributed_client(compute) as client, _progress_bar(total, progress) as bar:
         _run_on_cluster(client, jobs, compute.retries, bar)
-
-
-def local_threads() -> int:
-    """Threads of the local schedulers: the CPUs this process may use (:func:`convpipe.resources.local_cpus`).
-
-    It honours the CPU affinity mask and a cgroup CPU quota (a container or
-    a batch job given 4 of a node's 64 cores gets 4), not ``os.cpu_count()``,
-    which counts the whole machine: as many tasks in flight as the node has
-    cores would break the memory bound.
-    """
-    return local_cpus()
 
 
 class _Stopped(Exception):
@@ -153,7 +143,7 @@ class _JobHooks(Callback):
 
 
 def _run_one_job_at_a_time(jobs: Iterable[list], scheduler, bar) -> None:
-    """Each job on Dask's local ``scheduler`` (the synchronous one, or threads over all threads).
+    """Each job on Dask's local ``scheduler`` (synchronous, threads over all threads, or processes).
 
     Schedulers are passed as functions, not names: Dask looks for a
     distributed client behind a name, which imports ``distributed``.
@@ -173,9 +163,7 @@ def _run_on_threads(jobs: Iterable[list], threads: int, bar) -> None:
         try:
             for job in jobs:
                 hooks = _JobHooks(job, bar, stop, lock)
-                pending.add(
-                    pool.submit(dask.compute, *job, scheduler=get_sync, callbacks=[hooks._callback])
-                )
+                pending.add(pool.submit(dask.compute, *job, scheduler=get_sync, callbacks=[hooks._callback]))
                 if len(pending) >= JOBS_PER_THREAD * threads:
                     _drain(pending, FIRST_COMPLETED, trimmer)
             _drain(pending, ALL_COMPLETED, trimmer)
@@ -193,15 +181,6 @@ def _drain(pending: set, return_when, trimmer: _HeapTrimmer) -> None:
     for future in finished:
         future.result()  # raises the job's error, if any
         trimmer.job_done()
-
-
-def _run_on_processes(jobs: Iterable[list], processes: int, bar) -> None:
-    """Jobs run one after another, each spread by Dask over one shared process pool."""
-    from concurrent.futures import ProcessPoolExecutor
-
-    with ProcessPoolExecutor(processes, initializer=_ignore_ctrl_c) as pool:
-        for job in jobs:
-            dask.compute(*job, scheduler=get_processes, pool=pool, callbacks=[_JobHooks(job, bar)._callback])
 
 
 def _ignore_ctrl_c() -> None:
@@ -235,11 +214,8 @@ def _run_on_cluster(client, jobs: Iterable[list], retries: int, bar) -> None:
         for _ in range(in_flight):
             _finish_one(window, bar)
     except (CommClosedError, FutureCancelledError) as exc:  # the scheduler went away
-        raise ClusterError(
-            f"compute.scheduler: the connection to the Dask scheduler at {client.scheduler.address} was lost "
-            f"({type(exc).__name__})",
-            key="compute.scheduler",
-        ) from None
+        lost = f"the connection to the Dask scheduler at {client.scheduler.address} was lost"
+        raise ClusterError.about("compute.scheduler", f"{lost} ({type(exc).__name__})") from None
     finally:
         with contextlib.suppress(OSError, TimeoutError):  # nothing to cancel on a scheduler that is gone
             client.cancel(submitted)
@@ -253,7 +229,7 @@ def _finish_one(window, bar) -> None:
 
 
 def check_scheduler(address: str, timeout: float) -> dict:
-    """The identity of the Dask scheduler at ``address`` (its workers too); ``ConfigError`` unless it answers in time.
+    """The Dask scheduler's identity at ``address`` (its workers too); ConfigError unless it answers in time.
 
     ``distributed.Client`` waits forever on a port that accepts connections
     but never answers (dask/distributed#8071), so the scheduler is asked for
@@ -282,18 +258,18 @@ def check_scheduler(address: str, timeout: float) -> dict:
         try:
             answer = pool.submit(asyncio.run, asyncio.wait_for(identity(), timeout)).result()
         except (asyncio.TimeoutError, TimeoutError):
-            raise ConfigError(
-                f"compute.scheduler: the Dask scheduler at {address} did not answer within {timeout:g} s "
-                "(compute.connect_timeout)",
-                key="compute.scheduler",
-            ) from None
+            silent = f"the Dask scheduler at {address} did not answer within {timeout:g} s"
+            raise ConfigError.about("compute.scheduler", f"{silent} (compute.connect_timeout)") from None
         except (OSError, ValueError) as exc:
-            raise ConfigError(
-                f"compute.scheduler: cannot connect to the Dask scheduler at {address} ({exc})", key="compute.scheduler"
-            ) from None
+            raise _cannot_connect(address, exc) from None
     if not isinstance(answer, dict) or answer.get("type") != "Scheduler":
-        raise ConfigError(f"compute.scheduler: {address} answered, but is not a Dask scheduler", key="compute.scheduler")
+        raise ConfigError.about("compute.scheduler", f"{address} answered, but is not a Dask scheduler")
     return answer
+
+
+def _cannot_connect(address: str, exc: Exception) -> ConvpipeError:
+    message = f"cannot connect to the Dask scheduler at {address} ({exc})"
+    return ConfigError.about("compute.scheduler", message)
 
 
 WORKERS_IGNORE_CTRL_C = (
@@ -312,35 +288,30 @@ def distributed_client(compute: ComputeSpec) -> Iterator:
 
     if compute.scheduler == "local":
         nanny_log = logging.getLogger("distributed.nanny")
-        level = nanny_log.level
-        try:
-            with (
-                LocalCluster(
-                    n_workers=compute.workers,
-                    threads_per_worker=compute.threads_per_worker,
-                    processes=True,
-                    dashboard_address=None,
-                    # Without a dashboard the scheduler still serves HTTP, by default on 8787: with another
-                    # Dask cluster running, that gave a "Port 8787 is already in use" warning. Any free port.
-                    scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
-                    preload=[WORKERS_IGNORE_CTRL_C],
-                ) as cluster,
-                Client(cluster) as client,
-            ):
-                try:
-                    yield client
-                finally:  # tearing down our own cluster: a busy worker "still alive after 4.0 seconds, killing"
-                    nanny_log.setLevel(logging.ERROR)
-        finally:
-            nanny_log.setLevel(level)
+        with (
+            _log_level(nanny_log.name, nanny_log.level),  # its level as it is now, back once all is closed
+            LocalCluster(
+                n_workers=compute.workers,
+                threads_per_worker=compute.threads_per_worker,
+                processes=True,
+                dashboard_address=None,
+                # Without a dashboard the scheduler still serves HTTP, by default on 8787: with another
+                # Dask cluster running, that gave a "Port 8787 is already in use" warning. Any free port.
+                scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+                preload=[WORKERS_IGNORE_CTRL_C],
+            ) as cluster,
+            Client(cluster) as client,
+        ):
+            try:
+                yield client
+            finally:  # tearing down our own cluster: a busy worker "still alive after 4.0 seconds, killing"
+                nanny_log.setLevel(logging.ERROR)
         return
     check_scheduler(compute.scheduler, compute.connect_timeout)
     try:
         client = Client(compute.scheduler, timeout=f"{compute.connect_timeout}s")
     except (OSError, TimeoutError) as exc:
-        raise ConfigError(
-            f"compute.scheduler: cannot connect to the Dask scheduler at {compute.scheduler} ({exc})"
-        ) from None
+        raise _cannot_connect(compute.scheduler, exc) from None
     # A lost scheduler is reported by convpipe in one line (see _run_on_cluster); the client's own
     # reconnection log, and its batched comm's "Batched Comm Closed" (logged at INFO with the
     # traceback when a send was under way), would add tracebacks to it.

@@ -1,6 +1,6 @@
 """Planning a run: validate everything against the input, write nothing.
 
-:func:`make_plan` opens the input lazily, resolves its axes and checks the
+:func:`plan` opens the input lazily, resolves its axes and checks the
 config against it; the resulting :class:`Plan` is what ``convpipe validate``
 prints (``str(plan)``) and what :func:`convpipe.runner.execute` runs.
 """
@@ -93,40 +93,38 @@ class Plan:
 
     def __str__(self) -> str:
         """The plan as ``convpipe validate`` prints it."""
-        g, c = self.geometry, self.config
-        bank = c.bank_name or "custom"
-        kh, kw = g.kernel_shape
-        s = self.stack
+        c, g, s, bank = self.config, self.geometry, self.stack, self.config.kernels
+        (kh, kw), (dy, dx), (sy, sx) = g.kernel_shape, g.dilation, g.stride
+        array = f" [{s.array_path}]" if s.array_path else ""
+        kernels = f"{c.bank_name or 'custom'}: {', '.join(bank.names)}"
+        kernel_shape = "x".join(map(str, bank.kernel_shape))
+        padding = c.padding if isinstance(c.padding, str) else "explicit"
+        padding = f"{padding}: top, bottom, left, right {g.padding}  mode {g.padding_mode}"
         lines = [
             f"config      {c.source}",
-            f"input       {self.stack.path}{f' [{self.stack.array_path}]' if self.stack.array_path else ''}",
+            f"input       {s.path}{array}",
             f"  shape     {s.source_shape}  dtype {s.dtype}  stored chunks {s.source_chunks}",
             f"  axes      {(self.input_axes or self.axes).describe(s.source_shape)}",
             f"            {g.frames} frame(s), {g.channels} channel(s) into the core, channels: {c.channels}",
-            (
-                f"kernels     {bank}: {', '.join(c.kernels.names)}  ({len(c.kernels.names)} x"
-                f" {c.kernels.kernel_shape[0]}x{c.kernels.kernel_shape[1]},"
-                f" {c.kernels.channels} channel(s))"
-            ),
-            f"stride      {g.stride[0]} x {g.stride[1]}   combine {g.combine}",
-            (
-                f"padding     {c.padding if isinstance(c.padding, str) else 'explicit'}:"
-                f" top, bottom, left, right {g.padding}  mode {g.padding_mode}"
-                f"   dilation {g.dilation[0]} x {g.dilation[1]}"
-            ),
+            f"kernels     {kernels}  ({len(bank.names)} x {kernel_shape}, {bank.channels} channel(s))",
+            f"stride      {sy} x {sx}   combine {g.combine}",
+            f"padding     {padding}   dilation {dy} x {dx}",
             f"processing  chunks {_chunk_text(g.input_chunks)}  halo (0, {kh - 1}) x (0, {kw - 1})",
             f"output      {c.output.path}",
             f"  shape     {g.output_shape}  dtype {self.output_dtype}  dims {list(self.dimension_names)}",
             f"  axes      {_output_axes_text(self.output_axes)}",
             f"  chunks    {g.zarr_chunks}  codec {c.output.codec}  format {c.output.format}",
-            *([f"  shards    {self.shards}  ({shard_files(g, self.shards)} shard files)"] if self.shards else []),
-            *([f"  pyramid   {self.levels} level(s) below 0, down to {level_shape(g.output_shape, self.levels)}"]
-              if self.levels else []),
+        ]
+        if self.shards:
+            lines.append(f"  shards    {self.shards}  ({shard_files(g, self.shards)} shard files)")
+        if self.levels:
+            bottom = level_shape(g.output_shape, self.levels)
+            lines.append(f"  pyramid   {self.levels} level(s) below 0, down to {bottom}")
+        memory, threads = self.task_memory(), local_cpus()
+        in_flight = f"~{_mib(memory * threads)} in flight with {threads} thread(s)"
+        lines += [
             f"tasks       {g.n_tasks}",
-            (
-                f"memory      ~{_mib(self.task_memory())} per task, ~{_mib(self.task_memory() * local_cpus())}"
-                f" in flight with {local_cpus()} thread(s)"
-            ),
+            f"memory      ~{_mib(memory)} per task, {in_flight}",
             f"scheduler   {c.compute.scheduler}",
         ]
         return "\n".join(lines)
@@ -155,15 +153,9 @@ def plan(config: Config | str | Path | Mapping[str, Any]) -> Plan:
     """The plan of a config (a :class:`Config`, a YAML file or a mapping): what ``convpipe validate`` prints.
 
     Opens the input lazily and checks the config against it; writes nothing.
-    """
-    return make_plan(config if isinstance(config, Config) else load_config(config))
-
-
-def make_plan(config: Config) -> Plan:
-    """Open the input and check the config against it; nothing is written.
-
     Errors name the config file and the YAML line of the key concerned.
     """
+    config = config if isinstance(config, Config) else load_config(config)
     try:
         with storage_errors():
             stack = open_input(config.input.path, config.input.array, config.input.storage_options)
@@ -176,14 +168,12 @@ def make_plan(config: Config) -> Plan:
         axes = resolve_axes(source, stack.shape, config.input.channel_axis, config.input.axes)
     except ConvpipeError as exc:
         raise config.error(type(exc), exc.key or "input.axes", str(exc)) from None
-    channel_axis = axes.channel_axis
-    channels = 1 if channel_axis is None else stack.shape[channel_axis]
     bank, resolved = config.kernels, axes
     kernel_labels, batch_labels, weights = tuple(bank.names), {}, None
     if config.channels == "each":
         stack, axes, weights, kernel_labels, batch_labels = _each_channel(config, stack, axes)
-        channel_axis = axes.channel_axis
-        channels = 1 if channel_axis is None else stack.shape[channel_axis]
+    channel_axis = axes.channel_axis
+    channels = 1 if channel_axis is None else stack.shape[channel_axis]
     if weights is None and bank.channels not in (1, channels):
         hint = (
             f"give [C][kh][kw] weights with C = {channels}"
@@ -257,10 +247,8 @@ def make_plan(config: Config) -> Plan:
         levels=levels,
     )
     if config.compute.scheduler in ("threads", "processes", "synchronous"):
-        import psutil
-
         threads = 1 if config.compute.scheduler == "synchronous" else local_cpus()
-        problem = local_memory_problem(plan.task_memory(), threads, psutil.virtual_memory().available)
+        problem = local_memory_problem(plan.task_memory(), threads)
         if problem and shards:  # a task writes whole shards: they set its size
             raise config.error(ConfigError, "output.shards", f"{problem}, or smaller output.shards")
         if problem:
@@ -298,7 +286,7 @@ def _each_channel(config: Config, stack: InputStack, axes: Axes):
 
 
 def depthwise_weights(weights: np.ndarray, channels: int) -> np.ndarray:
-    """``(K, 1, kh, kw)`` kernels -> ``(C*K, C, kh, kw)``: kernel ``k`` on channel ``c`` alone, at ``c*K + k``.
+    """``(K, 1, kh, kw)`` kernels -> ``(C*K, C, kh, kw)``: kernel ``k`` on channel ``c`` alone at ``c*K + k``.
 
     The core skips zero weights, so each response is exactly the 2-D
     correlation of one channel with one kernel.

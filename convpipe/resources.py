@@ -1,4 +1,4 @@
-"""Plans that cannot run well are caught before they start: memory per task against what is there, task counts.
+"""Plans that cannot run well, caught before they start: memory per task against what is there, task counts.
 
 The estimate is the plan's own (:meth:`convpipe.planner.Plan.task_memory`:
 one input block with its halo and a float copy, the responses, the output
@@ -7,9 +7,13 @@ block), times the tasks that run at once. Nothing is materialised to get it.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+from pathlib import Path
 from typing import Any
+
+import psutil
 
 MANY_TASKS = 20_000
 SMALL_TASK_BYTES = 2**20
@@ -52,12 +56,9 @@ def local_cpus() -> int:
         count = len(os.sched_getaffinity(0))
     else:
         count = os.cpu_count() or 1
-    try:
-        import psutil
-
-        count = min(count, len(psutil.Process().cpu_affinity() or range(count)))
-    except (ImportError, AttributeError):  # no psutil, or no affinity on this OS
-        pass
+    process = psutil.Process()
+    if hasattr(process, "cpu_affinity"):  # not on macOS
+        count = min(count, len(process.cpu_affinity() or range(count)))
     quota, period = _cgroup_cpu_quota()
     if quota is not None and period and quota > 0:
         count = min(count, math.ceil(quota / period))
@@ -67,26 +68,19 @@ def local_cpus() -> int:
 def _cgroup_cpu_quota() -> tuple[int | None, int | None]:
     """``(quota, period)`` of this process's cgroup (v1 or v2), or ``(None, None)`` without a quota."""
     for folder in ("cpuacct,cpu", "cpu,cpuacct"):  # cgroup v1: either name
-        try:
-            with open(f"/sys/fs/cgroup/{folder}/cpu.cfs_quota_us") as quota, open(
-                f"/sys/fs/cgroup/{folder}/cpu.cfs_period_us"
-            ) as period:
-                return int(quota.read()), int(period.read())
-        except (OSError, ValueError):
-            pass
-    try:  # cgroup v2
-        with open("/proc/self/cgroup") as file:
-            group = file.read().strip().split(":")[-1].rstrip("/") + "/"
-        with open(f"/sys/fs/cgroup{group}cpu.max") as file:
-            quota, period = map(int, file.read().split(" "))
-            return quota, period
-    except (OSError, ValueError):
-        return None, None
+        v1 = Path("/sys/fs/cgroup", folder)
+        with contextlib.suppress(OSError, ValueError):
+            return int((v1 / "cpu.cfs_quota_us").read_text()), int((v1 / "cpu.cfs_period_us").read_text())
+    with contextlib.suppress(OSError, ValueError):  # cgroup v2
+        group = Path("/proc/self/cgroup").read_text().strip().split(":")[-1].strip("/")
+        quota, period = map(int, Path("/sys/fs/cgroup", group, "cpu.max").read_text().split(" "))
+        return quota, period
+    return None, None
 
 
-def local_memory_problem(task_bytes: int, threads: int, available: int) -> str | None:
-    """Why the tasks in flight on this machine cannot fit in the memory available, or None."""
-    need = task_bytes * threads
+def local_memory_problem(task_bytes: int, threads: int) -> str | None:
+    """Why the tasks in flight on this machine cannot fit in the memory available now, or None."""
+    need, available = task_bytes * threads, psutil.virtual_memory().available
     if need <= available:
         return None
     return (

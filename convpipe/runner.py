@@ -1,11 +1,4 @@
-"""Running a plan: create (or reopen) the output, write every missing block, finish.
-
-The output's life: a new output is created with its provenance; an existing
-one is replaced only with ``overwrite``, by a copy built at the staging path
-and swapped in at the end; an unfinished one is completed with ``resume``
-(same fingerprint, only unrecorded blocks computed). Storage refusals become
-:class:`~convpipe.errors.StorageError` with the command that resumes the run.
-"""
+"""Running a plan: create (or reopen) the output, write every missing block, finish (see :func:`run`)."""
 
 from __future__ import annotations
 
@@ -22,9 +15,11 @@ import numpy as np
 import zarr
 
 from convpipe import __version__, planner
+from convpipe.codecs import on_codec_pipelines
 from convpipe.completion import BlockRecorder, block_name, fingerprint
 from convpipe.config import Config, with_scheduler
 from convpipe.errors import ClusterError, ConfigError, InputError, OutputError, ResumeError, storage_errors
+from convpipe.geometry import Slab
 from convpipe.integrity import MISSING, block_input_region, chunk_identities, first_change
 from convpipe.locking import output_lock
 from convpipe.metadata import ome_compatible, ome_multiscales, with_windows
@@ -40,6 +35,7 @@ from convpipe.outputs import (
     swap_into_place,
     sweep_partial_writes,
 )
+from convpipe.padding import unpadded_chunks
 from convpipe.paths import path_exists, remove_path, zarr_store
 from convpipe.planner import Plan
 from convpipe.pyramid import pyramid_layout
@@ -75,24 +71,20 @@ class RunSummary:
 
 def resume_command(plan: Plan, scheduler: str | None = None) -> str:
     """The shell command that finishes an interrupted run of ``plan`` (with its ``--scheduler`` override)."""
-    command = ["convpipe", "run", plan.config.source, "--resume"] + (["--scheduler", scheduler] if scheduler else [])
+    command = ["convpipe", "run", plan.config.source, "--resume"]
+    if scheduler:
+        command += ["--scheduler", scheduler]
     return shlex.join(command)
 
 
 def provenance(plan: Plan) -> dict[str, Any]:
-    """The ``convpipe`` attribute of the output array."""
-    c = plan.config
+    """The ``convpipe`` attribute of the output array; it repeats some fingerprint fields at its top level."""
     fields = plan.fingerprint_fields()
     return {
         "version": __version__,
-        "config": c.to_dict(),
-        "kernels": c.kernels.describe(),
-        "stride": list(c.stride),
-        "combine": c.combine,
-        "padding": list(plan.geometry.padding),
-        "padding_mode": plan.geometry.padding_mode,
-        "dilation": list(plan.geometry.dilation),
-        "input": plan.stack.identity(),
+        "config": plan.config.to_dict(),
+        "kernels": plan.config.kernels.describe(),
+        **{key: fields[key] for key in ("stride", "combine", "padding", "padding_mode", "dilation", "input")},
         "blocks": plan.geometry.n_tasks,
         "axes": [a.to_dict() for a in plan.output_axes],
         "complete": False,
@@ -109,7 +101,7 @@ def run(
     scheduler: str | None = None,
     progress: bool = True,
 ) -> RunSummary:
-    """Run a config (a YAML file, a mapping with its keys, a ``Config`` or a ``Plan``): what ``convpipe run`` does.
+    """Run a config (a YAML file, a mapping, a ``Config`` or a ``Plan``): what ``convpipe run`` does.
 
     Creates (or reopens) the output Zarr, writes every missing block and
     returns a :class:`RunSummary`. An existing output is replaced only with
@@ -122,8 +114,10 @@ def run(
     kept and the error says how to resume.
     """
     if overwrite and resume:
-        raise ConfigError("--resume and --overwrite exclude each other: resume keeps the finished blocks, "
-                          "overwrite starts again; pass one of them")
+        raise ConfigError(
+            "--resume and --overwrite exclude each other: resume keeps the finished blocks, "
+            "overwrite starts again; pass one of them"
+        )
     plan = config if isinstance(config, Plan) else planner.plan(config)
     config = plan.config if scheduler is None else with_scheduler(plan.config, scheduler)
     overwrite = overwrite or config.output.overwrite
@@ -140,14 +134,14 @@ def run(
                 print(f"convpipe: {note}", file=sys.stderr)
             target_path, target, done = _open_target(plan, overwrite, resume)
             opened.append(target_path)
-            io_plan, target, pipelines = _with_codec_pipelines(plan, config, target)
+            choice, codec = config.compute.codec_pipeline, config.output.codec
+            source, target, pipelines = on_codec_pipelines(plan.stack.source, target, choice, codec)
+            io_plan = replace(plan, stack=replace(plan.stack, source=source))  # arrays on those pipelines
             recorder = BlockRecorder(target_path, storage_options=options)
             todo = _write_missing_blocks(io_plan, config, target, recorder, done, progress, hint)
             _write_display_windows(target_path, recorder)
-            record = dict(target.attrs["convpipe"])
-            record["complete"] = True
-            record["codec_pipeline"] = pipelines  # the pipelines of the run that finished the output
-            target.attrs["convpipe"] = record
+            finished = {"complete": True, "codec_pipeline": pipelines}  # those of the run that finished it
+            target.attrs["convpipe"] = {**target.attrs["convpipe"], **finished}
             consolidate(target_path, options)
             if target_path != final:
                 swap_into_place(target_path, final, options)
@@ -163,15 +157,6 @@ def _resume_hint(plan: Plan, scheduler: str | None, opened: list[str]) -> str:
     return f"; finished blocks are kept. Once fixed, resume with: {resume_command(plan, scheduler)}"
 
 
-def _with_codec_pipelines(plan: Plan, config: Config, target) -> tuple[Plan, Any, dict[str, str | None]]:
-    """``plan`` and ``target`` with their Zarr arrays on the pipelines ``compute.codec_pipeline`` gives them."""
-    from convpipe.codecs import on_codec_pipelines
-
-    choice, codec = config.compute.codec_pipeline, config.output.codec
-    source, target, pipelines = on_codec_pipelines(plan.stack.source, target, choice, codec)
-    return replace(plan, stack=replace(plan.stack, source=source)), target, pipelines
-
-
 def _check_before_writing(plan: Plan, config: Config) -> None:
     """Print the plan's warnings; refuse a cluster that does not answer or cannot hold the tasks."""
     from convpipe.execution import check_scheduler
@@ -182,7 +167,7 @@ def _check_before_writing(plan: Plan, config: Config) -> None:
         scheduler_info = check_scheduler(config.compute.scheduler, config.compute.connect_timeout)
         problem = worker_memory_problem(plan.task_memory(), scheduler_info.get("workers", {}))
         if problem:
-            raise ConfigError(f"compute.scheduler: {problem}", key="compute.scheduler")
+            raise ConfigError.about("compute.scheduler", problem)
 
 
 def _write_missing_blocks(plan, config, target, recorder, done, progress, hint) -> int:
@@ -203,9 +188,10 @@ def _write_missing_blocks(plan, config, target, recorder, done, progress, hint) 
     }
     missing_chunks = {key for ids in inputs.values() for key, identity in ids.items() if identity == MISSING}
     if todo:
-        jobs = _slab_jobs(plan, target, recorder, done, inputs)
+        slabs = g.slabs()
+        jobs = _slab_jobs(plan, slabs, target, recorder, done, inputs)
         try:
-            run_jobs(jobs, len(g.slabs()), todo, config.compute, progress=progress)
+            run_jobs(jobs, len(slabs), todo, config.compute, progress=progress)
         except (InputError, ClusterError) as exc:  # a chunk that cannot be decoded, a lost scheduler
             raise type(exc)(f"{exc}{hint()}", key=exc.key) from None
     if missing_chunks:
@@ -215,23 +201,20 @@ def _write_missing_blocks(plan, config, target, recorder, done, progress, hint) 
             f"stored and were read as the fill value {fill} (first: {min(missing_chunks)})",
             file=sys.stderr,
         )
-    if len(recorder.done()) != g.n_tasks:
-        raise RuntimeError(f"{recorder.output_path}: {g.n_tasks - len(recorder.done())} blocks have no record")
+    unrecorded = g.n_tasks - len(recorder.done())
+    if unrecorded:
+        raise RuntimeError(f"{recorder.output_path}: {unrecorded} blocks have no record")
     return todo
 
 
-def _slab_jobs(
-    plan: Plan, target, recorder: BlockRecorder, done: set[tuple[int, ...]], inputs: dict[tuple[int, ...], dict]
-) -> Iterator[list]:
-    """Per slab (batch chunk, or column band of a wide one), the write tasks of its blocks not yet done, as Delayed objects.
+def _slab_jobs(plan: Plan, slabs: list[Slab], target, recorder, done: set, inputs: dict) -> Iterator[list]:
+    """Per slab (batch chunk, or column band of a wide one): the Delayed write tasks of its blocks not done.
 
-    Slabs are independent (halos never cross batch chunks), so running a
-    bounded number of them at a time bounds memory by the slabs in flight,
-    never by the length of the stack; each slab's graph is built only when
-    it is about to run. Each slab's recorder writes its blocks' ``inputs``
-    (identities of the input chunks read) into their completion records.
+    Each slab's graph is built only when it is about to run, so memory is
+    bounded by the slabs in flight (see :mod:`convpipe.execution`). Its
+    recorder writes its blocks' ``inputs`` (identities of the input chunks
+    read) into their completion records.
     """
-    from convpipe.padding import unpadded_chunks
     from convpipe.pipeline import result_array, write_tasks
 
     g, dtype = plan.geometry, plan.output_dtype
@@ -240,7 +223,7 @@ def _slab_jobs(
     channels = 1 if channel_axis is None else g.output_shape[channel_axis]
     measure = BlockMeasure(channel_axis, sample_step(g.output_shape, channels))
     levels = open_levels(target, plan.levels)
-    for slab in g.slabs():
+    for slab in slabs:
         blocks_of_slab = {
             index: tuple(o + i for o, i in zip(slab.block_origin, index))
             for index in np.ndindex(*(len(c) for c in slab.geometry.output_chunks))
@@ -248,7 +231,8 @@ def _slab_jobs(
         todo = {index: block for index, block in blocks_of_slab.items() if block not in done}
         if not todo:
             continue
-        slab_input = stack[slab.input_slices].rechunk(unpadded_chunks(slab.geometry))  # a band's halo joins its last tile
+        # a band's halo joins its last tile
+        slab_input = stack[slab.input_slices].rechunk(unpadded_chunks(slab.geometry))
         tokens = write_tasks(
             result_array(slab_input, slab.geometry, plan.weights, dtype),
             target,
@@ -276,15 +260,15 @@ def _write_display_windows(path: str, recorder: BlockRecorder) -> None:
 
 
 def _inputs_of(plan: Plan, block: tuple[int, ...]) -> dict[str, str]:
-    """Identities of the stored input chunks ``block`` reads (Zarr inputs; image files are in the fingerprint)."""
+    """Identities of the stored input chunks ``block`` reads (Zarr inputs; image files are fingerprinted)."""
     if not isinstance(plan.stack.source, zarr.Array):
         return {}
     region = plan.stack.stored_region(block_input_region(plan.geometry, block))
     return chunk_identities(plan.stack.source, region)
 
 
-def _unchanged_inputs(plan: Plan, recorded_inputs: dict[tuple[int, ...], dict | None]) -> set[tuple[int, ...]]:
-    """The recorded blocks that can be trusted: every input chunk they read (``recorded_inputs``) is unchanged.
+def _unchanged_inputs(plan: Plan, recorded_inputs: dict[tuple, dict | None]) -> set[tuple[int, ...]]:
+    """The recorded blocks to trust: every input chunk they read (``recorded_inputs``) is unchanged.
 
     A block recorded without input identities is computed again; a changed
     input chunk refuses the resume (the output would mix two inputs).
@@ -297,11 +281,11 @@ def _unchanged_inputs(plan: Plan, recorded_inputs: dict[tuple[int, ...], dict | 
             continue
         changed = first_change(recorded, _inputs_of(plan, block))
         if changed is not None:
-            raise ResumeError(
-                f"input.path: the input chunk {changed} of {plan.stack.path} changed after block "
-                f"{block_name(block)} was computed from it; resuming would mix the old and the new input; "
+            raise ResumeError.about(
+                "input.path",
+                f"the input chunk {changed} of {plan.stack.path} changed after block {block_name(block)} was "
+                "computed from it; resuming would mix the old and the new input; "
                 "pass --overwrite to start again",
-                key="input.path",
             )
         trusted.add(block)
     return trusted
@@ -330,26 +314,21 @@ def _open_target(plan: Plan, overwrite: bool, resume: bool):
     if not overwrite:
         record = read_record(final, options)
         if record is not None and not record.get("complete"):
-            raise OutputError(
-                f"output.path: {final} is an unfinished convpipe output; pass --resume to finish it "
-                "or --overwrite to start again",
-                key="output.path",
-            )
-        message = f"output.path: {final} already exists; pass --overwrite (or output.overwrite: true)"
-        raise OutputError(message, key="output.path")
+            unfinished = f"{final} is an unfinished convpipe output"
+            message = f"{unfinished}; pass --resume to finish it or --overwrite to start again"
+            raise OutputError.about("output.path", message)
+        message = f"{final} already exists; pass --overwrite (or output.overwrite: true)"
+        raise OutputError.about("output.path", message)
     if not is_replaceable(final, options):
-        raise OutputError(
-            f"output.path: {final} exists and is not a convpipe output; convpipe replaces only its own "
-            "outputs: choose another output.path, or remove it yourself",
-            key="output.path",
+        raise OutputError.about(
+            "output.path",
+            f"{final} exists and is not a convpipe output; convpipe replaces only its own outputs: "
+            "choose another output.path, or remove it yourself",
         )
     if exists(staged):  # an abandoned replacement
         if not is_replaceable(staged, options):
-            raise OutputError(
-                f"output.path: {staged} (where the replacement is built) exists and is not a convpipe "
-                "output; remove or rename it",
-                key="output.path",
-            )
+            message = f"{staged} (where the replacement is built) exists and is not a convpipe output"
+            raise OutputError.about("output.path", f"{message}; remove or rename it")
         remove_path(staged, options)
     return staged, _create_target(plan, staged), set()
 
@@ -358,17 +337,16 @@ def _reopen_for_resume(plan: Plan, path: str):
     options = plan.config.output.storage_options
     record = read_record(path, options)
     if record is None:
-        raise ResumeError(
-            f"output.path: {path} exists but is not a convpipe output; cannot resume it", key="output.path"
-        )
+        message = f"{path} exists but is not a convpipe output; cannot resume it"
+        raise ResumeError.about("output.path", message)
     expected = plan.fingerprint_fields()
     if record.get("fingerprint") != fingerprint(expected):
         recorded = record.get("determined_by", {})
         differing = sorted(k for k in expected if recorded.get(k) != expected[k]) or ["version"]
-        raise ResumeError(
-            f"output.path: {path} was written by a different run (differs in: {', '.join(differing)}); "
+        raise ResumeError.about(
+            "output.path",
+            f"{path} was written by a different run (differs in: {', '.join(differing)}); "
             "cannot resume; pass --overwrite to start again",
-            key="output.path",
         )
     return open_output_array(path, mode="r+", storage_options=options)
 

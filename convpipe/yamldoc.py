@@ -2,13 +2,16 @@
 
 Plain scalars resolve as in YAML 1.2 where 1.1 surprises (only ``true`` and
 ``false`` are booleans); every error is a
-:class:`~convpipe.errors.ConfigError` naming the file and the line.
+:class:`~convpipe.errors.ConfigError` naming the file and the line. The
+checks of plain values (:func:`choice`, :func:`pair`, ...) raise
+``ValueError`` with a message the caller leads with the key.
 """
 
 from __future__ import annotations
 
 import numbers
 import re
+from collections.abc import Callable
 from typing import Any
 
 import yaml
@@ -22,11 +25,6 @@ MAX_NODES = 200_000
 """Values a config may hold: a bank of 3 kernels of 256x256 weights fits; a 2000x2000 kernel does not."""
 
 
-def _tag_text(tag: str) -> str:
-    """``tag:yaml.org,2002:python/name:x`` as the user wrote it: ``!!python/name:x``."""
-    return tag.replace("tag:yaml.org,2002:", "!!", 1)
-
-
 class YamlDoc:
     """A parsed YAML document that remembers the line of every key."""
 
@@ -35,57 +33,44 @@ class YamlDoc:
         self.lines: dict[tuple, int] = {}
 
     def error(self, key: tuple, message: str) -> ConfigError:
-        line = self._line_of(key)
-        where = f"{self.source}:{line}" if line else self.source
+        """An error about ``key`` (``("kernels", 0, "name")`` is written ``kernels[0].name``), at its line."""
+        place = where(self.source, self.lines, key)
         name = ".".join(str(part) if isinstance(part, str) else f"[{part}]" for part in key)
         name = name.replace(".[", "[")
-        return ConfigError(f"{where}: {name}: {message}" if name else f"{where}: {message}", key=name or None)
+        return ConfigError(f"{place}: {name}: {message}" if name else f"{place}: {message}", key=name or None)
 
-    def _line_of(self, key: tuple) -> int | None:
-        while key:
-            if key in self.lines:
-                return self.lines[key]
-            key = key[:-1]
-        return self.lines.get(())
-
-    # ------------------------------------------------------------------ value checks, one line each
-
-    def mapping(self, value: Any, key: tuple, allowed: tuple[str, ...]) -> dict[str, Any]:
-        """``value`` as a mapping whose keys are all in ``allowed``."""
+    def mapping(self, value: Any, key: tuple, allowed: tuple[str, ...], required: tuple = ()) -> dict:
+        """``value`` as a mapping whose keys are all in ``allowed``, and that holds the ``required`` ones."""
         if not isinstance(value, dict):
             raise self.error(key, f"must be a mapping with keys {', '.join(allowed)}, got {show(value)}")
         for name in value:
             if name not in allowed:
                 raise self.error(key + (name,), f"unknown key; expected one of {', '.join(allowed)}")
+        for name in required:
+            if name not in value:
+                raise self.error(key, f"missing required key {name!r}")
         return value
 
-    def positive_int(self, value: Any, key: tuple) -> int:
-        if not is_int(value) or value < 1:
-            raise self.error(key, f"must be a positive integer, got {show(value)}")
-        return int(value)
+    def parsed(self, mapping: dict[str, Any], parsers: dict[str, Callable], key: tuple = ()) -> dict:
+        """The values of ``mapping`` (at ``key``) that ``parsers`` names, each parsed, in the parsers' order.
 
-    def pair(self, value: Any, key: tuple, what: str) -> tuple[int, int]:
-        """An int or a [y, x] list (or tuple) of two positive ints."""
-        if is_int(value) and value >= 1:
-            return int(value), int(value)
-        if isinstance(value, (list, tuple)) and len(value) == 2 and all(is_int(v) and v >= 1 for v in value):
-            return int(value[0]), int(value[1])
-        raise self.error(key, f"must be {what}, got {show(value)}")
-
-    def choice(self, value: Any, key: tuple, choices: tuple[str, ...]) -> str:
-        if value not in choices:
-            raise self.error(key, f"must be one of {', '.join(choices)}, got {show(value)}")
-        return value
-
-    def boolean(self, value: Any, key: tuple) -> bool:
-        if not isinstance(value, bool):
-            raise self.error(key, f"must be true or false, got {show(value)}")
-        return value
+        A parser's ``ValueError`` becomes an error naming the key and its line;
+        a value parsed to None is left out (the default).
+        """
+        values = {}
+        for name, parse in parsers.items():
+            if name in mapping:
+                try:
+                    values[name] = parse(mapping[name])
+                except ValueError as exc:
+                    raise self.error(key + (name,), str(exc)) from None
+        return {name: value for name, value in values.items() if value is not None}
 
     def to_python(self, node: yaml.Node, key: tuple = ()) -> Any:
         self.lines.setdefault(key, node.start_mark.line + 1)
+        tag = node.tag.replace("tag:yaml.org,2002:", "!!", 1)  # as written: !!python/name:x
         if not isinstance(node, yaml.ScalarNode) and node.tag not in _COLLECTION_TAGS:
-            raise self.error(key, f"unsupported YAML tag {_tag_text(node.tag)}; write a plain mapping or list")
+            raise self.error(key, f"unsupported YAML tag {tag}; write a plain mapping or list")
         if isinstance(node, yaml.MappingNode):
             result: dict[str, Any] = {}
             for key_node, value_node in node.value:
@@ -104,9 +89,17 @@ class YamlDoc:
         try:
             return loader.construct_object(node)
         except yaml.YAMLError:
-            raise self.error(key, f"unsupported YAML tag {_tag_text(node.tag)}; write a plain value") from None
+            raise self.error(key, f"unsupported YAML tag {tag}; write a plain value") from None
         finally:
             loader.dispose()
+
+
+def where(source: str, lines: dict[tuple, int], key: tuple) -> str:
+    """``source:line`` of ``key``, or of its closest parent in ``lines``; ``source`` alone without one."""
+    while key and key not in lines:
+        key = key[:-1]
+    line = lines.get(key)
+    return f"{source}:{line}" if line else source
 
 
 def show(value: Any) -> str:
@@ -124,6 +117,27 @@ def is_number(value: Any) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
+def choice(choices: tuple[str, ...], value: Any) -> str:
+    if value not in choices:
+        raise ValueError(f"must be one of {', '.join(choices)}, got {show(value)}")
+    return value
+
+
+def boolean(value: Any) -> bool:
+    if type(value) is not bool:
+        raise ValueError(f"must be true or false, got {show(value)}")
+    return value
+
+
+def pair(what: str, value: Any) -> tuple[int, int]:
+    """A positive int, or a [y, x] list (or tuple) of two: ``(y, x)``; ValueError "must be ``what``" else."""
+    if is_int(value) and value >= 1:
+        return int(value), int(value)
+    if isinstance(value, (list, tuple)) and len(value) == 2 and all(is_int(v) and v >= 1 for v in value):
+        return int(value[0]), int(value[1])
+    raise ValueError(f"must be {what}, got {show(value)}")
+
+
 class YamlLoader(yaml.SafeLoader):
     """SafeLoader that resolves plain scalars as YAML 1.2 does where 1.1 surprises.
 
@@ -138,16 +152,12 @@ class YamlLoader(yaml.SafeLoader):
     def compose_node(self, parent, index):
         self.nodes += 1
         if self.nodes > MAX_NODES:
-            raise yaml.composer.ComposerError(
-                None, None, f"more than {MAX_NODES:,} values; a config (kernels included) must stay smaller",
-                self.peek_event().start_mark,
-            )
+            problem = f"more than {MAX_NODES:,} values; a config (kernels included) must stay smaller"
+            raise yaml.composer.ComposerError(problem=problem, problem_mark=self.peek_event().start_mark)
         if self.check_event(yaml.AliasEvent):
             event = self.peek_event()
-            raise yaml.composer.ComposerError(
-                None, None, f"aliases (*{event.anchor}) are not allowed in a config; write the value out",
-                event.start_mark,
-            )
+            problem = f"aliases (*{event.anchor}) are not allowed in a config; write the value out"
+            raise yaml.composer.ComposerError(problem=problem, problem_mark=event.start_mark)
         return super().compose_node(parent, index)
 
 
@@ -170,8 +180,10 @@ YamlLoader.add_implicit_resolver(
 
 def parse_yaml(text: str, source: str) -> tuple[Any, YamlDoc]:
     if len(text) > MAX_TEXT:
-        raise ConfigError(f"{source}: the config is {len(text) / 2**20:.1f} MiB; a config must stay under "
-                          f"{MAX_TEXT // 2**20} MiB (pass larger kernels to convpipe.correlate from Python)")
+        raise ConfigError(
+            f"{source}: the config is {len(text) / 2**20:.1f} MiB; a config must stay under "
+            f"{MAX_TEXT // 2**20} MiB (pass larger kernels to convpipe.correlate from Python)"
+        )
     doc = YamlDoc(source)
     try:
         node = yaml.compose(text, Loader=YamlLoader)
