@@ -36,6 +36,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from benchdata import stack_path
 
+import this_tree  # noqa: F401  (before convpipe: this checkout's package)
 import convpipe
 from convpipe.codecs import compressors_for
 from convpipe.config import CODECS

@@ -17,6 +17,7 @@ import numpy as np
 import yaml
 import zarr
 
+import this_tree  # noqa: F401  (before convpipe: this checkout's package)
 import convpipe
 from convpipe.codecs import ZARR_PIPELINE, ZARRS_PIPELINE, compressors_for
 from convpipe.core import correlate_block
@@ -28,6 +29,11 @@ from timing import Case, FrameRow, pipeline_case
 
 def version() -> str:
     return convpipe.__version__
+
+
+def package_folder() -> str:
+    """Where the timed convpipe was imported from (this checkout's ``convpipe/``: see ``this_tree.py``)."""
+    return str(Path(convpipe.__file__).resolve().parent)
 
 
 def default_compressors():

@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+import this_tree  # noqa: F401  (before convpipe: this checkout's package)
 from convpipe.core import correlate_block
 
 REPO = Path(__file__).resolve().parent.parent

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from convpipe_rows import package_folder
 from convpipe_rows import version as convpipe_version
 from results import Ratio, Results, Target
 
@@ -213,6 +214,7 @@ def machine_info() -> dict[str, Any]:
             "numba": numba.__version__,
             "convpipe": convpipe_version(),
         },
+        "convpipe_package": package_folder(),
         "commit": _git_commit(),
     }
     with contextlib.suppress(ImportError):
@@ -283,6 +285,7 @@ def print_report(results: Results) -> None:
     print(
         "versions  " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()) + f"; commit {m.get('commit')}"
     )
+    print(f"convpipe  imported from {m.get('convpipe_package')}")
     if results.timings:
         _print_timings(results)
     if results.memory:

@@ -35,6 +35,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "benchmarks"))
 
+import this_tree  # noqa: E402, F401  (this checkout's convpipe in every process started)
+
 from checks import BenchmarkError, compare, reference_magnitude  # noqa: E402
 
 PYTHON = sys.executable

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -236,3 +237,19 @@ def test_sampled_regions_catch_an_error_at_a_chunk_edge(bench, tmp_path: Path) -
     output[5, 16] += 100  # the first output column of the second stored chunk
     with pytest.raises(BenchmarkError, match="pixels differ from the reference"):
         reference.check("wrong at an edge", output)
+
+
+def test_the_benchmark_times_the_convpipe_of_its_own_checkout(data_dir: Path, tmp_path: Path) -> None:
+    """Another convpipe first on PYTHONPATH (another checkout, an installed release) is not the one timed."""
+    decoy = tmp_path / "decoy"
+    (decoy / "convpipe").mkdir(parents=True)
+    (decoy / "convpipe" / "__init__.py").write_text("raise ImportError('the decoy convpipe was imported')\n")
+    json_path = tmp_path / "core.json"
+    command = [sys.executable, str(BENCH), *TINY, "--only", "core", "--data-dir", str(data_dir), "--json", str(json_path)]
+    result = subprocess.run(
+        command, check=False, capture_output=True, text=True, timeout=600, cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(decoy)},
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    machine = json.loads(json_path.read_text())["machine"]
+    assert machine["convpipe_package"] == str(BENCH.parent.parent / "convpipe")
