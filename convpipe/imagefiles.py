@@ -262,7 +262,7 @@ def read_frames(
     parts = []
     for frame in frames:
         whole = frame not in pages  # a PNG or JPEG: checked whole, then cut
-        part = _read_image(frame) if whole else pages[frame]
+        part = _read_image(frame, key) if whole else pages[frame]
         want = frame.shape if whole else _region_shape(region, frame.shape)
         if part.shape != want or part.dtype != frame.dtype:
             where = f"{key}: " if key else ""  # as the run prints it: no config file to lead it
@@ -280,13 +280,14 @@ def _region_shape(region: tuple[slice, ...], shape: tuple[int, ...]) -> tuple[in
     return tuple(len(range(*s.indices(n))) for s, n in zip(region, shape)) + shape[len(region) :]
 
 
-def _read_image(frame: Frame) -> np.ndarray:
+def _read_image(frame: Frame, key: str | None = None) -> np.ndarray:
     import imageio.v3 as iio
 
     try:
         return iio.imread(frame.path, index=0, plugin="pillow")
     except Exception as exc:
-        raise InputError(f"cannot read {frame.path}: {exc}") from exc
+        where = f"{key}: " if key else ""  # as the run prints it, like a TIFF page's error
+        raise InputError(f"{where}cannot read {frame.path}: {exc}", key=key) from exc
 
 
 def open_image_stack(path: str | os.PathLike[str]) -> da.Array:

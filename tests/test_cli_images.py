@@ -373,3 +373,13 @@ def test_preview_console_script(sobel_output: Path, sample_zarr: Path, tmp_path:
     image = read_png(png)
     assert image.shape[1] == 40 + PANEL_GAP + 40  # output (30, 38) drawn on the grid of the input (32, 40)
     assert (image.shape[0] - 32) % LINE_HEIGHT == 0 and image.shape[0] > 32  # below their labels
+
+
+def test_a_png_cut_short_after_listing_is_one_line_naming_it_and_its_key(tmp_path: Path) -> None:
+    """Headers read at planning, pixels cut off later: the run names the key and the file, like a TIFF tile."""
+    folder = write_pngs(tmp_path / "frames", grey_frames())
+    broken = folder / "frame2.png"
+    data = broken.read_bytes()
+    broken.write_bytes(data[: len(data) // 2])  # header intact, pixel data cut off
+    config = image_config(tmp_path / "run.yaml", folder, tmp_path / "out.zarr")
+    assert_user_error(invoke("run", str(config)), "input.path: ", "cannot read", str(broken))
