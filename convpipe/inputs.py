@@ -23,7 +23,19 @@ from convpipe.errors import InputError
 from convpipe.integrity import stored_objects
 from convpipe.paths import StorageOptions, local_path, unreachable_errors, zarr_store
 
-INPUT_DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "int64", "float16", "float32", "float64")
+INPUT_DTYPES = (
+    "uint8",
+    "int8",
+    "uint16",
+    "int16",
+    "uint32",
+    "int32",
+    "uint64",
+    "int64",
+    "float16",
+    "float32",
+    "float64",
+)
 
 
 @dataclass(frozen=True)
@@ -159,7 +171,9 @@ class CheckedReader:
         return None
 
 
-def open_input(path: str, array: str | None = None, storage_options: StorageOptions | None = None) -> InputStack:
+def open_input(
+    path: str, array: str | None = None, storage_options: StorageOptions | None = None
+) -> InputStack:
     """Open a Zarr array or group (format 2 or 3), or an image-file source, lazily.
 
     ``storage_options`` are the fsspec options of a URL ``path``. Errors carry
@@ -173,7 +187,9 @@ def open_input(path: str, array: str | None = None, storage_options: StorageOpti
         return InputStack(path, None, stack.shape, stack.dtype, stack.chunks, stack, image_axes)
     if local is not None and not local.exists():
         raise InputError(f"{path} does not exist", key="input.path")
-    node, name = open_zarr_array(path, array, keys=("input.path", "input.array"), storage_options=storage_options)
+    node, name = open_zarr_array(
+        path, array, keys=("input.path", "input.array"), storage_options=storage_options
+    )
     if node.ndim < 2:
         message = f"{path} has {node.ndim} dimension(s) {node.shape}; expected at least 2-D"
         raise InputError(message, key="input.path")
@@ -238,7 +254,9 @@ def open_zarr_array(
         return pick_array(node, path, array, default=default, take_single=take_single, keys=keys)
     except (FileNotFoundError, NotADirectoryError, *UNREADABLE_METADATA) as exc:
         what = type(exc).__name__
-        raise InputError(f"{path} is not a readable Zarr array or group ({what}: {exc})", key=path_key) from None
+        raise InputError(
+            f"{path} is not a readable Zarr array or group ({what}: {exc})", key=path_key
+        ) from None
     except unreachable_errors() as exc:
         if local is not None:
             raise  # a local disk's refusal: the storage-error policy decides

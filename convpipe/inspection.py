@@ -78,7 +78,9 @@ def inspect_report(
     return report
 
 
-def _axes(node: zarr.Array, path: str, name: str | None, storage_options: StorageOptions | None) -> dict[str, Any]:
+def _axes(
+    node: zarr.Array, path: str, name: str | None, storage_options: StorageOptions | None
+) -> dict[str, Any]:
     """The axes as convpipe would read this array as an input: name, role, type, unit, scale."""
     source = zarr_axes(node, *enclosing_group(path, name, storage_options))
     try:

@@ -77,7 +77,11 @@ def _named_series(file: str) -> tuple[FrameStack, SourceAxes] | None:
                 )
             first = tiff_page_frame(file, keyframe)
             frames = tuple(Frame(file, page.index, first.shape, first.dtype, page.offset) for page in pages)
-            letters = series.axes[: len(lead_shape)] + page_axes.replace("S", "") + ("S" if "S" in page_axes else "")
+            letters = (
+                series.axes[: len(lead_shape)]
+                + page_axes.replace("S", "")
+                + ("S" if "S" in page_axes else "")
+            )
             pixels = _ome_pixels(tif) if series.kind == "ome" else {}
     except InputError:
         raise

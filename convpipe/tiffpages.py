@@ -61,7 +61,9 @@ def _read_page(tif: tifffile.TiffFile, index: int, offset: int, region: tuple[sl
     (y0, y1, sy), (x0, x1, sx) = ys.indices(page.imagelength), xs.indices(page.imagewidth)
     y1, x1 = max(y0, y1), max(x0, x1)
     pixels = _decode_box(page, y0, y1, x0, x1)  # (planes, h, w, contiguous samples)
-    pixels = np.moveaxis(pixels, 0, -2).reshape(y1 - y0, x1 - x0, pixels.shape[0] * pixels.shape[3])[::sy, ::sx]
+    pixels = np.moveaxis(pixels, 0, -2).reshape(y1 - y0, x1 - x0, pixels.shape[0] * pixels.shape[3])[
+        ::sy, ::sx
+    ]
     return pixels[..., samples] if len(page.shape) == 3 else pixels[..., 0]
 
 
@@ -94,7 +96,9 @@ def _decode_box(page: tifffile.TiffPage, y0: int, y1: int, x0: int, x1: int) -> 
                 segment = segment.reshape(th, tw, contiguous)
                 top, left = row * th, column * tw
                 ya, yb, xa, xb = max(y0, top), min(y1, top + th), max(x0, left), min(x1, left + tw)
-                box[plane, ya - y0 : yb - y0, xa - x0 : xb - x0] = segment[ya - top : yb - top, xa - left : xb - left]
+                box[plane, ya - y0 : yb - y0, xa - x0 : xb - x0] = segment[
+                    ya - top : yb - top, xa - left : xb - left
+                ]
     return box
 
 
