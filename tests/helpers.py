@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.util
 import itertools
 import os
 import re
@@ -20,6 +21,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -453,3 +455,26 @@ class Bucket:
     def read_output(self, key: str) -> np.ndarray:
         """The result array ``0`` of an output group in the bucket, read with zarr alone."""
         return zarr.open_group(self.url(key), mode="r")["0"][...]
+
+
+@contextlib.contextmanager
+def benchmark_script(path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
+    """A script of ``benchmarks/`` loaded by path, its folder first on ``sys.path`` as when it runs.
+
+    Afterwards ``sys.path``, ``PYTHONPATH`` (which ``benchmarks/this_tree.py``
+    extends) and ``sys.modules`` are as before: no other test sees the
+    benchmark's own modules (``checks``, ``timing``, ...).
+    """
+    before = set(sys.modules)
+    monkeypatch.syspath_prepend(str(path.parent))
+    monkeypatch.setenv("PYTHONPATH", os.environ.get("PYTHONPATH", ""))
+    spec = importlib.util.spec_from_file_location(f"convpipe_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)
+    spec.loader.exec_module(module)
+    try:
+        yield module
+    finally:
+        for name in set(sys.modules) - before:
+            if str(path.parent) in str(getattr(sys.modules[name], "__file__", None) or ""):
+                del sys.modules[name]

@@ -7,7 +7,6 @@ adapters run; ``git archive`` needs the repository's history (a full clone).
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import benchmark_script
 
 AGAINST = Path(__file__).resolve().parent.parent / "benchmarks" / "against.py"
 REV = "91dac41"
@@ -53,17 +53,9 @@ def test_both_trees_are_checked(quick_run) -> None:
 
 @pytest.fixture
 def against(monkeypatch: pytest.MonkeyPatch):
-    """``benchmarks/against.py`` loaded by path; ``sys.path`` and the benchmark's modules restored afterwards."""
-    before = set(sys.modules)
-    monkeypatch.setattr(sys, "path", list(sys.path))
-    spec = importlib.util.spec_from_file_location("convpipe_against", AGAINST)
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, module)
-    spec.loader.exec_module(module)
-    yield module
-    for name in set(sys.modules) - before:
-        if str(AGAINST.parent) in str(getattr(sys.modules[name], "__file__", None) or ""):
-            del sys.modules[name]
+    """``benchmarks/against.py`` loaded by path (see ``helpers.benchmark_script``)."""
+    with benchmark_script(AGAINST, monkeypatch) as module:
+        yield module
 
 
 def test_a_wrong_answer_aborts_the_run(against, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import benchmark_script
 
 BENCH = Path(__file__).resolve().parent.parent / "benchmarks" / "bench.py"
 TINY = ["--frames", "2", "--size", "64", "--chunk", "32", "--repeats", "1"]
@@ -130,21 +131,9 @@ def test_an_unknown_section_is_a_usage_error(data_dir: Path) -> None:
 
 @pytest.fixture
 def bench(monkeypatch: pytest.MonkeyPatch):
-    """``benchmarks/bench.py`` loaded by path, with its folder on ``sys.path`` as when run as a script.
-
-    The benchmark's own modules (``checks``, ``timing``, ...) are dropped from
-    ``sys.modules`` afterwards, so no other test sees them.
-    """
-    before = set(sys.modules)
-    monkeypatch.syspath_prepend(str(BENCH.parent))
-    spec = importlib.util.spec_from_file_location("convpipe_bench", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, module)
-    spec.loader.exec_module(module)
-    yield module
-    for name in set(sys.modules) - before:
-        if str(BENCH.parent) in str(getattr(sys.modules[name], "__file__", None) or ""):
-            del sys.modules[name]
+    """``benchmarks/bench.py`` loaded by path (see ``helpers.benchmark_script``)."""
+    with benchmark_script(BENCH, monkeypatch) as module:
+        yield module
 
 
 def test_a_wrong_answer_aborts_the_run(
