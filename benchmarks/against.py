@@ -16,9 +16,7 @@ codec) is read by both trees. Two kinds of rows per tree and stride:
 
 * **whole process**: ``python -c "from convpipe.cli import app; app()" run
   CFG --overwrite -q``, wall time from start to exit and the child's peak
-  RSS (``ru_maxrss`` of ``os.wait4``). The children are started by a small
-  helper process: a child started with vfork or fork carries its parent's
-  high-water mark into its ``ru_maxrss``, and this script's is large;
+  RSS (its ``VmHWM``: ``peak_memory.peak_rss_of``, as ``bench.py --memory``);
 * **warm in-process**: one long-lived process per tree that imports it and
   times ``--repeats`` calls of the library per round (``convpipe.run``, or
   ``runner.execute(make_plan(load_config(path)))`` in trees before it).
@@ -51,28 +49,12 @@ sys.path[:0] = [str(REPO / "benchmarks"), str(REPO)]  # the current tree, not wh
 
 from benchdata import ensure_stack
 from checks import BenchmarkError, Reference, compare
+from peak_memory import peak_rss_of
 from report import load_average, machine_info
 from timing import settle
 
 KINDS = ("whole process", "warm in-process")
 CLI = "from convpipe.cli import app; app()"
-
-# Starts each whole-process row and reports its wall time, peak RSS (bytes), exit code and stderr's end.
-SPAWNER = r"""
-import json, os, subprocess, sys, tempfile, time
-for line in sys.stdin:
-    argv, pythonpath, cwd = json.loads(line)
-    with tempfile.TemporaryFile() as err:
-        start = time.perf_counter()
-        child = subprocess.Popen(argv, cwd=cwd, env={**os.environ, "PYTHONPATH": pythonpath},
-                                 stdout=subprocess.DEVNULL, stderr=err)
-        _, status, usage = os.wait4(child.pid, 0)
-        seconds = time.perf_counter() - start
-        child.returncode = os.waitstatus_to_exitcode(status)
-        err.seek(0)
-        tail = err.read()[-3000:].decode(errors="replace")
-    print(json.dumps([seconds, usage.ru_maxrss * 1024, child.returncode, tail]), flush=True)
-"""
 
 # Imports one tree, then runs each config path read from stdin and answers its seconds (or a traceback).
 WORKER = r"""
@@ -125,10 +107,10 @@ def write_config(scratch: Path, input_path: Path, stride: int) -> tuple[Path, Pa
 
 
 class Side:
-    """One tree: its whole-process runs (through the spawner) and its warm worker process."""
+    """One tree: its whole-process runs and its warm worker process."""
 
-    def __init__(self, name: str, label: str, tree: Path, scratch: Path, spawner: subprocess.Popen) -> None:
-        self.name, self.label, self.tree, self.scratch, self.spawner = name, label, tree, scratch, spawner
+    def __init__(self, name: str, label: str, tree: Path, scratch: Path) -> None:
+        self.name, self.label, self.tree, self.scratch = name, label, tree, scratch
         self.log = open(scratch / f"worker-{name}.log", "w+")  # noqa: SIM115 (closed by close())
         env = {**os.environ, "PYTHONPATH": str(tree)}
         self.worker = subprocess.Popen([sys.executable, "-c", WORKER], cwd=scratch, env=env, text=True,
@@ -146,12 +128,13 @@ class Side:
     def process(self, config: Path) -> tuple[float, int]:
         """One whole ``convpipe run`` process: wall seconds and peak RSS in bytes."""
         argv = [sys.executable, "-c", CLI, "run", str(config), "--overwrite", "-q"]
-        self.spawner.stdin.write(json.dumps([argv, str(self.tree), str(self.scratch)]) + "\n")
-        self.spawner.stdin.flush()
-        seconds, rss, code, stderr = json.loads(self.spawner.stdout.readline())
-        if code != 0:
-            raise BenchmarkError(f"{self.label}: convpipe run {config.name} exited with {code}: {stderr}")
-        return seconds, rss
+        result = peak_rss_of(argv, env={**os.environ, "PYTHONPATH": str(self.tree)}, cwd=self.scratch)
+        if result["returncode"] != 0:
+            raise BenchmarkError(
+                f"{self.label}: convpipe run {config.name} exited with {result['returncode']}: "
+                f"{result['stderr'][-3000:]}"
+            )
+        return result["seconds"], result["high_water_bytes"]
 
     def warm(self, config: Path) -> float:
         """One library call in the warm worker: seconds."""
@@ -255,8 +238,6 @@ def main(argv: list[str] | None = None) -> int:
     parent = args.scratch or (Path("/dev/shm") if Path("/dev/shm").is_dir() else args.data_dir)
     parent.mkdir(parents=True, exist_ok=True)
     load_before = load_average()
-    spawner = subprocess.Popen([sys.executable, "-c", SPAWNER], text=True, stdin=subprocess.PIPE,
-                               stdout=subprocess.PIPE)
     sides: list[Side] = []
     with tempfile.TemporaryDirectory(prefix="convpipe-against-", dir=parent) as folder:
         scratch = Path(folder)
@@ -266,8 +247,8 @@ def main(argv: list[str] | None = None) -> int:
             shutil.copytree(stack, input_path)
             reference = Reference(input_path)
             configs = {stride: write_config(scratch, input_path, stride) for stride in strides}
-            sides.append(Side("current", f"current ({head})", REPO, scratch, spawner))
-            sides.append(Side("rev", rev, materialise(args.rev, scratch / "rev"), scratch, spawner))
+            sides.append(Side("current", f"current ({head})", REPO, scratch))
+            sides.append(Side("rev", rev, materialise(args.rev, scratch / "rev"), scratch))
             checks = []
             for stride, (config, output) in configs.items():  # warm-up and correctness first
                 kept = []
@@ -290,9 +271,6 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             for side in sides:
                 side.close()
-            spawner.stdin.close()
-            spawner.wait()
-            spawner.stdout.close()
     load_after = load_average()
     print(f"\nend to end: current tree {REPO} ({head}) against {rev} ({sides[1].info['api']}); "
           f"{frames} x {size}² uint16, chunks (1, {min(1024, size)}, {min(1024, size)}), copied to {parent}")

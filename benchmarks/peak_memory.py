@@ -19,8 +19,10 @@ from timing import scratch_dir, settle
 MEMORY_POLL_SECONDS = 0.05
 
 
-def peak_rss_of(command: list[str]) -> dict[str, Any]:
-    """Run ``command``; its exit code, wall time and peak resident memory.
+def peak_rss_of(
+    command: list[str], env: dict[str, str] | None = None, cwd: Path | None = None
+) -> dict[str, Any]:
+    """Run ``command`` (in ``cwd``, with ``env``); its exit code, wall time and peak resident memory.
 
     Two measures, polled every ``MEMORY_POLL_SECONDS``: the process's own
     high-water mark (``VmHWM`` in ``/proc/PID/status``: exact, kept by the
@@ -34,7 +36,7 @@ def peak_rss_of(command: list[str]) -> dict[str, Any]:
 
     with tempfile.TemporaryFile() as stdout, tempfile.TemporaryFile() as stderr:  # pipes could fill up
         started = time.perf_counter()
-        process = subprocess.Popen(command, stdout=stdout, stderr=stderr)
+        process = subprocess.Popen(command, stdout=stdout, stderr=stderr, env=env, cwd=cwd)
         sampled_peak = high_water = 0
         watched = psutil.Process(process.pid)
         status_file = Path(f"/proc/{process.pid}/status")
