@@ -45,8 +45,9 @@ from pathlib import Path
 from statistics import median
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO / "benchmarks"), str(REPO)]  # the current tree, not whatever is installed
+sys.path.insert(0, str(REPO / "benchmarks"))
 
+import this_tree  # noqa: F401  (the current tree, not whatever is installed)
 from benchdata import ensure_stack
 from checks import BenchmarkError, Reference, compare
 from peak_memory import peak_rss_of
